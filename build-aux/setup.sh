@@ -1,0 +1,49 @@
+# build-aux/setup.sh: set-up shared by the README's two commands (sourced).
+#
+# setup_packages KIND  installs the Debian packages KIND (main or test) needs
+#                      that are missing; does nothing when all are there.
+# setup_build          generates, configures and builds as needed; quick when
+#                      nothing changed (make decides).
+# Runs as root on Debian 12. Never downloads anything but Debian and npm
+# packages.
+
+MODULA_PKGS_BUILD="build-essential autoconf automake pkg-config libsqlite3-dev libzmq3-dev
+ libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev libopenblas-dev libpcre2-dev libssl-dev
+ fortunes"
+MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2"
+
+setup_say() { printf '==> %s\n' "$*" >&2; }
+
+setup_packages() {
+	local want="$MODULA_PKGS_BUILD" missing=""
+	[ "$1" = test ] && want="$want $MODULA_PKGS_TEST"
+	for p in $want; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	setup_say "installing Debian packages:$missing"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: these packages are missing:$missing; run as root or install them with apt-get" >&2
+		return 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || return 1
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null || {
+		echo "setup: apt-get install failed for:$missing" >&2; return 1; }
+}
+
+setup_build() {
+	local jobs
+	jobs=$(nproc 2>/dev/null || echo 2)
+	mkdir -p m4
+	if [ ! -x configure ] || [ configure.ac -nt configure ]; then
+		setup_say "generating the build system (autoreconf)"
+		autoreconf -fi >/dev/null 2>&1 || { autoreconf -fi; return 1; }
+	fi
+	if [ ! -f Makefile ] || [ ! -f config.status ]; then
+		setup_say "configuring"
+		./configure -q ${MODULA_CONFIGURE_FLAGS:-} || return 1
+	fi
+	setup_say "building (make -j$jobs)"
+	make -s -j"$jobs" || return 1
+}
