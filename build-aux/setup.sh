@@ -9,14 +9,17 @@
 
 MODULA_PKGS_BUILD="build-essential autoconf automake pkg-config libsqlite3-dev libzmq3-dev
  libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev libopenblas-dev libpcre2-dev libssl-dev
+ libutf8proc-dev
  fortunes"
-MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2"
+MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2 sqlite3 curl"
 
 setup_say() { printf '==> %s\n' "$*" >&2; }
 
 setup_packages() {
 	local want="$MODULA_PKGS_BUILD" missing=""
 	[ "$1" = test ] && want="$want $MODULA_PKGS_TEST"
+	# node and npm: Debian's packages unless a node is already installed.
+	[ "$1" = test ] && ! command -v npm >/dev/null 2>&1 && want="$want nodejs npm"
 	for p in $want; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 	done
@@ -30,6 +33,18 @@ setup_packages() {
 	apt-get update -qq || return 1
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null || {
 		echo "setup: apt-get install failed for:$missing" >&2; return 1; }
+}
+
+# setup_npm DIR: install DIR's npm packages from its lockfile (npm ci) when
+# node_modules is missing or older than the lockfile.
+setup_npm() {
+	local dir=$1
+	if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+		setup_say "installing npm packages in $dir (npm ci)"
+		npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null || {
+			echo "setup: npm ci failed in '$dir'" >&2; return 1; }
+		touch "$dir/node_modules"
+	fi
 }
 
 setup_build() {

@@ -1,10 +1,14 @@
-/* device.c: see device.h. */
+/* device.c: see device.h. The op tables are thin: each entry calls its
+ * ops.h or kcuda.h namesake and nothing else. */
 #include "config.h"
 #include "kernels/device.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/kcuda.h"
 #include "err.h"
 
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int kdevice_parse(const char *name, int *out)
@@ -54,4 +58,391 @@ void kdevice_describe(char *buf, size_t n)
 const char *kdevice_name(enum kdevice d)
 {
 	return d == KDEV_CUDA ? "cuda" : "cpu";
+}
+
+/* ---- the CPU's table: ops.h over host memory -------------------------- */
+
+static void *s_cpu_alloc(size_t n, int dt)
+{
+	void *p;
+
+	if (dt != KCUDA_F32 && dt != KCUDA_I32) {
+		err_set("the CPU backend stores f32 and i32, not %s", kcuda_dtype_name(dt));
+		return NULL;
+	}
+	if (!(p = calloc(n ? n : 1, 4)))
+		err_set("out of memory: %zu MiB", n * 4 >> 20);
+	return p;
+}
+
+static int s_cpu_zero(void *p, size_t n, int dt)
+{
+	memset(p, 0, n * kcuda_dtype_size(dt));
+	return 0;
+}
+
+static int s_cpu_copy(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	if (ddt != sdt || (ddt != KCUDA_F32 && ddt != KCUDA_I32))
+		return err_set("the CPU backend copies f32 and i32 without conversion, not %s to %s",
+			       kcuda_dtype_name(sdt), kcuda_dtype_name(ddt));
+	memcpy(dst, src, n * 4);
+	return 0;
+}
+
+static int s_cpu_sync(void)
+{
+	return 0;
+}
+
+static size_t s_cpu_att_saved(int b, int t, int nh)
+{
+	return (size_t)b * nh * t * t;
+}
+
+static int s_cpu_gemm(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
+		      int tb, float alpha, float beta)
+{
+	op_gemm(c, a, b, m, n, k, ta, tb, alpha, beta);
+	return 0;
+}
+
+static int s_cpu_embedding_forward(void *out, const int *tok, const void *wte, int n, int c)
+{
+	op_embedding_forward(out, tok, wte, n, c);
+	return 0;
+}
+
+static int s_cpu_embedding_backward(float *dwte, const void *dout, const int *tok, int n, int c)
+{
+	op_embedding_backward(dwte, dout, tok, n, c);
+	return 0;
+}
+
+static int s_cpu_matmul_forward(void *out, const void *inp, const void *w, const void *b, int n,
+				int c, int oc)
+{
+	op_matmul_forward(out, inp, w, b, n, c, oc);
+	return 0;
+}
+
+static int s_cpu_matmul_backward(void *dinp, float *dw, float *db, const void *dout,
+				 const void *inp, const void *w, int n, int c, int oc)
+{
+	op_matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc);
+	return 0;
+}
+
+static int s_cpu_rmsnorm_forward(void *out, float *rstd, const void *inp, const void *w, int n,
+				 int c, float eps)
+{
+	op_rmsnorm_forward(out, rstd, inp, w, n, c, eps);
+	return 0;
+}
+
+static int s_cpu_rmsnorm_backward(void *dinp, float *dw, const void *dout, const void *inp,
+				  const void *w, const float *rstd, int n, int c)
+{
+	op_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	return 0;
+}
+
+static int s_cpu_rope_table(float *cosv, float *sinv, int t, int hs, int pos0, float theta)
+{
+	op_rope_table(cosv, sinv, t, hs, pos0, theta);
+	return 0;
+}
+
+static int s_cpu_rope_forward(void *x, const float *cosv, const float *sinv, int b, int t, int nh,
+			      int hs)
+{
+	op_rope_forward(x, cosv, sinv, b, t, nh, hs);
+	return 0;
+}
+
+static int s_cpu_rope_backward(void *dx, const float *cosv, const float *sinv, int b, int t,
+			       int nh, int hs)
+{
+	op_rope_backward(dx, cosv, sinv, b, t, nh, hs);
+	return 0;
+}
+
+static int s_cpu_attention_forward(void *out, float *saved, const void *q, const void *k,
+				   const void *v, int b, int t, int nh, int nkv, int hs)
+{
+	op_attention_forward(out, saved, q, k, v, b, t, nh, nkv, hs);
+	return 0;
+}
+
+static int s_cpu_attention_backward(void *dq, void *dk, void *dv, const void *dout,
+				    const void *out, const float *saved, const void *q,
+				    const void *k, const void *v, int b, int t, int nh, int nkv,
+				    int hs)
+{
+	float *scratch = malloc((size_t)t * omp_get_max_threads() * sizeof(float));
+
+	if (!scratch)
+		return err_set("out of memory");
+	op_attention_backward(dq, dk, dv, scratch, dout, saved, q, k, v, b, t, nh, nkv, hs);
+	free(scratch);
+	return 0;
+}
+
+static int s_cpu_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
+{
+	op_swiglu_forward(out, gate, up, n);
+	return 0;
+}
+
+static int s_cpu_swiglu_backward(void *dgate, void *dup, const void *dout, const void *gate,
+				 const void *up, size_t n)
+{
+	op_swiglu_backward(dgate, dup, dout, gate, up, n);
+	return 0;
+}
+
+static int s_cpu_residual_forward(void *out, const void *a, const void *b, size_t n)
+{
+	op_residual_forward(out, a, b, n);
+	return 0;
+}
+
+static int s_cpu_residual_backward(void *da, void *db, const void *dout, size_t n)
+{
+	op_residual_backward(da, db, dout, n);
+	return 0;
+}
+
+static int s_cpu_leakyrelu_forward(void *out, const void *inp, float slope, size_t n)
+{
+	op_leakyrelu_forward(out, inp, slope, n);
+	return 0;
+}
+
+static int s_cpu_leakyrelu_backward(void *dinp, const void *dout, const void *inp, float slope,
+				    size_t n)
+{
+	op_leakyrelu_backward(dinp, dout, inp, slope, n);
+	return 0;
+}
+
+static int s_cpu_softmax_forward(void *out, const void *inp, int n, int k)
+{
+	op_softmax_forward(out, inp, n, k);
+	return 0;
+}
+
+static int s_cpu_softmax_backward(void *dinp, const void *dout, const void *out, int n, int k)
+{
+	op_softmax_backward(dinp, dout, out, n, k);
+	return 0;
+}
+
+static int s_cpu_crossentropy_forward(float *losses, float *lse, const void *logits,
+				      const int *targets, int n, int v)
+{
+	op_crossentropy_forward(losses, lse, logits, targets, n, v);
+	return 0;
+}
+
+static int s_cpu_crossentropy_backward(void *dlogits, const float *dlosses, const void *logits,
+				       const float *lse, const int *targets, int n, int v)
+{
+	op_crossentropy_backward(dlogits, dlosses, logits, lse, targets, n, v);
+	return 0;
+}
+
+static const struct kdevice_ops s_cpu_ops = {
+	.dev = KDEV_CPU, .dt = KCUDA_F32,
+	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
+	.download = s_cpu_copy, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
+	.gemm = s_cpu_gemm,
+	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
+	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
+	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
+	.rope_table = s_cpu_rope_table, .rope_forward = s_cpu_rope_forward,
+	.rope_backward = s_cpu_rope_backward,
+	.attention_forward = s_cpu_attention_forward, .attention_backward = s_cpu_attention_backward,
+	.swiglu_forward = s_cpu_swiglu_forward, .swiglu_backward = s_cpu_swiglu_backward,
+	.residual_forward = s_cpu_residual_forward, .residual_backward = s_cpu_residual_backward,
+	.leakyrelu_forward = s_cpu_leakyrelu_forward, .leakyrelu_backward = s_cpu_leakyrelu_backward,
+	.softmax_forward = s_cpu_softmax_forward, .softmax_backward = s_cpu_softmax_backward,
+	.crossentropy_forward = s_cpu_crossentropy_forward,
+	.crossentropy_backward = s_cpu_crossentropy_backward,
+};
+
+/* ---- the CUDA table: kcuda.h with the storage type of the process ----- */
+
+static int s_dt = KCUDA_BF16; /* the CUDA table's dt, set by kdevice_ops() */
+
+static void *s_cuda_alloc(size_t n, int dt)
+{
+	void *p = kcuda_malloc(n * kcuda_dtype_size(dt));
+
+	if (p && kcuda_memset0(p, n * kcuda_dtype_size(dt)) < 0) {
+		kcuda_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int s_cuda_zero(void *p, size_t n, int dt)
+{
+	return kcuda_memset0(p, n * kcuda_dtype_size(dt));
+}
+
+static size_t s_cuda_att_saved(int b, int t, int nh)
+{
+	return (size_t)b * nh * t;
+}
+
+static int s_cuda_gemm(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
+		       int tb, float alpha, float beta)
+{
+	return kcuda_gemm_mixed(s_dt, cdt, c, a, b, m, n, k, ta, tb, alpha, beta);
+}
+
+static int s_cuda_embedding_forward(void *out, const int *tok, const void *wte, int n, int c)
+{
+	return kcuda_embedding_forward(s_dt, out, tok, wte, n, c);
+}
+
+static int s_cuda_embedding_backward(float *dwte, const void *dout, const int *tok, int n, int c)
+{
+	return kcuda_embedding_backward(s_dt, dwte, dout, tok, n, c);
+}
+
+static int s_cuda_matmul_forward(void *out, const void *inp, const void *w, const void *b, int n,
+				 int c, int oc)
+{
+	return kcuda_matmul_forward(s_dt, out, inp, w, b, n, c, oc);
+}
+
+static int s_cuda_matmul_backward(void *dinp, float *dw, float *db, const void *dout,
+				  const void *inp, const void *w, int n, int c, int oc)
+{
+	return kcuda_matmul_backward(s_dt, dinp, dw, db, dout, inp, w, n, c, oc);
+}
+
+static int s_cuda_rmsnorm_forward(void *out, float *rstd, const void *inp, const void *w, int n,
+				  int c, float eps)
+{
+	return kcuda_rmsnorm_forward(s_dt, out, rstd, inp, w, n, c, eps);
+}
+
+static int s_cuda_rmsnorm_backward(void *dinp, float *dw, const void *dout, const void *inp,
+				   const void *w, const float *rstd, int n, int c)
+{
+	return kcuda_rmsnorm_backward(s_dt, dinp, dw, dout, inp, w, rstd, n, c);
+}
+
+static int s_cuda_rope_forward(void *x, const float *cosv, const float *sinv, int b, int t, int nh,
+			       int hs)
+{
+	return kcuda_rope_forward(s_dt, x, cosv, sinv, b, t, nh, hs);
+}
+
+static int s_cuda_rope_backward(void *dx, const float *cosv, const float *sinv, int b, int t,
+				int nh, int hs)
+{
+	return kcuda_rope_backward(s_dt, dx, cosv, sinv, b, t, nh, hs);
+}
+
+static int s_cuda_attention_forward(void *out, float *saved, const void *q, const void *k,
+				    const void *v, int b, int t, int nh, int nkv, int hs)
+{
+	return kcuda_attention_forward(s_dt, out, saved, q, k, v, b, t, nh, nkv, hs);
+}
+
+static int s_cuda_attention_backward(void *dq, void *dk, void *dv, const void *dout,
+				     const void *out, const float *saved, const void *q,
+				     const void *k, const void *v, int b, int t, int nh, int nkv,
+				     int hs)
+{
+	return kcuda_attention_backward(s_dt, dq, dk, dv, dout, out, saved, q, k, v, b, t, nh, nkv,
+					hs);
+}
+
+static int s_cuda_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
+{
+	return kcuda_swiglu_forward(s_dt, out, gate, up, n);
+}
+
+static int s_cuda_swiglu_backward(void *dgate, void *dup, const void *dout, const void *gate,
+				  const void *up, size_t n)
+{
+	return kcuda_swiglu_backward(s_dt, dgate, dup, dout, gate, up, n);
+}
+
+static int s_cuda_residual_forward(void *out, const void *a, const void *b, size_t n)
+{
+	return kcuda_residual_forward(s_dt, out, a, b, n);
+}
+
+static int s_cuda_residual_backward(void *da, void *db, const void *dout, size_t n)
+{
+	return kcuda_residual_backward(s_dt, da, db, dout, n);
+}
+
+static int s_cuda_leakyrelu_forward(void *out, const void *inp, float slope, size_t n)
+{
+	return kcuda_leakyrelu_forward(s_dt, out, inp, slope, n);
+}
+
+static int s_cuda_leakyrelu_backward(void *dinp, const void *dout, const void *inp, float slope,
+				     size_t n)
+{
+	return kcuda_leakyrelu_backward(s_dt, dinp, dout, inp, slope, n);
+}
+
+static int s_cuda_softmax_forward(void *out, const void *inp, int n, int k)
+{
+	return kcuda_softmax_forward(s_dt, out, inp, n, k);
+}
+
+static int s_cuda_softmax_backward(void *dinp, const void *dout, const void *out, int n, int k)
+{
+	return kcuda_softmax_backward(s_dt, dinp, dout, out, n, k);
+}
+
+static int s_cuda_crossentropy_forward(float *losses, float *lse, const void *logits,
+				       const int *targets, int n, int v)
+{
+	return kcuda_crossentropy_forward(s_dt, losses, lse, logits, targets, n, v);
+}
+
+static int s_cuda_crossentropy_backward(void *dlogits, const float *dlosses, const void *logits,
+					const float *lse, const int *targets, int n, int v)
+{
+	return kcuda_crossentropy_backward(s_dt, dlogits, dlosses, logits, lse, targets, n, v);
+}
+
+static struct kdevice_ops s_cuda_ops = {
+	.dev = KDEV_CUDA, .dt = KCUDA_BF16,
+	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
+	.download = kcuda_copy_d2h, .sync = kcuda_sync, .attention_saved = s_cuda_att_saved,
+	.gemm = s_cuda_gemm,
+	.embedding_forward = s_cuda_embedding_forward,
+	.embedding_backward = s_cuda_embedding_backward,
+	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,
+	.rmsnorm_forward = s_cuda_rmsnorm_forward, .rmsnorm_backward = s_cuda_rmsnorm_backward,
+	.rope_table = kcuda_rope_table, .rope_forward = s_cuda_rope_forward,
+	.rope_backward = s_cuda_rope_backward,
+	.attention_forward = s_cuda_attention_forward,
+	.attention_backward = s_cuda_attention_backward,
+	.swiglu_forward = s_cuda_swiglu_forward, .swiglu_backward = s_cuda_swiglu_backward,
+	.residual_forward = s_cuda_residual_forward, .residual_backward = s_cuda_residual_backward,
+	.leakyrelu_forward = s_cuda_leakyrelu_forward,
+	.leakyrelu_backward = s_cuda_leakyrelu_backward,
+	.softmax_forward = s_cuda_softmax_forward, .softmax_backward = s_cuda_softmax_backward,
+	.crossentropy_forward = s_cuda_crossentropy_forward,
+	.crossentropy_backward = s_cuda_crossentropy_backward,
+};
+
+const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt)
+{
+	if (d == KDEV_CPU)
+		return &s_cpu_ops;
+	s_dt = s_cuda_ops.dt = dt;
+	return &s_cuda_ops;
 }

@@ -1,8 +1,13 @@
-/* device.h: choosing the compute backend at run time (--device cpu|cuda|auto).
+/* device.h: choosing the compute backend at run time (--device cpu|cuda|auto),
+ * and the chosen backend's ops behind one table.
  *
  * The CPU backend always exists. The CUDA backend exists when the build
- * found the toolkit (HAVE_CUDA) and, at run time, a GPU answers. This module
- * only chooses; the ops live in kernels/cpu and kernels/cuda.
+ * found the toolkit (HAVE_CUDA) and, at run time, a GPU answers. The ops
+ * live in kernels/cpu (ops.h) and kernels/cuda (kcuda.h); struct
+ * kdevice_ops puts either set behind the same signatures so that a model is
+ * written once: it allocates its buffers and calls its ops through the
+ * table it was given. Not an autograd or a graph: the caller orders the ops
+ * and keeps what backward needs, exactly as with ops.h.
  */
 #ifndef MODULA_KERNELS_DEVICE_H
 #define MODULA_KERNELS_DEVICE_H
@@ -24,5 +29,76 @@ int kdevice_resolve(int request, enum kdevice *out);
 void kdevice_describe(char *buf, size_t n);
 
 const char *kdevice_name(enum kdevice d);
+
+/* One backend's memory and ops. Buffers are the backend's (host memory on
+ * the CPU, device memory on CUDA). Types: activation-like tensors and
+ * weights in `dt` (always KCUDA_F32 on the CPU; KCUDA_BF16 for training on
+ * CUDA), per-row statistics and weight gradients in fp32 (float *), token
+ * ids and targets int32 in the backend's memory. Every op has the
+ * semantics and argument order of its ops.h namesake (forward overwrites,
+ * backward accumulates, a NULL gradient is skipped) and returns 0, or -1
+ * via err_set(). One difference: attention's `saved` holds
+ * attention_saved(b, t, nh) floats (the CPU keeps the probabilities, CUDA
+ * the log-sum-exp of each row), and its backward also takes the forward's
+ * output. */
+struct kdevice_ops {
+	enum kdevice dev;
+	int dt;
+	/* n elements of type dt, zeroed; NULL via err_set(). free takes NULL. */
+	void *(*alloc)(size_t n, int dt);
+	void (*free)(void *p);
+	int (*zero)(void *p, size_t n, int dt);
+	/* Copies between host memory and the backend's, converting types
+	 * (kcuda_copy_h2d / kcuda_copy_d2h; the CPU converts nothing). */
+	int (*upload)(void *dst, int ddt, const void *src, int sdt, size_t n);
+	int (*download)(void *dst, int ddt, const void *src, int sdt, size_t n);
+	int (*sync)(void);
+	size_t (*attention_saved)(int b, int t, int nh);
+
+	/* c in type cdt: dt, or KCUDA_F32 for a weight gradient */
+	int (*gemm)(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
+		    int tb, float alpha, float beta);
+	int (*embedding_forward)(void *out, const int *tok, const void *wte, int n, int c);
+	int (*embedding_backward)(float *dwte, const void *dout, const int *tok, int n, int c);
+	int (*matmul_forward)(void *out, const void *inp, const void *w, const void *b, int n, int c,
+			      int oc);
+	int (*matmul_backward)(void *dinp, float *dw, float *db, const void *dout, const void *inp,
+			       const void *w, int n, int c, int oc);
+	int (*rmsnorm_forward)(void *out, float *rstd, const void *inp, const void *w, int n, int c,
+			       float eps);
+	int (*rmsnorm_backward)(void *dinp, float *dw, const void *dout, const void *inp,
+				const void *w, const float *rstd, int n, int c);
+	int (*rope_table)(float *cosv, float *sinv, int t, int hs, int pos0, float theta);
+	int (*rope_forward)(void *x, const float *cosv, const float *sinv, int b, int t, int nh,
+			    int hs);
+	int (*rope_backward)(void *dx, const float *cosv, const float *sinv, int b, int t, int nh,
+			     int hs);
+	int (*attention_forward)(void *out, float *saved, const void *q, const void *k,
+				 const void *v, int b, int t, int nh, int nkv, int hs);
+	int (*attention_backward)(void *dq, void *dk, void *dv, const void *dout, const void *out,
+				  const float *saved, const void *q, const void *k, const void *v,
+				  int b, int t, int nh, int nkv, int hs);
+	int (*swiglu_forward)(void *out, const void *gate, const void *up, size_t n);
+	int (*swiglu_backward)(void *dgate, void *dup, const void *dout, const void *gate,
+			       const void *up, size_t n);
+	int (*residual_forward)(void *out, const void *a, const void *b, size_t n);
+	int (*residual_backward)(void *da, void *db, const void *dout, size_t n);
+	int (*leakyrelu_forward)(void *out, const void *inp, float slope, size_t n);
+	int (*leakyrelu_backward)(void *dinp, const void *dout, const void *inp, float slope,
+				  size_t n);
+	int (*softmax_forward)(void *out, const void *inp, int n, int k);
+	int (*softmax_backward)(void *dinp, const void *dout, const void *out, int n, int k);
+	int (*crossentropy_forward)(float *losses, float *lse, const void *logits,
+				    const int *targets, int n, int v);
+	int (*crossentropy_backward)(void *dlogits, const float *dlosses, const void *logits,
+				     const float *lse, const int *targets, int n, int v);
+};
+
+/* The op table of backend d. For KDEV_CUDA, dt is the storage type of
+ * activations and weights (KCUDA_BF16, KCUDA_F16 or KCUDA_F32; one per
+ * process: the last asked for); the CPU ignores dt and computes in fp32.
+ * The CUDA table exists in every build: without CUDA its calls fail with
+ * kcuda's "no CUDA backend" message (resolve the device first). */
+const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt);
 
 #endif

@@ -41,6 +41,11 @@ void st_close(st_file_t **f);
 int st_count(const st_file_t *f);
 const st_tensor_t *st_at(const st_file_t *f, int i);
 const st_tensor_t *st_find(const st_file_t *f, const char *name);
+/* Validate a safetensors image already in memory (`buf` must outlive the
+ * file; `name` is used in messages). The fuzzing entry point. */
+st_file_t *st_open_mem(const void *buf, size_t len, const char *name);
+/* The path (or name) the file was opened with. */
+const char *st_file_path(const st_file_t *f);
 /* A __metadata__ value, or NULL. */
 const char *st_meta(const st_file_t *f, const char *key);
 

@@ -2,8 +2,41 @@
  *
  * Every function here is callable from C whether or not the build has CUDA:
  * without HAVE_CUDA the stubs in kernels/cuda/none.c report that the build
- * has no CUDA backend. Every CUDA call inside is checked; failures come back
- * as negative returns with err_set() messages, never as exits.
+ * has no CUDA backend. Every CUDA call and kernel launch inside is checked;
+ * failures come back as negative returns (or NULL) with err_set() messages,
+ * never as exits.
+ *
+ * The ops mirror kernels/cpu/ops.h one for one: same names after the prefix,
+ * same semantics (forward overwrites, backward ACCUMULATES into every
+ * gradient it is given, a NULL gradient is skipped), same argument order,
+ * with two additions: the first argument `dt` is the storage type of the
+ * activation-like tensors, and every op returns 0 or -1. All pointers are
+ * device pointers unless a comment says "host".
+ *
+ * Storage (DESIGN.md: bf16 storage, fp32 accumulation):
+ *   - tensors in `dt` (enum kcuda_dtype): inputs, outputs, weights, and
+ *     activation gradients (dinp, dout, dq, dlogits...);
+ *   - always fp32 (float *): per-row statistics (rstd, lse, losses,
+ *     dlosses, router probabilities) and WEIGHT gradients (dw, db, dwte,
+ *     LoRA and router gradients), which feed an fp32 optimizer;
+ *   - token ids and targets: int32.
+ * Kernels load to fp32, compute and accumulate in fp32 and round once on
+ * store; matrix products run on cuBLAS with fp32 accumulation (tensor cores
+ * for bf16/fp16; plain fp32, no TF32, for KCUDA_F32).
+ *
+ * Differences from the CPU ops, on purpose:
+ *   - attention saves lse[B,NH,T] (log-sum-exp of each score row) instead
+ *     of the probabilities att[B,NH,T,T]; backward recomputes them (what
+ *     is kept between forward and backward is O(T) per row; the scores
+ *     exist only inside each call, see attention.cu);
+ *   - kcuda_crossentropy_fused does forward and backward in one pass and
+ *     writes dlogits over the logits, so the vocabulary-sized buffer exists
+ *     once;
+ *   - embedding_backward adds with atomics: not bit-reproducible run to run
+ *     (the rest is, for a given GPU and cuBLAS version).
+ *
+ * Not thread-safe: one host thread drives the backend. Not a model: the
+ * engine (worker/) calls these in order and owns the buffers.
  */
 #ifndef MODULA_KCUDA_H
 #define MODULA_KCUDA_H
@@ -14,10 +47,170 @@
 extern "C" {
 #endif
 
+enum kcuda_dtype { KCUDA_F32 = 0, KCUDA_BF16 = 1, KCUDA_F16 = 2, KCUDA_I32 = 3 };
+
+/* Bytes per element of a storage type (0 for an unknown one). */
+size_t kcuda_dtype_size(int dt);
+const char *kcuda_dtype_name(int dt);
+
 /* 0 when a CUDA device answers and cuBLAS starts; `info` then describes it
  * ("NVIDIA H100 80GB HBM3, sm_90, 79.6 GiB free of 79.6 GiB"). Otherwise -1
- * and `info` says why ("no CUDA device: ..." or "built without CUDA"). */
+ * and `info` says why ("no NVIDIA driver or GPU on this machine", ...). */
 int kcuda_probe(char *info, size_t n);
+
+/* ---- device memory -------------------------------------------------- */
+
+/* Device memory from the stream-ordered pool; NULL with err_set() when the
+ * GPU is missing or out of memory (the message gives the size asked, what
+ * is free and what modula holds). kcuda_free accepts NULL. */
+void *kcuda_malloc(size_t bytes);
+void kcuda_free(void *p);
+int kcuda_memset0(void *p, size_t bytes);
+
+/* Copies with conversion: n elements of type sdt at src to type ddt at dst.
+ * F32/BF16/F16 convert into each other (round to nearest even); I32 copies
+ * only to I32. h2d: src is host memory; d2h: dst is host memory; both
+ * return once the host side may be reused. d2d: both on the device. */
+int kcuda_copy_h2d(void *dst, int ddt, const void *src, int sdt, size_t n);
+int kcuda_copy_d2h(void *dst, int ddt, const void *src, int sdt, size_t n);
+int kcuda_copy_d2d(void *dst, int ddt, const void *src, int sdt, size_t n);
+
+/* Wait for all queued work; a fault inside an earlier kernel shows here. */
+int kcuda_sync(void);
+
+/* One line on memory: held by modula now and at peak (the pool's counters),
+ * free and total on the device. */
+void kcuda_memory_report(char *buf, size_t n);
+
+/* ---- the ops of kernels/cpu/ops.h ------------------------------------ */
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, as op_gemm; all in dt. */
+int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, int n, int k,
+	       int ta, int tb, float alpha, float beta);
+
+/* The same with C in type cdt, which may be KCUDA_F32 whatever dt is (an
+ * fp32 weight gradient from products of bf16 activations). */
+int kcuda_gemm_mixed(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
+		     int ta, int tb, float alpha, float beta);
+
+/* out[N,C] = wte[tok[n], :]; wte [V,C]. Tokens must be in [0, V). */
+int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, int n, int c);
+/* dwte[V,C] (fp32) += rows of dout[N,C] by token (atomics, see above). */
+int kcuda_embedding_backward(int dt, float *dwte, const void *dout, const int *tok, int n, int c);
+
+/* out[N,OC] = inp[N,C] w[OC,C]^T + b[OC] (b may be NULL). */
+int kcuda_matmul_forward(int dt, void *out, const void *inp, const void *w, const void *b,
+			 int n, int c, int oc);
+/* dinp[N,C] += dout w (dt); dw[OC,C] += dout^T inp, db[OC] += sum_n dout
+ * (fp32). Any of dinp, dw, db may be NULL. */
+int kcuda_matmul_backward(int dt, void *dinp, float *dw, float *db, const void *dout,
+			  const void *inp, const void *w, int n, int c, int oc);
+
+/* out[N,C] = w * inp / sqrt(mean(inp^2) + eps); rstd[N] (fp32) saved. */
+int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void *inp, const void *w,
+			  int n, int c, float eps);
+/* dinp[N,C] (dt) and dw[C] (fp32) accumulate; either may be NULL. */
+int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void *dout, const void *inp,
+			   const void *w, const float *rstd, int n, int c);
+
+/* cosv, sinv [T, HS/2] fp32, as op_rope_table (fp32 angles, as Hugging Face). */
+int kcuda_rope_table(float *cosv, float *sinv, int t, int hs, int pos0, float theta);
+/* x[B,T,NH,HS] rotated in place (Hugging Face rotate-half), and back. */
+int kcuda_rope_forward(int dt, void *x, const float *cosv, const float *sinv, int b, int t,
+		       int nh, int hs);
+int kcuda_rope_backward(int dt, void *dx, const float *cosv, const float *sinv, int b, int t,
+			int nh, int hs);
+
+/* Causal grouped-query attention, q[B,T,NH,HS], k, v [B,T,NKV,HS],
+ * out[B,T,NH,HS], scale 1/sqrt(HS); lse[B,NH,T] (fp32) saved instead of the
+ * probabilities. Needs up to 1 GiB of scratch (or one sequence's 6 NH T^2
+ * bytes when more) inside the call. */
+int kcuda_attention_forward(int dt, void *out, float *lse, const void *q, const void *k,
+			    const void *v, int b, int t, int nh, int nkv, int hs);
+/* dq, dk, dv += ... (any may be NULL); needs the forward's lse (out is
+ * accepted for the CPU op's shape and not read). */
+int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, const void *dout,
+			     const void *out, const float *lse, const void *q, const void *k,
+			     const void *v, int b, int t, int nh, int nkv, int hs);
+
+/* out[N] = silu(gate) * up, and its backward (dgate, dup may be NULL). */
+int kcuda_swiglu_forward(int dt, void *out, const void *gate, const void *up, size_t n);
+int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout, const void *gate,
+			  const void *up, size_t n);
+
+/* out[N] = a + b; da += dout, db += dout (either may be NULL). */
+int kcuda_residual_forward(int dt, void *out, const void *a, const void *b, size_t n);
+int kcuda_residual_backward(int dt, void *da, void *db, const void *dout, size_t n);
+
+/* out[N] = x > 0 ? x : slope * x, and its backward. */
+int kcuda_leakyrelu_forward(int dt, void *out, const void *inp, float slope, size_t n);
+int kcuda_leakyrelu_backward(int dt, void *dinp, const void *dout, const void *inp, float slope,
+			     size_t n);
+
+/* out[N,K] = softmax(inp[N,K]); dinp += out * (dout - sum(out * dout)). */
+int kcuda_softmax_forward(int dt, void *out, const void *inp, int n, int k);
+int kcuda_softmax_backward(int dt, void *dinp, const void *dout, const void *out, int n, int k);
+
+/* losses[N], lse[N] (fp32) from logits[N,V]; targets < 0 give loss 0. */
+int kcuda_crossentropy_forward(int dt, float *losses, float *lse, const void *logits,
+			       const int *targets, int n, int v);
+/* dlogits[N,V] += dlosses[n] * (softmax(logits[n]) - onehot(targets[n])). */
+int kcuda_crossentropy_backward(int dt, void *dlogits, const float *dlosses, const void *logits,
+				const float *lse, const int *targets, int n, int v);
+/* Both at once, in place: losses[N] from logits, then logits[N,V] is
+ * OVERWRITTEN by dlosses[n] * (softmax - onehot) (rows with a negative
+ * target or dlosses[n] == 0 become zero). dlosses holds the loss mask and
+ * the mean's normaliser, so it is known before the forward. */
+int kcuda_crossentropy_fused(int dt, float *losses, void *logits, const float *dlosses,
+			     const int *targets, int n, int v);
+
+/* ---- adapters: routers and LoRA expert groups (METHOD.md) ------------ */
+
+/* Router softmax with expert weighting, fused. s[N,E] = softmax(rlogits[N,E])
+ * (fp32, saved) and uw[N,E*R] = scale * s[n,i] * u[n, i*R + j]: the rank-R
+ * outputs u of E stacked experts, each weighted by its routing probability.
+ * E <= 32. */
+int kcuda_router_weight_forward(int dt, void *uw, float *s, const void *rlogits, const void *u,
+				int n, int e, int r, float scale);
+/* du[N,E*R] += scale * s * duw; drlogits[N,E] += softmax backward of
+ * ds[n,i] = scale * sum_j u * duw. Either gradient may be NULL. */
+int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
+				 const float *s, const void *u, int n, int e, int r, float scale);
+
+/* A soft-routed LoRA expert group on one linear layer, as two products over
+ * the stacked experts (MoLoRA, MoDULA-Flan; plain LoRA is E = 1 without a
+ * router):
+ *   u[N,E*R] = x[N,C] a[E*R,C]^T            (A_i stacked by rows)
+ *   uw = scale * s[n,i] * u (router) or scale * u (rlogits NULL)
+ *   y[N,OC] += uw b[OC,E*R]^T               (B_i stacked by columns)
+ * u, uw [N,E*R] and s[N,E] (fp32) are saved for backward; without a router
+ * uw and s are unused (may be NULL). */
+int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, float *s, const void *x,
+			     const void *a, const void *b, const void *rlogits, int n, int c,
+			     int oc, int e, int r, float scale);
+/* dx[N,C] += ...; da[E*R,C], db[OC,E*R] (fp32) += ...; drlogits[N,E] += ...
+ * s NULL means the group had no router (as rlogits NULL in the forward).
+ * Any gradient may be NULL (frozen experts: da, db NULL; stage 3 trains
+ * only the router). */
+int kcuda_lora_group_backward(int dt, void *dx, float *da, float *db, void *drlogits,
+			      const void *dy, const void *x, const void *u, const void *uw,
+			      const float *s, const void *a, const void *b, int n, int c, int oc,
+			      int e, int r, float scale);
+
+/* Concurrent domain experts in one batch (segmented, SGMV-style): rows
+ * seg[i] .. seg[i+1]-1 of x belong to expert i, whose A is a[i] [R,C] and
+ * B is b[i] [OC,R] (device pointers in HOST arrays; seg is a host array of
+ * nseg+1 row offsets, seg[0] = 0, seg[nseg] = N):
+ *   u[rows of i] = x a[i]^T;  y[rows of i] += scale * u b[i]^T. */
+int kcuda_lora_segments_forward(int dt, void *y, void *u, const void *x, const void *const *a,
+				const void *const *b, const int *seg, int nseg, int c, int oc,
+				int r, float scale);
+/* dx += ...; da[i] [R,C] and db[i] [OC,R] (fp32) += ... (dx, da, db or any
+ * entry of da, db may be NULL). */
+int kcuda_lora_segments_backward(int dt, void *dx, float *const *da, float *const *db,
+				 const void *dy, const void *x, const void *u, const void *const *a,
+				 const void *const *b, const int *seg, int nseg, int c, int oc,
+				 int r, float scale);
 
 #ifdef __cplusplus
 }

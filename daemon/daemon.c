@@ -1,0 +1,110 @@
+/* daemon.c: see daemon.h. */
+#include "config.h"
+#include "daemon/daemon.h"
+#include "daemon/auth.h"
+#include "daemon/broker.h"
+#include "daemon/http.h"
+#include "daemon/registry.h"
+#include "err.h"
+#include "fsx.h"
+#include "log.h"
+#include "mtime.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The note that marks the token a daemon hands its workers; the previous
+ * run's is revoked at start. */
+#define DAEMON_SESSION_NOTE "modulad session (workers)"
+
+static _Atomic(broker_t *) s_broker;
+
+/* HTTP threads call this after submits and cancels. */
+static void s_wake(void *arg)
+{
+	(void)arg;
+	broker_wake(atomic_load(&s_broker));
+}
+
+const char *daemon_default_web(void)
+{
+	static const char *const dirs[] = { MODULA_WEB_DIR, MODULA_SRC_WEB_DIR };
+	char p[PATH_MAX];
+
+	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+		snprintf(p, sizeof p, "%s/index.html", dirs[i]);
+		if (access(p, R_OK) == 0)
+			return dirs[i];
+	}
+	return NULL;
+}
+
+/* The URL workers reach the artifact store at: the HTTP address, with a
+ * wildcard host replaced by loopback. */
+static void s_artifact_url(char *dst, size_t n, const char *listen, int port)
+{
+	char host[256];
+	const char *colon = strrchr(listen, ':');
+	size_t hl = colon ? (size_t)(colon - listen) : 0;
+
+	if (hl == 0 || hl >= sizeof host)
+		hl = 0;
+	memcpy(host, listen, hl);
+	host[hl] = '\0';
+	if (!hl || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
+		snprintf(host, sizeof host, "127.0.0.1");
+	snprintf(dst, n, "http://%s:%d/api/v1/artifacts", host, port);
+}
+
+int daemon_run(const struct daemon_opts *o, volatile sig_atomic_t *stop)
+{
+	const char *listen = o->http ? o->http : DAEMON_HTTP_DEFAULT;
+	const char *endpoint = o->broker ? o->broker : DAEMON_BROKER_DEFAULT;
+	char db_path[PATH_MAX], url[512], token[AUTH_TOKEN_LEN + 1];
+	struct http_opts ho = { 0 };
+	struct broker_opts bo = { 0 };
+	registry_t *r = NULL;
+	http_t *http = NULL;
+	broker_t *b = NULL;
+	int rc = -1;
+
+	if ((size_t)snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >= sizeof db_path)
+		return err_set("data folder path too long: '%s'", o->data_dir);
+	if (fsx_mkdirs(o->data_dir, 0755) < 0 || !(r = registry_open(db_path)))
+		goto out;
+	log_info("registry %s at schema version %d", db_path, registry_schema_version());
+	if (auth_token_revoke_note(r, DAEMON_SESSION_NOTE) < 0 ||
+	    auth_token_create(r, AUTH_WORKER, DAEMON_SESSION_NOTE, mtime_wall_ms(), token) < 0)
+		goto out;
+	ho.listen = listen;
+	ho.data_dir = o->data_dir;
+	ho.web_dir = o->web_dir ? o->web_dir : daemon_default_web();
+	ho.threads = o->http_threads;
+	ho.wake = s_wake;
+	if (!(http = http_start(&ho)))
+		goto out;
+	log_info("http: listening on %s (port %d)%s%s", listen, http_port(http),
+		 ho.web_dir ? ", dashboard from " : ", no dashboard", ho.web_dir ? ho.web_dir : "");
+	s_artifact_url(url, sizeof url, listen, http_port(http));
+	bo.artifact_url = url;
+	bo.artifact_token = token;
+	bo.curve_secret_file = o->curve_secret;
+	bo.curve_allow_file = o->curve_allow;
+	if (!(b = broker_new(endpoint, db_path, &bo)))
+		goto out;
+	atomic_store(&s_broker, b);
+	/* Jobs submitted while no daemon ran are waiting: look at once. */
+	broker_wake(b);
+	rc = broker_run(b, stop);
+	log_info("stopping");
+out:
+	atomic_store(&s_broker, NULL);
+	http_stop(&http);
+	broker_destroy(&b);
+	registry_close(&r);
+	explicit_bzero(token, sizeof token);
+	return rc;
+}

@@ -1,0 +1,201 @@
+/* gemm.cu: matrix products on cuBLAS (tensor cores for bf16/fp16, fp32
+ * accumulation), the linear layer's forward and backward, and the
+ * deterministic column sums behind bias gradients.
+ *
+ * Row-major C[M,N] is column-major C^T[N,M], so C = op(A) op(B) is computed
+ * as C^T = op(B)^T op(A)^T: cuBLAS gets B first. Not a GEMM of our own:
+ * cuBLAS picks the kernels (HGMMA on Hopper).
+ */
+#include "kernels/cuda/kc.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+static cudaDataType_t s_cuda_type(int dt)
+{
+	switch (dt) {
+	case KCUDA_BF16: return CUDA_R_16BF;
+	case KCUDA_F16: return CUDA_R_16F;
+	default: return CUDA_R_32F;
+	}
+}
+
+int kc_gemm(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
+	    int ta, int tb, float alpha, float beta)
+{
+	KC_CTX(cx);
+	if (!kc_is_float(dt) || !kc_is_float(cdt))
+		return err_set("gemm: unsupported storage types %s x %s", kcuda_dtype_name(dt),
+			       kcuda_dtype_name(cdt));
+	if (cdt != dt && cdt != KCUDA_F32)
+		return err_set("gemm: %s inputs cannot produce %s", kcuda_dtype_name(dt),
+			       kcuda_dtype_name(cdt));
+	if (m == 0 || n == 0)
+		return 0;
+	KC_CKB(cublasGemmEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+			    n, m, k, &alpha, b, s_cuda_type(dt), tb ? k : n, a, s_cuda_type(dt),
+			    ta ? m : k, &beta, c, s_cuda_type(cdt), n, CUBLAS_COMPUTE_32F,
+			    CUBLAS_GEMM_DEFAULT));
+	return 0;
+}
+
+extern "C" int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, int n, int k,
+			  int ta, int tb, float alpha, float beta)
+{
+	return kc_gemm(dt, dt, c, a, b, m, n, k, ta, tb, alpha, beta);
+}
+
+int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const void *const *b,
+		    int count, int m, int n, int k, int ta, int tb, int lda, int ldb, int ldc,
+		    float alpha, float beta)
+{
+	size_t bytes = 3 * (size_t)count * sizeof(void *);
+	const void **h, **d;
+	cudaError_t e;
+	cublasStatus_t st;
+
+	KC_CTX(cx);
+	if (!kc_is_float(dt) || !kc_is_float(cdt) || (cdt != dt && cdt != KCUDA_F32))
+		return err_set("gemm: unsupported storage types %s x %s", kcuda_dtype_name(dt),
+			       kcuda_dtype_name(cdt));
+	if (count == 0 || m == 0 || n == 0)
+		return 0;
+	if (!(h = (const void **)malloc(bytes)))
+		return err_set("out of memory");
+	if (!(d = (const void **)kc_alloc(bytes))) {
+		free(h);
+		return -1;
+	}
+	/* cuBLAS is column-major: it gets B first (see kc_gemm) */
+	memcpy(h, b, count * sizeof(void *));
+	memcpy(h + count, a, count * sizeof(void *));
+	memcpy(h + 2 * count, c, count * sizeof(void *));
+	e = cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, cx->stream);
+	free(h); /* a copy from pageable memory has been staged when it returns */
+	if (e != cudaSuccess) {
+		kc_free(d);
+		return err_set("CUDA call failed: copying %d product pointers: %s", count,
+			       cudaGetErrorString(e));
+	}
+	st = cublasGemmBatchedEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+				 ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, d, s_cuda_type(dt),
+				 ldb, d + count, s_cuda_type(dt), lda, &beta,
+				 (void *const *)(d + 2 * count), s_cuda_type(cdt), ldc, count,
+				 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+	kc_free(d);
+	if (st != CUBLAS_STATUS_SUCCESS)
+		return err_set("cuBLAS call failed: cublasGemmBatchedEx (%d products of %dx%dx%d): %s",
+			       count, m, n, k, cublasGetStatusString(st));
+	return 0;
+}
+
+extern "C" int kcuda_gemm_mixed(int dt, int cdt, void *c, const void *a, const void *b, int m,
+				int n, int k, int ta, int tb, float alpha, float beta)
+{
+	return kc_gemm(dt, cdt, c, a, b, m, n, k, ta, tb, alpha, beta);
+}
+
+/* ---- column sums (deterministic: fixed chunks, fixed order) ------------ */
+
+#define KC_COLSUM_ROWS 64
+
+/* part[chunk, col] = sum of in[rows of chunk, col]; in is T [rows, cols]. */
+template <typename T>
+__global__ void k_colsum_part(float *part, const T *in, int rows, int cols)
+{
+	int col = blockIdx.x * blockDim.x + threadIdx.x;
+	int r0 = blockIdx.y * KC_COLSUM_ROWS;
+	int r1 = min(rows, r0 + KC_COLSUM_ROWS);
+	float s = 0.0f;
+
+	if (col >= cols)
+		return;
+	for (int r = r0; r < r1; r++)
+		s += kc_ld(in[(size_t)r * cols + col]);
+	part[(size_t)blockIdx.y * cols + col] = s;
+}
+
+__global__ void k_colsum_final(float *out, const float *part, int chunks, int cols)
+{
+	int col = blockIdx.x * blockDim.x + threadIdx.x;
+	float s = 0.0f;
+
+	if (col >= cols)
+		return;
+	for (int i = 0; i < chunks; i++)
+		s += part[(size_t)i * cols + col];
+	out[col] += s;
+}
+
+int kc_colsum(float *out, const float *in, int rows, int cols)
+{
+	KC_CTX(cx);
+	k_colsum_final<<<kc_blocks(cols), KC_THREADS, 0, cx->stream>>>(out, in, rows, cols);
+	KC_LAUNCHED("colsum_final");
+	return 0;
+}
+
+/* out[col] += sum_rows in[row, col] for `in` in storage type dt, through
+ * per-chunk partial sums in fp32. */
+static int s_colsum(int dt, float *out, const void *in, int rows, int cols)
+{
+	int chunks = (rows + KC_COLSUM_ROWS - 1) / KC_COLSUM_ROWS;
+	float *part;
+	dim3 grid((cols + KC_THREADS - 1) / KC_THREADS, chunks);
+	cudaError_t e;
+	int rc;
+
+	KC_CTX(cx);
+	if (!kc_is_float(dt))
+		return err_set("unknown CUDA storage type %d", dt);
+	if (rows == 0 || cols == 0)
+		return 0;
+	if (!(part = (float *)kc_alloc((size_t)chunks * cols * sizeof(float))))
+		return -1;
+	KC_DISPATCH(dt, T, k_colsum_part<T><<<grid, KC_THREADS, 0, cx->stream>>>(
+		part, (const T *)in, rows, cols));
+	e = cudaGetLastError();
+	rc = e == cudaSuccess ? kc_colsum(out, part, chunks, cols)
+			      : err_set("CUDA kernel 'colsum_part' failed to launch: %s",
+					cudaGetErrorString(e));
+	kc_free(part);
+	return rc;
+}
+
+/* ---- the linear layer ------------------------------------------------- */
+
+template <typename T>
+__global__ void k_add_bias(T *out, const T *b, size_t n, int oc)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		out[i] = kc_st<T>(kc_ld(out[i]) + kc_ld(b[i % oc]));
+}
+
+extern "C" int kcuda_matmul_forward(int dt, void *out, const void *inp, const void *w,
+				    const void *b, int n, int c, int oc)
+{
+	size_t len = (size_t)n * oc;
+
+	KC_CTX(cx);
+	if (kc_gemm(dt, dt, out, inp, w, n, oc, c, 0, 1, 1.0f, 0.0f) < 0)
+		return -1;
+	if (!b)
+		return 0;
+	KC_DISPATCH(dt, T, k_add_bias<T><<<kc_blocks(len), KC_THREADS, 0, cx->stream>>>(
+		(T *)out, (const T *)b, len, oc));
+	KC_LAUNCHED("add_bias");
+	return 0;
+}
+
+extern "C" int kcuda_matmul_backward(int dt, void *dinp, float *dw, float *db, const void *dout,
+				     const void *inp, const void *w, int n, int c, int oc)
+{
+	if (dinp && kc_gemm(dt, dt, dinp, dout, w, n, c, oc, 0, 0, 1.0f, 1.0f) < 0)
+		return -1;
+	if (dw && kc_gemm(dt, KCUDA_F32, dw, dout, inp, oc, c, n, 1, 0, 1.0f, 1.0f) < 0)
+		return -1;
+	if (db && s_colsum(dt, db, dout, n, oc) < 0)
+		return -1;
+	return 0;
+}

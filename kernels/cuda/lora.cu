@@ -1,0 +1,247 @@
+/* lora.cu: the adapter ops of METHOD.md on the GPU: the router softmax
+ * fused with the weighting of each expert's rank-R output, a soft-routed
+ * group of LoRA experts as two products over the stacked experts, and
+ * concurrent domain experts as segmented (SGMV-style) products.
+ *
+ * Stacking: E experts of rank R on a [OC, C] layer are A [E*R, C] (A_i in
+ * rows i*R..) and B [OC, E*R] (B_i in columns i*R..), so sum_i s_i B_i A_i x
+ * is one product x A^T, a per-expert weighting, and one product with B^T:
+ * two large cuBLAS calls instead of 2E small ones.
+ *
+ * Not a model: which experts run where (universal, domain, residual) is the
+ * engine's business; these are the building blocks. The segmented products
+ * are a loop of cuBLAS calls, one pair per segment (a handful of concurrent
+ * experts); cublasGemmGroupedBatchedEx would fold them into one launch.
+ */
+#include "kernels/cuda/kc.cuh"
+
+#include <float.h>
+
+#define KC_ROUTER_MAX_E 32
+
+/* One warp per row: lane i < e owns expert i's logit and probability. */
+template <typename T>
+__global__ void k_router_fwd(T *uw, float *s, const T *rlogits, const T *u, int n, int e, int r,
+			     float scale)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= n)
+		return;
+	float x = lane < e ? kc_ld(rlogits[(size_t)row * e + lane]) : -FLT_MAX;
+	float m = kc_warp_max(x);
+	float p = lane < e ? expf(x - m) : 0.0f;
+	p /= kc_warp_sum(p);
+	if (lane < e)
+		s[(size_t)row * e + lane] = p;
+	for (int c0 = 0; c0 < e * r; c0 += 32) { /* every lane takes part in the shuffle */
+		int col = c0 + lane;
+		float w = __shfl_sync(0xffffffffu, p, min(col, e * r - 1) / r);
+		size_t o = (size_t)row * e * r + col;
+		if (col < e * r)
+			uw[o] = kc_st<T>(scale * w * kc_ld(u[o]));
+	}
+}
+
+/* ds_i = scale sum_j u_ij duw_ij; drlogits_i += s_i (ds_i - sum_k s_k ds_k);
+ * du_ij += scale s_i duw_ij. */
+template <typename T>
+__global__ void k_router_bwd(T *drlogits, T *du, const T *duw, const float *s, const T *u, int n,
+			     int e, int r, float scale)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= n)
+		return;
+	size_t o = (size_t)row * e * r;
+	float si = lane < e ? s[(size_t)row * e + lane] : 0.0f, dsi = 0.0f;
+
+	if (drlogits) {
+		for (int i = 0; i < e; i++) {
+			float part = 0.0f;
+			for (int j = lane; j < r; j += 32)
+				part += kc_ld(u[o + i * r + j]) * kc_ld(duw[o + i * r + j]);
+			part = kc_warp_sum(part) * scale;
+			if (lane == i)
+				dsi = part;
+		}
+		float dot = kc_warp_sum(si * dsi);
+		if (lane < e) {
+			size_t ro = (size_t)row * e + lane;
+			drlogits[ro] = kc_st<T>(kc_ld(drlogits[ro]) + si * (dsi - dot));
+		}
+	}
+	if (!du)
+		return;
+	for (int c0 = 0; c0 < e * r; c0 += 32) {
+		int col = c0 + lane;
+		float w = __shfl_sync(0xffffffffu, si, min(col, e * r - 1) / r);
+		if (col < e * r)
+			du[o + col] = kc_st<T>(kc_ld(du[o + col]) + scale * w * kc_ld(duw[o + col]));
+	}
+}
+
+static int s_check_router(int e)
+{
+	if (e < 1 || e > KC_ROUTER_MAX_E)
+		return err_set("router: %d experts not supported (1 to %d)", e, KC_ROUTER_MAX_E);
+	return 0;
+}
+
+extern "C" int kcuda_router_weight_forward(int dt, void *uw, float *s, const void *rlogits,
+					   const void *u, int n, int e, int r, float scale)
+{
+	KC_CTX(cx);
+	if (s_check_router(e) < 0)
+		return -1;
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_router_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)uw, s, (const T *)rlogits, (const T *)u, n, e, r, scale));
+	KC_LAUNCHED("router_weight_forward");
+	return 0;
+}
+
+extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
+					    const float *s, const void *u, int n, int e, int r,
+					    float scale)
+{
+	KC_CTX(cx);
+	if (s_check_router(e) < 0)
+		return -1;
+	if (n == 0 || (!drlogits && !du))
+		return 0;
+	KC_DISPATCH(dt, T, k_router_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)drlogits, (T *)du, (const T *)duw, s, (const T *)u, n, e, r, scale));
+	KC_LAUNCHED("router_weight_backward");
+	return 0;
+}
+
+/* ---- a soft-routed group of stacked experts --------------------------- */
+
+extern "C" int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, float *s,
+					const void *x, const void *a, const void *b,
+					const void *rlogits, int n, int c, int oc, int e, int r,
+					float scale)
+{
+	int er = e * r;
+
+	if (kc_gemm(dt, dt, u, x, a, n, er, c, 0, 1, 1.0f, 0.0f) < 0)
+		return -1;
+	if (!rlogits)
+		return kc_gemm(dt, dt, y, u, b, n, oc, er, 0, 1, scale, 1.0f);
+	if (kcuda_router_weight_forward(dt, uw, s, rlogits, u, n, e, r, scale) < 0)
+		return -1;
+	return kc_gemm(dt, dt, y, uw, b, n, oc, er, 0, 1, 1.0f, 1.0f);
+}
+
+/* With a router the second product's input is uw and du comes out of the
+ * router's backward; without one it is u, and du = scale * dy B folds the
+ * scale into the products' alpha. */
+extern "C" int kcuda_lora_group_backward(int dt, void *dx, float *da, float *db, void *drlogits,
+					 const void *dy, const void *x, const void *u,
+					 const void *uw, const float *s, const void *a,
+					 const void *b, int n, int c, int oc, int e, int r,
+					 float scale)
+{
+	int er = e * r, routed = s != NULL;
+	float fb = routed ? 1.0f : scale, fa = routed ? 1.0f : scale;
+	size_t bytes = (size_t)n * er * kcuda_dtype_size(dt);
+	void *duw = NULL, *du = NULL;
+	int rc = -1;
+
+	if (!kc_get())
+		return -1;
+	if (db && kc_gemm(dt, KCUDA_F32, db, dy, routed ? uw : u, oc, er, n, 1, 0, fb, 1.0f) < 0)
+		return -1;
+	if (!dx && !da && !(routed && drlogits))
+		return 0;
+	if (!(duw = kc_alloc(bytes)))
+		return -1;
+	if (kc_gemm(dt, dt, duw, dy, b, n, er, oc, 0, 0, 1.0f, 0.0f) < 0)
+		goto out;
+	du = duw;
+	if (routed) {
+		if (dx || da) {
+			if (!(du = kc_alloc(bytes)) || kcuda_memset0(du, bytes) < 0)
+				goto out;
+		} else {
+			du = NULL;
+		}
+		if (kcuda_router_weight_backward(dt, drlogits, du, duw, s, u, n, e, r, scale) < 0)
+			goto out;
+	}
+	if (da && kc_gemm(dt, KCUDA_F32, da, du, x, er, c, n, 1, 0, fa, 1.0f) < 0)
+		goto out;
+	if (dx && kc_gemm(dt, dt, dx, du, a, n, c, er, 0, 0, fa, 1.0f) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (du != duw)
+		kc_free(du);
+	kc_free(duw);
+	return rc;
+}
+
+/* ---- concurrent domain experts: segmented products -------------------- */
+
+static int s_check_segments(const int *seg, int nseg)
+{
+	for (int i = 0; i < nseg; i++)
+		if (seg[i] < 0 || seg[i + 1] < seg[i])
+			return err_set("lora segments: offsets %d..%d of segment %d are not increasing",
+				       seg[i], seg[i + 1], i);
+	return 0;
+}
+
+/* Element `row * width` of a dt matrix, as a byte pointer. */
+#define KC_ROWS(p, dt, row, width) ((char *)(p) + (size_t)(row) * (width) * kcuda_dtype_size(dt))
+
+extern "C" int kcuda_lora_segments_forward(int dt, void *y, void *u, const void *x,
+					   const void *const *a, const void *const *b,
+					   const int *seg, int nseg, int c, int oc, int r,
+					   float scale)
+{
+	if (s_check_segments(seg, nseg) < 0)
+		return -1;
+	for (int i = 0; i < nseg; i++) {
+		int st = seg[i], m = seg[i + 1] - seg[i];
+		void *ui = KC_ROWS(u, dt, st, r);
+		if (m == 0)
+			continue;
+		if (kc_gemm(dt, dt, ui, KC_ROWS(x, dt, st, c), a[i], m, r, c, 0, 1, 1.0f, 0.0f) < 0 ||
+		    kc_gemm(dt, dt, KC_ROWS(y, dt, st, oc), ui, b[i], m, oc, r, 0, 1, scale, 1.0f) < 0)
+			return err_prefix("lora segment %d", i);
+	}
+	return 0;
+}
+
+extern "C" int kcuda_lora_segments_backward(int dt, void *dx, float *const *da, float *const *db,
+					    const void *dy, const void *x, const void *u,
+					    const void *const *a, const void *const *b,
+					    const int *seg, int nseg, int c, int oc, int r,
+					    float scale)
+{
+	void *du;
+	int rc = 0;
+
+	if (s_check_segments(seg, nseg) < 0 || !kc_get())
+		return -1;
+	if (!(du = kc_alloc((size_t)seg[nseg] * r * kcuda_dtype_size(dt))))
+		return -1;
+	for (int i = 0; i < nseg && rc == 0; i++) {
+		int st = seg[i], m = seg[i + 1] - seg[i];
+		const void *dyi = KC_ROWS(dy, dt, st, oc), *xi = KC_ROWS(x, dt, st, c);
+		void *dui = KC_ROWS(du, dt, st, r);
+		float *dai = da ? da[i] : NULL, *dbi = db ? db[i] : NULL;
+		if (m == 0)
+			continue;
+		if ((dbi && kc_gemm(dt, KCUDA_F32, dbi, dyi, KC_ROWS(u, dt, st, r), oc, r, m, 1, 0,
+				    scale, 1.0f) < 0) ||
+		    ((dai || dx) && kc_gemm(dt, dt, dui, dyi, b[i], m, r, oc, 0, 0, 1.0f, 0.0f) < 0) ||
+		    (dai && kc_gemm(dt, KCUDA_F32, dai, dui, xi, r, c, m, 1, 0, scale, 1.0f) < 0) ||
+		    (dx && kc_gemm(dt, dt, KC_ROWS(dx, dt, st, c), dui, a[i], m, c, r, 0, 0, scale,
+				   1.0f) < 0))
+			rc = err_prefix("lora segment %d", i);
+	}
+	kc_free(du);
+	return rc;
+}

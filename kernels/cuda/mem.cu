@@ -1,0 +1,241 @@
+/* mem.cu: the backend's context, device memory and copies with conversion.
+ *
+ * Memory comes from the device's stream-ordered pool (cudaMallocAsync) on
+ * the backend's one stream; the pool keeps freed memory for reuse (release
+ * threshold: unlimited, as PyTorch's caching allocator does) and counts
+ * what is held now and at peak, which kcuda_memory_report prints.
+ * Not an allocator of our own, and not a place for kernels other than the
+ * dtype conversion the copies need.
+ */
+#include "kernels/cuda/kc.cuh"
+
+#include <stdint.h>
+#include <stdio.h>
+
+static struct kc_ctx s_ctx;
+static int s_open; /* 1 once s_ctx is ready */
+
+static int s_open_ctx(void)
+{
+	char why[256];
+	cudaMemPool_t pool;
+	uint64_t keep = UINT64_MAX;
+
+	if (kcuda_probe(why, sizeof why) < 0)
+		return err_set("no CUDA backend: %s", why);
+	KC_CK(cudaSetDevice(0));
+	KC_CK(cudaStreamCreateWithFlags(&s_ctx.stream, cudaStreamNonBlocking));
+	KC_CK(cudaDeviceGetDefaultMemPool(&pool, 0));
+	KC_CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+	KC_CKB(cublasCreate(&s_ctx.blas));
+	KC_CKB(cublasSetStream(s_ctx.blas, s_ctx.stream));
+	KC_CK(cudaMallocAsync(&s_ctx.scratch, KC_SCRATCH_BYTES, s_ctx.stream));
+	KC_CK(cudaMallocAsync(&s_ctx.blas_ws, KC_BLAS_WS_BYTES, s_ctx.stream));
+	KC_CKB(cublasSetWorkspace(s_ctx.blas, s_ctx.blas_ws, KC_BLAS_WS_BYTES));
+	return 0;
+}
+
+struct kc_ctx *kc_get(void)
+{
+	if (!s_open) {
+		if (s_open_ctx() < 0)
+			return NULL;
+		s_open = 1;
+	}
+	return &s_ctx;
+}
+
+extern "C" size_t kcuda_dtype_size(int dt)
+{
+	switch (dt) {
+	case KCUDA_F32: case KCUDA_I32: return 4;
+	case KCUDA_BF16: case KCUDA_F16: return 2;
+	default: return 0;
+	}
+}
+
+extern "C" const char *kcuda_dtype_name(int dt)
+{
+	switch (dt) {
+	case KCUDA_F32: return "f32";
+	case KCUDA_BF16: return "bf16";
+	case KCUDA_F16: return "f16";
+	case KCUDA_I32: return "i32";
+	default: return "unknown";
+	}
+}
+
+static void s_pool_counts(uint64_t *now, uint64_t *peak)
+{
+	cudaMemPool_t pool;
+
+	*now = *peak = 0;
+	if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess)
+		return;
+	cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, now);
+	cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, peak);
+}
+
+void *kc_alloc(size_t bytes)
+{
+	void *p = NULL;
+	size_t free_b = 0, total_b = 0;
+	uint64_t now, peak;
+	cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 1, s_ctx.stream);
+
+	if (e == cudaSuccess)
+		return p;
+	cudaGetLastError();
+	cudaMemGetInfo(&free_b, &total_b);
+	s_pool_counts(&now, &peak);
+	err_set("out of GPU memory: cannot allocate %.1f MiB (%.2f GiB free of %.2f GiB, modula "
+		"holds %.2f GiB): lower the batch size or the sequence length (%s)",
+		bytes / 1048576.0, free_b / 1073741824.0, total_b / 1073741824.0,
+		now / 1073741824.0, cudaGetErrorString(e));
+	return NULL;
+}
+
+void kc_free(void *p)
+{
+	if (p)
+		cudaFreeAsync(p, s_ctx.stream);
+}
+
+extern "C" void *kcuda_malloc(size_t bytes)
+{
+	if (!kc_get())
+		return NULL;
+	return kc_alloc(bytes);
+}
+
+extern "C" void kcuda_free(void *p)
+{
+	if (p && s_open)
+		kc_free(p);
+}
+
+extern "C" int kcuda_memset0(void *p, size_t bytes)
+{
+	KC_CTX(cx);
+	KC_CK(cudaMemsetAsync(p, 0, bytes, cx->stream));
+	return 0;
+}
+
+extern "C" int kcuda_sync(void)
+{
+	KC_CTX(cx);
+	KC_CK(cudaStreamSynchronize(cx->stream));
+	return 0;
+}
+
+extern "C" void kcuda_memory_report(char *buf, size_t n)
+{
+	size_t free_b = 0, total_b = 0;
+	uint64_t now, peak;
+
+	if (!s_open || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+		snprintf(buf, n, "GPU memory: the CUDA backend is not open");
+		return;
+	}
+	s_pool_counts(&now, &peak);
+	snprintf(buf, n, "GPU memory: modula holds %.2f GiB (peak %.2f GiB); device %.2f GiB free "
+		 "of %.2f GiB", now / 1073741824.0, peak / 1073741824.0, free_b / 1073741824.0,
+		 total_b / 1073741824.0);
+}
+
+/* ---- copies with conversion ------------------------------------------ */
+
+template <typename D, typename S>
+__global__ void k_convert(D *dst, const S *src, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		dst[i] = kc_st<D>(kc_ld(src[i]));
+}
+
+/* dst (type ddt) = src (type sdt), both on the device, n elements. */
+static int s_convert(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	KC_DISPATCH(ddt, D, KC_DISPATCH(sdt, S,
+		k_convert<D, S><<<kc_blocks(n), KC_THREADS, 0, s_ctx.stream>>>(
+			(D *)dst, (const S *)src, n)));
+	KC_LAUNCHED("convert");
+	return 0;
+}
+
+static int s_check_types(int ddt, int sdt)
+{
+	if (!kcuda_dtype_size(ddt) || !kcuda_dtype_size(sdt))
+		return err_set("unknown CUDA storage type %d", !kcuda_dtype_size(ddt) ? ddt : sdt);
+	if ((ddt == KCUDA_I32) != (sdt == KCUDA_I32))
+		return err_set("cannot convert between %s and %s", kcuda_dtype_name(sdt),
+			       kcuda_dtype_name(ddt));
+	return 0;
+}
+
+/* Elements per chunk through the scratch buffer. */
+static size_t s_chunk(int dt)
+{
+	return KC_SCRATCH_BYTES / kcuda_dtype_size(dt);
+}
+
+extern "C" int kcuda_copy_h2d(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	size_t ss, ds, at, len;
+
+	KC_CTX(cx);
+	if (s_check_types(ddt, sdt) < 0)
+		return -1;
+	ss = kcuda_dtype_size(sdt);
+	ds = kcuda_dtype_size(ddt);
+	if (ddt == sdt) {
+		KC_CK(cudaMemcpyAsync(dst, src, n * ss, cudaMemcpyHostToDevice, cx->stream));
+		return 0;
+	}
+	for (at = 0; at < n; at += len) {
+		len = n - at < s_chunk(sdt) ? n - at : s_chunk(sdt);
+		KC_CK(cudaMemcpyAsync(cx->scratch, (const char *)src + at * ss, len * ss,
+				      cudaMemcpyHostToDevice, cx->stream));
+		if (s_convert((char *)dst + at * ds, ddt, cx->scratch, sdt, len) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+extern "C" int kcuda_copy_d2h(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	size_t ss, ds, at, len;
+
+	KC_CTX(cx);
+	if (s_check_types(ddt, sdt) < 0)
+		return -1;
+	ss = kcuda_dtype_size(sdt);
+	ds = kcuda_dtype_size(ddt);
+	if (ddt == sdt) {
+		KC_CK(cudaMemcpyAsync(dst, src, n * ss, cudaMemcpyDeviceToHost, cx->stream));
+		KC_CK(cudaStreamSynchronize(cx->stream));
+		return 0;
+	}
+	for (at = 0; at < n; at += len) {
+		len = n - at < s_chunk(ddt) ? n - at : s_chunk(ddt);
+		if (s_convert(cx->scratch, ddt, (const char *)src + at * ss, sdt, len) < 0)
+			return -1;
+		KC_CK(cudaMemcpyAsync((char *)dst + at * ds, cx->scratch, len * ds,
+				      cudaMemcpyDeviceToHost, cx->stream));
+		KC_CK(cudaStreamSynchronize(cx->stream));
+	}
+	return 0;
+}
+
+extern "C" int kcuda_copy_d2d(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	KC_CTX(cx);
+	if (s_check_types(ddt, sdt) < 0)
+		return -1;
+	if (ddt == sdt) {
+		KC_CK(cudaMemcpyAsync(dst, src, n * kcuda_dtype_size(sdt), cudaMemcpyDeviceToDevice,
+				      cx->stream));
+		return 0;
+	}
+	return s_convert(dst, ddt, src, sdt, n);
+}

@@ -1,0 +1,228 @@
+/* pointwise.cu: the element-by-element ops (residual, SwiGLU, LeakyReLU),
+ * RoPE and the token embedding. Memory-bound: one pass over the data, fp32
+ * arithmetic in registers, grid-stride loops. Not fused with the products
+ * around them yet (cuBLASLt epilogues could take the bias and residual).
+ */
+#include "kernels/cuda/kc.cuh"
+
+#include <math.h>
+
+#define KC_FOR(i, n)                                                                   \
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);       \
+	     i += (size_t)gridDim.x * blockDim.x)
+
+/* Launch `kernel<T>` over n items with the storage type dt. */
+#define KC_POINTWISE(dt, n, name, kernel, ...)                                        \
+	do {                                                                          \
+		KC_CTX(cx);                                                           \
+		if ((n) == 0)                                                         \
+			return 0;                                                     \
+		KC_DISPATCH(dt, T, kernel<T><<<kc_blocks(n), KC_THREADS, 0, cx->stream>>>(__VA_ARGS__)); \
+		KC_LAUNCHED(name);                                                    \
+		return 0;                                                             \
+	} while (0)
+
+/* ---- residual --------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_residual_fwd(T *out, const T *a, const T *b, size_t n)
+{
+	KC_FOR(i, n)
+		out[i] = kc_st<T>(kc_ld(a[i]) + kc_ld(b[i]));
+}
+
+template <typename T>
+__global__ void k_residual_bwd(T *da, T *db, const T *dout, size_t n)
+{
+	KC_FOR(i, n) {
+		float d = kc_ld(dout[i]);
+		if (da)
+			da[i] = kc_st<T>(kc_ld(da[i]) + d);
+		if (db)
+			db[i] = kc_st<T>(kc_ld(db[i]) + d);
+	}
+}
+
+extern "C" int kcuda_residual_forward(int dt, void *out, const void *a, const void *b, size_t n)
+{
+	KC_POINTWISE(dt, n, "residual_forward", k_residual_fwd, (T *)out, (const T *)a,
+		     (const T *)b, n);
+}
+
+extern "C" int kcuda_residual_backward(int dt, void *da, void *db, const void *dout, size_t n)
+{
+	KC_POINTWISE(dt, n, "residual_backward", k_residual_bwd, (T *)da, (T *)db,
+		     (const T *)dout, n);
+}
+
+/* ---- SwiGLU: out = silu(gate) * up, silu(g) = g * sigmoid(g) ---------- */
+
+template <typename T>
+__global__ void k_swiglu_fwd(T *out, const T *gate, const T *up, size_t n)
+{
+	KC_FOR(i, n) {
+		float g = kc_ld(gate[i]);
+		out[i] = kc_st<T>(g / (1.0f + expf(-g)) * kc_ld(up[i]));
+	}
+}
+
+/* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))). */
+template <typename T>
+__global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
+			     size_t n)
+{
+	KC_FOR(i, n) {
+		float g = kc_ld(gate[i]), d = kc_ld(dout[i]);
+		float sig = 1.0f / (1.0f + expf(-g));
+		if (dgate)
+			dgate[i] = kc_st<T>(kc_ld(dgate[i]) +
+					    d * kc_ld(up[i]) * sig * (1.0f + g * (1.0f - sig)));
+		if (dup)
+			dup[i] = kc_st<T>(kc_ld(dup[i]) + d * g * sig);
+	}
+}
+
+extern "C" int kcuda_swiglu_forward(int dt, void *out, const void *gate, const void *up, size_t n)
+{
+	KC_POINTWISE(dt, n, "swiglu_forward", k_swiglu_fwd, (T *)out, (const T *)gate,
+		     (const T *)up, n);
+}
+
+extern "C" int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout,
+				     const void *gate, const void *up, size_t n)
+{
+	KC_POINTWISE(dt, n, "swiglu_backward", k_swiglu_bwd, (T *)dgate, (T *)dup,
+		     (const T *)dout, (const T *)gate, (const T *)up, n);
+}
+
+/* ---- LeakyReLU -------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_leakyrelu_fwd(T *out, const T *inp, float slope, size_t n)
+{
+	KC_FOR(i, n) {
+		float x = kc_ld(inp[i]);
+		out[i] = kc_st<T>(x > 0.0f ? x : slope * x);
+	}
+}
+
+template <typename T>
+__global__ void k_leakyrelu_bwd(T *dinp, const T *dout, const T *inp, float slope, size_t n)
+{
+	KC_FOR(i, n) {
+		float d = kc_ld(dout[i]);
+		dinp[i] = kc_st<T>(kc_ld(dinp[i]) + (kc_ld(inp[i]) > 0.0f ? d : slope * d));
+	}
+}
+
+extern "C" int kcuda_leakyrelu_forward(int dt, void *out, const void *inp, float slope, size_t n)
+{
+	KC_POINTWISE(dt, n, "leakyrelu_forward", k_leakyrelu_fwd, (T *)out, (const T *)inp,
+		     slope, n);
+}
+
+extern "C" int kcuda_leakyrelu_backward(int dt, void *dinp, const void *dout, const void *inp,
+					float slope, size_t n)
+{
+	KC_POINTWISE(dt, n, "leakyrelu_backward", k_leakyrelu_bwd, (T *)dinp, (const T *)dout,
+		     (const T *)inp, slope, n);
+}
+
+/* ---- RoPE (Hugging Face rotate-half) ---------------------------------- */
+
+/* As Hugging Face (and op_rope_table) compute it: inv_freq rounded to fp32,
+ * the angle a product in fp32, then its cosine and sine. */
+__global__ void k_rope_table(float *cosv, float *sinv, int t, int hs, int pos0, float theta)
+{
+	int half = hs / 2;
+
+	KC_FOR(i, (size_t)t * half) {
+		int p = (int)(i / half), j = (int)(i % half);
+		float inv = (float)(1.0 / pow((double)theta, (double)(2 * j) / hs));
+		float ang = (float)(pos0 + p) * inv;
+		cosv[i] = cosf(ang);
+		sinv[i] = sinf(ang);
+	}
+}
+
+extern "C" int kcuda_rope_table(float *cosv, float *sinv, int t, int hs, int pos0, float theta)
+{
+	size_t n = (size_t)t * (hs / 2);
+
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	k_rope_table<<<kc_blocks(n), KC_THREADS, 0, cx->stream>>>(cosv, sinv, t, hs, pos0, theta);
+	KC_LAUNCHED("rope_table");
+	return 0;
+}
+
+/* One thread per rotated pair (x_j, x_{j+h}) of one head at one position;
+ * dir = +1 rotates by the angle (forward), -1 by its opposite (backward). */
+template <typename T>
+__global__ void k_rope(T *x, const float *cosv, const float *sinv, int b, int t, int nh, int hs,
+		       float dir)
+{
+	int half = hs / 2;
+
+	KC_FOR(i, (size_t)b * t * nh * half) {
+		int j = (int)(i % half);
+		size_t row = i / half; /* (b, t, h) */
+		int p = (int)(row / nh % t);
+		T *xr = x + row * hs;
+		float c = cosv[(size_t)p * half + j], s = dir * sinv[(size_t)p * half + j];
+		float x0 = kc_ld(xr[j]), x1 = kc_ld(xr[j + half]);
+		xr[j] = kc_st<T>(x0 * c - x1 * s);
+		xr[j + half] = kc_st<T>(x1 * c + x0 * s);
+	}
+}
+
+extern "C" int kcuda_rope_forward(int dt, void *x, const float *cosv, const float *sinv, int b,
+				  int t, int nh, int hs)
+{
+	size_t n = (size_t)b * t * nh * (hs / 2);
+
+	KC_POINTWISE(dt, n, "rope_forward", k_rope, (T *)x, cosv, sinv, b, t, nh, hs, 1.0f);
+}
+
+extern "C" int kcuda_rope_backward(int dt, void *dx, const float *cosv, const float *sinv, int b,
+				   int t, int nh, int hs)
+{
+	size_t n = (size_t)b * t * nh * (hs / 2);
+
+	KC_POINTWISE(dt, n, "rope_backward", k_rope, (T *)dx, cosv, sinv, b, t, nh, hs, -1.0f);
+}
+
+/* ---- token embedding -------------------------------------------------- */
+
+template <typename T>
+__global__ void k_embedding_fwd(T *out, const int *tok, const T *wte, int n, int c)
+{
+	KC_FOR(i, (size_t)n * c)
+		out[i] = wte[(size_t)tok[i / c] * c + i % c];
+}
+
+template <typename T>
+__global__ void k_embedding_bwd(float *dwte, const T *dout, const int *tok, int n, int c)
+{
+	KC_FOR(i, (size_t)n * c)
+		atomicAdd(&dwte[(size_t)tok[i / c] * c + i % c], kc_ld(dout[i]));
+}
+
+extern "C" int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, int n,
+				       int c)
+{
+	size_t len = (size_t)n * c;
+
+	KC_POINTWISE(dt, len, "embedding_forward", k_embedding_fwd, (T *)out, tok,
+		     (const T *)wte, n, c);
+}
+
+extern "C" int kcuda_embedding_backward(int dt, float *dwte, const void *dout, const int *tok,
+					int n, int c)
+{
+	size_t len = (size_t)n * c;
+
+	KC_POINTWISE(dt, len, "embedding_backward", k_embedding_bwd, dwte, (const T *)dout, tok,
+		     n, c);
+}

@@ -1,0 +1,307 @@
+/* rows.cu: the ops that reduce along a row: RMSNorm, softmax and the
+ * softmax cross-entropy over the vocabulary. One warp per row where rows are
+ * short (hidden size, experts), one block per row over the vocabulary.
+ * Reductions run in a fixed order, so results repeat bit for bit.
+ *
+ * The cross-entropy never materialises probabilities: the forward keeps one
+ * running (max, sum) pair per thread (online softmax) and saves the row's
+ * log-sum-exp; the backward and the fused op recompute exp(logit - lse).
+ */
+#include "kernels/cuda/kc.cuh"
+
+#include <float.h>
+
+#define KC_ROW_WARP(row, lane, n)                                         \
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;      \
+	int lane = threadIdx.x % 32;                                      \
+	if (row >= (n))                                                   \
+		return
+
+/* ---- RMSNorm ---------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_rmsnorm_fwd(T *out, float *rstd, const T *inp, const T *w, int n, int c,
+			      float eps)
+{
+	KC_ROW_WARP(row, lane, n);
+	const T *x = inp + (size_t)row * c;
+	T *y = out + (size_t)row * c;
+	float ss = 0.0f, r;
+
+	for (int i = lane; i < c; i += 32) {
+		float v = kc_ld(x[i]);
+		ss += v * v;
+	}
+	r = rsqrtf(kc_warp_sum(ss) / c + eps);
+	if (lane == 0)
+		rstd[row] = r;
+	for (int i = lane; i < c; i += 32)
+		y[i] = kc_st<T>(kc_ld(w[i]) * (kc_ld(x[i]) * r));
+}
+
+/* y = w x r, r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C:
+ * dx_j = r w_j dy_j - r^3 x_j / C * sum_i dy_i w_i x_i. */
+template <typename T>
+__global__ void k_rmsnorm_bwd(T *dinp, const T *dout, const T *inp, const T *w,
+			      const float *rstd, int n, int c)
+{
+	KC_ROW_WARP(row, lane, n);
+	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * c;
+	T *dx = dinp + (size_t)row * c;
+	float r = rstd[row], dot = 0.0f, k;
+
+	for (int i = lane; i < c; i += 32)
+		dot += kc_ld(dy[i]) * kc_ld(w[i]) * kc_ld(x[i]);
+	k = kc_warp_sum(dot) * r * r * r / c;
+	for (int i = lane; i < c; i += 32)
+		dx[i] = kc_st<T>(kc_ld(dx[i]) + r * kc_ld(w[i]) * kc_ld(dy[i]) - k * kc_ld(x[i]));
+}
+
+#define KC_DW_ROWS 64
+
+/* part[chunk, i] = sum over the chunk's rows of dy * x * rstd. */
+template <typename T>
+__global__ void k_rmsnorm_dw_part(float *part, const T *dout, const T *inp, const float *rstd,
+				  int n, int c)
+{
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	int r0 = blockIdx.y * KC_DW_ROWS, r1 = min(n, r0 + KC_DW_ROWS);
+	float s = 0.0f;
+
+	if (i >= c)
+		return;
+	for (int r = r0; r < r1; r++)
+		s += kc_ld(dout[(size_t)r * c + i]) * kc_ld(inp[(size_t)r * c + i]) * rstd[r];
+	part[(size_t)blockIdx.y * c + i] = s;
+}
+
+extern "C" int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void *inp,
+				     const void *w, int n, int c, float eps)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps));
+	KC_LAUNCHED("rmsnorm_forward");
+	return 0;
+}
+
+extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void *dout,
+				      const void *inp, const void *w, const float *rstd, int n,
+				      int c)
+{
+	int chunks = (n + KC_DW_ROWS - 1) / KC_DW_ROWS;
+	dim3 grid((c + KC_THREADS - 1) / KC_THREADS, chunks);
+	float *part;
+	cudaError_t e;
+	int rc;
+
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	if (dinp) {
+		KC_DISPATCH(dt, T, k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+			(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n, c));
+		KC_LAUNCHED("rmsnorm_backward");
+	}
+	if (!dw)
+		return 0;
+	if (!kc_is_float(dt))
+		return err_set("unknown CUDA storage type %d", dt);
+	if (!(part = (float *)kc_alloc((size_t)chunks * c * sizeof(float))))
+		return -1;
+	KC_DISPATCH(dt, T, k_rmsnorm_dw_part<T><<<grid, KC_THREADS, 0, cx->stream>>>(
+		part, (const T *)dout, (const T *)inp, rstd, n, c));
+	e = cudaGetLastError();
+	rc = e == cudaSuccess ? kc_colsum(dw, part, chunks, c)
+			      : err_set("CUDA kernel 'rmsnorm_dw' failed to launch: %s",
+					cudaGetErrorString(e));
+	kc_free(part);
+	return rc;
+}
+
+/* ---- softmax over short rows ------------------------------------------ */
+
+template <typename T>
+__global__ void k_softmax_fwd(T *out, const T *inp, int n, int k)
+{
+	KC_ROW_WARP(row, lane, n);
+	const T *x = inp + (size_t)row * k;
+	float m = -FLT_MAX, s = 0.0f;
+
+	for (int i = lane; i < k; i += 32)
+		m = fmaxf(m, kc_ld(x[i]));
+	m = kc_warp_max(m);
+	for (int i = lane; i < k; i += 32)
+		s += expf(kc_ld(x[i]) - m);
+	s = 1.0f / kc_warp_sum(s);
+	for (int i = lane; i < k; i += 32)
+		out[(size_t)row * k + i] = kc_st<T>(expf(kc_ld(x[i]) - m) * s);
+}
+
+template <typename T>
+__global__ void k_softmax_bwd(T *dinp, const T *dout, const T *out, int n, int k)
+{
+	KC_ROW_WARP(row, lane, n);
+	size_t o = (size_t)row * k;
+	float dot = 0.0f;
+
+	for (int i = lane; i < k; i += 32)
+		dot += kc_ld(out[o + i]) * kc_ld(dout[o + i]);
+	dot = kc_warp_sum(dot);
+	for (int i = lane; i < k; i += 32)
+		dinp[o + i] = kc_st<T>(kc_ld(dinp[o + i]) +
+				       kc_ld(out[o + i]) * (kc_ld(dout[o + i]) - dot));
+}
+
+extern "C" int kcuda_softmax_forward(int dt, void *out, const void *inp, int n, int k)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_softmax_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)out, (const T *)inp, n, k));
+	KC_LAUNCHED("softmax_forward");
+	return 0;
+}
+
+extern "C" int kcuda_softmax_backward(int dt, void *dinp, const void *dout, const void *out, int n,
+				      int k)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_softmax_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)dinp, (const T *)dout, (const T *)out, n, k));
+	KC_LAUNCHED("softmax_backward");
+	return 0;
+}
+
+/* ---- cross-entropy over the vocabulary -------------------------------- */
+
+/* Merge two online-softmax states (max m, sum of exp(x - m) s). */
+static __device__ __forceinline__ void kc_lse_merge(float *m, float *s, float m2, float s2)
+{
+	float mm = fmaxf(*m, m2);
+	*s = *s * expf(*m - mm) + s2 * expf(m2 - mm);
+	*m = mm;
+}
+
+/* log-sum-exp of one row of v logits, by the whole block (KC_THREADS). */
+template <typename T>
+static __device__ float kc_row_lse(const T *x, int v)
+{
+	__shared__ float sm[KC_THREADS / 32], ss[KC_THREADS / 32];
+	int lane = threadIdx.x % 32, wid = threadIdx.x / 32;
+	float m = -FLT_MAX, s = 0.0f;
+
+	for (int i = threadIdx.x; i < v; i += blockDim.x) {
+		float xi = kc_ld(x[i]);
+		if (xi > m) {
+			s = s * expf(m - xi) + 1.0f;
+			m = xi;
+		} else {
+			s += expf(xi - m);
+		}
+	}
+	for (int o = 16; o > 0; o >>= 1) {
+		float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+		kc_lse_merge(&m, &s, m2, s2);
+	}
+	if (lane == 0) {
+		sm[wid] = m;
+		ss[wid] = s;
+	}
+	__syncthreads();
+	m = sm[0];
+	s = ss[0];
+	for (int w = 1; w < KC_THREADS / 32; w++)
+		kc_lse_merge(&m, &s, sm[w], ss[w]);
+	__syncthreads();
+	return m + logf(s);
+}
+
+template <typename T>
+__global__ void k_xent_fwd(float *losses, float *lse, const T *logits, const int *targets, int v)
+{
+	const T *x = logits + (size_t)blockIdx.x * v;
+	int t = targets[blockIdx.x];
+	float l = kc_row_lse(x, v);
+
+	if (threadIdx.x == 0) {
+		lse[blockIdx.x] = l;
+		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
+	}
+}
+
+template <typename T>
+__global__ void k_xent_bwd(T *dlogits, const float *dlosses, const T *logits, const float *lse,
+			   const int *targets, int v)
+{
+	size_t o = (size_t)blockIdx.x * v;
+	int t = targets[blockIdx.x];
+	float d = dlosses[blockIdx.x], l = lse[blockIdx.x];
+
+	if (t < 0 || d == 0.0f)
+		return;
+	for (int i = threadIdx.x; i < v; i += blockDim.x)
+		dlogits[o + i] = kc_st<T>(kc_ld(dlogits[o + i]) +
+					  d * (expf(kc_ld(logits[o + i]) - l) - (i == t ? 1.0f : 0.0f)));
+}
+
+template <typename T>
+__global__ void k_xent_fused(float *losses, T *logits, const float *dlosses, const int *targets,
+			     int v)
+{
+	T *x = logits + (size_t)blockIdx.x * v;
+	int t = targets[blockIdx.x];
+	float d = dlosses[blockIdx.x];
+	float l = kc_row_lse(x, v);
+
+	if (threadIdx.x == 0)
+		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
+	__syncthreads(); /* x[t] is read above before anyone overwrites it */
+	if (t < 0)
+		d = 0.0f;
+	for (int i = threadIdx.x; i < v; i += blockDim.x)
+		x[i] = kc_st<T>(d == 0.0f ? 0.0f
+				: d * (expf(kc_ld(x[i]) - l) - (i == t ? 1.0f : 0.0f)));
+}
+
+extern "C" int kcuda_crossentropy_forward(int dt, float *losses, float *lse, const void *logits,
+					  const int *targets, int n, int v)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_xent_fwd<T><<<n, KC_THREADS, 0, cx->stream>>>(
+		losses, lse, (const T *)logits, targets, v));
+	KC_LAUNCHED("crossentropy_forward");
+	return 0;
+}
+
+extern "C" int kcuda_crossentropy_backward(int dt, void *dlogits, const float *dlosses,
+					   const void *logits, const float *lse,
+					   const int *targets, int n, int v)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_xent_bwd<T><<<n, KC_THREADS, 0, cx->stream>>>(
+		(T *)dlogits, dlosses, (const T *)logits, lse, targets, v));
+	KC_LAUNCHED("crossentropy_backward");
+	return 0;
+}
+
+extern "C" int kcuda_crossentropy_fused(int dt, float *losses, void *logits, const float *dlosses,
+					const int *targets, int n, int v)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_xent_fused<T><<<n, KC_THREADS, 0, cx->stream>>>(
+		losses, (T *)logits, dlosses, targets, v));
+	KC_LAUNCHED("crossentropy_fused");
+	return 0;
+}

@@ -1,0 +1,695 @@
+/* ops.c: tests/gpu-ops, every CUDA op (forward and backward) against the
+ * CPU reference op of kernels/cpu/ops.h, in each storage type.
+ *
+ * Each case draws random inputs, rounds them to the storage type (so both
+ * sides see the same numbers and only the arithmetic differs), runs the CPU
+ * op in fp32 and the CUDA op, and compares every output tensor with
+ *     |gpu - cpu| <= atol + rtol * |cpu|
+ * the form of llm.c's dev/cuda checks: rtol is the storage type's rounding
+ * (f32 1e-5 for summation order, bf16 2^-7, f16 2^-10) and atol is the
+ * op's scale times a base per type (f32 1e-5, bf16 1e-2, f16 1e-3), the
+ * table s_cases. Each line prints the max |difference| of every tensor.
+ * Gradients start from random values, so "+=" is checked too; backward ops
+ * get the CPU forward's saved tensors rounded the same way, so each op is
+ * checked on its own.
+ *
+ * Without a GPU (CI, a CPU-only build) every case is printed as skipped with
+ * the reason: never as passed. Not a benchmark: tests/gpu/check.sh times.
+ */
+#include "config.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/kcuda.h"
+#include "err.h"
+#include "tap.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the harness ------------------------------------------------------ */
+
+static int s_dt;            /* the storage type of the case running */
+static float s_atol;        /* the case's absolute tolerance */
+static char s_msg[2048];    /* the case's differences, or its error */
+static int s_bad;           /* a tolerance was exceeded */
+static unsigned long long s_rng = 0x9e3779b97f4a7c15ull;
+
+#define S_MAXPTR 64
+static void *s_host_ptrs[S_MAXPTR], *s_dev_ptrs[S_MAXPTR];
+static int s_nhost, s_ndev;
+
+static float s_rtol(int dt)
+{
+	return dt == KCUDA_BF16 ? 1.0f / 128 : dt == KCUDA_F16 ? 1.0f / 1024 : 1e-5f;
+}
+
+static float s_abase(int dt)
+{
+	return dt == KCUDA_BF16 ? 1e-2f : dt == KCUDA_F16 ? 1e-3f : 1e-5f;
+}
+
+/* Every buffer of a case is tracked and released when the case ends. */
+static void *s_track_host(void *p)
+{
+	if (!p || s_nhost == S_MAXPTR) {
+		fprintf(stderr, "gpu-ops: out of host buffers\n");
+		exit(99);
+	}
+	return s_host_ptrs[s_nhost++] = p;
+}
+
+static void s_release(void)
+{
+	while (s_nhost)
+		free(s_host_ptrs[--s_nhost]);
+	while (s_ndev)
+		kcuda_free(s_dev_ptrs[--s_ndev]);
+}
+
+static float s_uniform(void)
+{
+	s_rng ^= s_rng << 13;
+	s_rng ^= s_rng >> 7;
+	s_rng ^= s_rng << 17;
+	return (float)((s_rng >> 40) / 16777216.0);
+}
+
+static float *s_zeros(size_t n)
+{
+	return s_track_host(calloc(n ? n : 1, sizeof(float)));
+}
+
+static float *s_rand(size_t n, float lo, float hi)
+{
+	float *p = s_zeros(n);
+
+	for (size_t i = 0; i < n; i++)
+		p[i] = lo + (hi - lo) * s_uniform();
+	return p;
+}
+
+static int *s_ints(size_t n, int lo, int hi)
+{
+	int *p = s_track_host(malloc((n ? n : 1) * sizeof(int)));
+
+	for (size_t i = 0; i < n; i++)
+		p[i] = lo + (int)(s_uniform() * (hi - lo));
+	return p;
+}
+
+static float *s_copy(const float *h, size_t n)
+{
+	float *p = s_zeros(n);
+
+	memcpy(p, h, n * sizeof(float));
+	return p;
+}
+
+/* A device copy of host h (n elements of type sdt) in type dt; NULL, with
+ * err_set(), on failure. */
+static void *s_dev_as(const void *h, size_t n, int dt, int sdt)
+{
+	void *d;
+
+	if (s_ndev == S_MAXPTR)
+		return err_set("out of device buffers"), NULL;
+	if (!(d = kcuda_malloc((n ? n : 1) * kcuda_dtype_size(dt))))
+		return NULL;
+	s_dev_ptrs[s_ndev++] = d;
+	if (h && kcuda_copy_h2d(d, dt, h, sdt, n) < 0)
+		return NULL;
+	return d;
+}
+
+#define S_DEV(h, n) s_dev_as(h, n, s_dt, KCUDA_F32)   /* in the case's type */
+#define S_DEV32(h, n) s_dev_as(h, n, KCUDA_F32, KCUDA_F32)
+#define S_DEVI(h, n) s_dev_as(h, n, KCUDA_I32, KCUDA_I32)
+
+/* Round h in place to the case's storage type (through the GPU). */
+static int s_round(float *h, size_t n)
+{
+	void *d = S_DEV(h, n);
+
+	return d ? kcuda_copy_d2h(h, KCUDA_F32, d, s_dt, n) : -1;
+}
+
+/* Fresh random values already representable in the case's type. */
+static float *s_rrand(size_t n, float lo, float hi)
+{
+	float *p = s_rand(n, lo, hi);
+
+	return s_round(p, n) < 0 ? NULL : p;
+}
+
+/* Compare device tensor d (type dt) with the CPU's ref; note the max
+ * difference in s_msg and whether a tolerance was exceeded. */
+static int s_cmp_as(const char *name, const void *d, int dt, const float *ref, size_t n)
+{
+	float *g = s_zeros(n), maxd = 0.0f;
+	size_t at = strlen(s_msg);
+
+	if (kcuda_sync() < 0 || kcuda_copy_d2h(g, KCUDA_F32, d, dt, n) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		float diff = fabsf(g[i] - ref[i]);
+		if (!(diff <= s_atol + s_rtol(s_dt) * fabsf(ref[i])))
+			s_bad = 1;
+		if (diff > maxd || diff != diff)
+			maxd = diff;
+	}
+	snprintf(s_msg + at, sizeof s_msg - at, "%s%s %.2e", at ? ", " : "", name, maxd);
+	return 0;
+}
+
+#define S_CMP(name, d, ref, n) s_cmp_as(name, d, s_dt, ref, n)
+#define S_CMP32(name, d, ref, n) s_cmp_as(name, d, KCUDA_F32, ref, n)
+
+/* Bail out of a case when a CUDA call failed (err_msg() says why). */
+#define S_TRY(x) do { if ((x) < 0) return -1; } while (0)
+#define S_PTR(p) do { if (!(p)) return -1; } while (0)
+
+/* ---- the cases -------------------------------------------------------- */
+
+static int case_gemm(void)
+{
+	int m = 37, n = 45, k = 70;
+
+	for (int ta = 0; ta < 2; ta++) {
+		for (int tb = 0; tb < 2; tb++) {
+			float *a = s_rrand((size_t)m * k, -1, 1), *b = s_rrand((size_t)k * n, -1, 1);
+			float *c = s_rrand((size_t)m * n, -1, 1);
+			void *da, *db, *dc;
+			char name[16];
+			S_PTR(a && b && c);
+			S_PTR((da = S_DEV(a, (size_t)m * k)) && (db = S_DEV(b, (size_t)k * n)) &&
+			      (dc = S_DEV(c, (size_t)m * n)));
+			op_gemm(c, a, b, m, n, k, ta, tb, 0.7f, 0.3f);
+			S_TRY(kcuda_gemm(s_dt, dc, da, db, m, n, k, ta, tb, 0.7f, 0.3f));
+			snprintf(name, sizeof name, "c[t%d%d]", ta, tb);
+			S_TRY(S_CMP(name, dc, c, (size_t)m * n));
+		}
+	}
+	return 0;
+}
+
+static int case_embedding(void)
+{
+	int n = 53, c = 96, v = 40;
+	float *wte = s_rrand((size_t)v * c, -1, 1), *out = s_zeros((size_t)n * c);
+	float *dout = s_rrand((size_t)n * c, -1, 1), *dwte = s_rand((size_t)v * c, -1, 1);
+	int *tok = s_ints(n, 0, v);
+	void *dw, *dt, *dout_d, *ddout, *ddwte;
+
+	S_PTR(wte && dout);
+	S_PTR((dw = S_DEV(wte, (size_t)v * c)) && (dt = S_DEVI(tok, n)) &&
+	      (dout_d = S_DEV(NULL, (size_t)n * c)) && (ddout = S_DEV(dout, (size_t)n * c)) &&
+	      (ddwte = S_DEV32(dwte, (size_t)v * c)));
+	op_embedding_forward(out, tok, wte, n, c);
+	op_embedding_backward(dwte, dout, tok, n, c);
+	S_TRY(kcuda_embedding_forward(s_dt, dout_d, dt, dw, n, c));
+	S_TRY(kcuda_embedding_backward(s_dt, ddwte, ddout, dt, n, c));
+	S_TRY(S_CMP("out", dout_d, out, (size_t)n * c));
+	return S_CMP32("dwte", ddwte, dwte, (size_t)v * c);
+}
+
+static int case_matmul(void)
+{
+	int n = 66, c = 96, oc = 80;
+	size_t ni = (size_t)n * c, no = (size_t)n * oc, nw = (size_t)oc * c;
+	float *inp = s_rrand(ni, -1, 1), *w = s_rrand(nw, -1, 1), *b = s_rrand(oc, -1, 1);
+	float *out = s_zeros(no), *dout = s_rrand(no, -1, 1), *dinp = s_rrand(ni, -1, 1);
+	float *dw = s_rand(nw, -1, 1), *db = s_rand(oc, -1, 1);
+	void *di, *dwd, *dbd, *dod, *ddo, *ddi, *ddw, *ddb;
+
+	S_PTR(inp && w && b && dout && dinp);
+	S_PTR((di = S_DEV(inp, ni)) && (dwd = S_DEV(w, nw)) && (dbd = S_DEV(b, oc)) &&
+	      (dod = S_DEV(NULL, no)) && (ddo = S_DEV(dout, no)) && (ddi = S_DEV(dinp, ni)) &&
+	      (ddw = S_DEV32(dw, nw)) && (ddb = S_DEV32(db, oc)));
+	op_matmul_forward(out, inp, w, b, n, c, oc);
+	op_matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc);
+	S_TRY(kcuda_matmul_forward(s_dt, dod, di, dwd, dbd, n, c, oc));
+	S_TRY(kcuda_matmul_backward(s_dt, ddi, ddw, ddb, ddo, di, dwd, n, c, oc));
+	S_TRY(S_CMP("out", dod, out, no));
+	S_TRY(S_CMP("dinp", ddi, dinp, ni));
+	S_TRY(S_CMP32("dw", ddw, dw, nw));
+	return S_CMP32("db", ddb, db, oc);
+}
+
+static int case_rmsnorm(void)
+{
+	int n = 66, c = 96;
+	size_t nc = (size_t)n * c;
+	float *inp = s_rrand(nc, -2, 2), *w = s_rrand(c, 0.5f, 1.5f), *out = s_zeros(nc);
+	float *rstd = s_zeros(n), *dout = s_rrand(nc, -1, 1), *dinp = s_rrand(nc, -1, 1);
+	float *dw = s_rand(c, -1, 1);
+	void *di, *dwd, *dod, *drs, *drs_cpu, *ddo, *ddi, *ddw;
+
+	S_PTR(inp && w && dout && dinp);
+	op_rmsnorm_forward(out, rstd, inp, w, n, c, 1e-6f);
+	S_PTR((di = S_DEV(inp, nc)) && (dwd = S_DEV(w, c)) && (dod = S_DEV(NULL, nc)) &&
+	      (drs = S_DEV32(NULL, n)) && (drs_cpu = S_DEV32(rstd, n)) && (ddo = S_DEV(dout, nc)) &&
+	      (ddi = S_DEV(dinp, nc)) && (ddw = S_DEV32(dw, c)));
+	op_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	S_TRY(kcuda_rmsnorm_forward(s_dt, dod, drs, di, dwd, n, c, 1e-6f));
+	S_TRY(kcuda_rmsnorm_backward(s_dt, ddi, ddw, ddo, di, dwd, drs_cpu, n, c));
+	S_TRY(S_CMP("out", dod, out, nc));
+	S_TRY(S_CMP32("rstd", drs, rstd, n));
+	S_TRY(S_CMP("dinp", ddi, dinp, nc));
+	return S_CMP32("dw", ddw, dw, c);
+}
+
+static int case_rope(void)
+{
+	int b = 2, t = 37, nh = 3, hs = 64, pos0 = 5;
+	size_t nx = (size_t)b * t * nh * hs, nt = (size_t)t * hs / 2;
+	float *cosv = s_zeros(nt), *sinv = s_zeros(nt);
+	float *x = s_rrand(nx, -1, 1), *dx = s_rrand(nx, -1, 1);
+	void *dcos, *dsin, *dxd, *ddx;
+
+	S_PTR(x && dx);
+	S_PTR((dcos = S_DEV32(NULL, nt)) && (dsin = S_DEV32(NULL, nt)) && (dxd = S_DEV(x, nx)) &&
+	      (ddx = S_DEV(dx, nx)));
+	op_rope_table(cosv, sinv, t, hs, pos0, 1e6f);
+	op_rope_forward(x, cosv, sinv, b, t, nh, hs);
+	op_rope_backward(dx, cosv, sinv, b, t, nh, hs);
+	S_TRY(kcuda_rope_table(dcos, dsin, t, hs, pos0, 1e6f));
+	S_TRY(kcuda_rope_forward(s_dt, dxd, dcos, dsin, b, t, nh, hs));
+	S_TRY(kcuda_rope_backward(s_dt, ddx, dcos, dsin, b, t, nh, hs));
+	S_TRY(S_CMP32("cos", dcos, cosv, nt));
+	S_TRY(S_CMP32("sin", dsin, sinv, nt));
+	S_TRY(S_CMP("x", dxd, x, nx));
+	return S_CMP("dx", ddx, dx, nx);
+}
+
+/* One attention shape: forward, then backward from the CPU's rounded out. */
+static int s_attention(int b, int t, int nh, int nkv, int hs)
+{
+	size_t nq = (size_t)b * t * nh * hs, nk = (size_t)b * t * nkv * hs;
+	float *q = s_rrand(nq, -1, 1), *k = s_rrand(nk, -1, 1), *v = s_rrand(nk, -1, 1);
+	float *out = s_zeros(nq), *att = s_zeros((size_t)b * nh * t * t);
+	float *dout = s_rrand(nq, -1, 1), *dq = s_rrand(nq, -1, 1), *dk = s_rrand(nk, -1, 1);
+	float *dv = s_rrand(nk, -1, 1), *scratch = s_zeros((size_t)t * omp_get_max_threads());
+	void *dqd, *dkd, *dvd, *dod, *dlse, *dout_cpu, *ddo, *ddq, *ddk, *ddv;
+
+	S_PTR(q && k && v && dout && dq && dk && dv);
+	op_attention_forward(out, att, q, k, v, b, t, nh, nkv, hs);
+	S_PTR((dqd = S_DEV(q, nq)) && (dkd = S_DEV(k, nk)) && (dvd = S_DEV(v, nk)) &&
+	      (dod = S_DEV(NULL, nq)) && (dlse = S_DEV32(NULL, (size_t)b * nh * t)) &&
+	      (ddo = S_DEV(dout, nq)) && (ddq = S_DEV(dq, nq)) && (ddk = S_DEV(dk, nk)) &&
+	      (ddv = S_DEV(dv, nk)));
+	S_TRY(kcuda_attention_forward(s_dt, dod, dlse, dqd, dkd, dvd, b, t, nh, nkv, hs));
+	S_TRY(S_CMP("out", dod, out, nq));
+	/* the CPU saves probabilities, the GPU log-sum-exps: the backward runs
+	 * from the GPU's own lse and the CPU's out, rounded */
+	S_TRY(s_round(out, nq));
+	S_PTR(dout_cpu = S_DEV(out, nq));
+	op_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, b, t, nh, nkv, hs);
+	S_TRY(kcuda_attention_backward(s_dt, ddq, ddk, ddv, ddo, dout_cpu, dlse, dqd, dkd, dvd, b,
+				       t, nh, nkv, hs));
+	S_TRY(S_CMP("dq", ddq, dq, nq));
+	S_TRY(S_CMP("dk", ddk, dk, nk));
+	return S_CMP("dv", ddv, dv, nk);
+}
+
+static int case_attention(void)
+{
+	S_TRY(s_attention(2, 37, 4, 2, 64));
+	return s_attention(1, 19, 6, 2, 160);
+}
+
+static int case_swiglu(void)
+{
+	size_t n = 5000;
+	float *g = s_rrand(n, -4, 4), *u = s_rrand(n, -2, 2), *out = s_zeros(n);
+	float *dout = s_rrand(n, -1, 1), *dg = s_rrand(n, -1, 1), *du = s_rrand(n, -1, 1);
+	void *dgd, *dud, *dod, *ddo, *ddg, *ddu;
+
+	S_PTR(g && u && dout && dg && du);
+	S_PTR((dgd = S_DEV(g, n)) && (dud = S_DEV(u, n)) && (dod = S_DEV(NULL, n)) &&
+	      (ddo = S_DEV(dout, n)) && (ddg = S_DEV(dg, n)) && (ddu = S_DEV(du, n)));
+	op_swiglu_forward(out, g, u, n);
+	op_swiglu_backward(dg, du, dout, g, u, n);
+	S_TRY(kcuda_swiglu_forward(s_dt, dod, dgd, dud, n));
+	S_TRY(kcuda_swiglu_backward(s_dt, ddg, ddu, ddo, dgd, dud, n));
+	S_TRY(S_CMP("out", dod, out, n));
+	S_TRY(S_CMP("dgate", ddg, dg, n));
+	return S_CMP("dup", ddu, du, n);
+}
+
+static int case_residual(void)
+{
+	size_t n = 5000;
+	float *a = s_rrand(n, -1, 1), *b = s_rrand(n, -1, 1), *out = s_zeros(n);
+	float *dout = s_rrand(n, -1, 1), *da = s_rrand(n, -1, 1), *db = s_rrand(n, -1, 1);
+	void *dad, *dbd, *dod, *ddo, *dda, *ddb;
+
+	S_PTR(a && b && dout && da && db);
+	S_PTR((dad = S_DEV(a, n)) && (dbd = S_DEV(b, n)) && (dod = S_DEV(NULL, n)) &&
+	      (ddo = S_DEV(dout, n)) && (dda = S_DEV(da, n)) && (ddb = S_DEV(db, n)));
+	op_residual_forward(out, a, b, n);
+	op_residual_backward(da, db, dout, n);
+	S_TRY(kcuda_residual_forward(s_dt, dod, dad, dbd, n));
+	S_TRY(kcuda_residual_backward(s_dt, dda, ddb, ddo, n));
+	S_TRY(S_CMP("out", dod, out, n));
+	S_TRY(S_CMP("da", dda, da, n));
+	return S_CMP("db", ddb, db, n);
+}
+
+static int case_leakyrelu(void)
+{
+	size_t n = 5000;
+	float *x = s_rrand(n, -1, 1), *out = s_zeros(n), *dout = s_rrand(n, -1, 1);
+	float *dx = s_rrand(n, -1, 1);
+	void *dxd, *dod, *ddo, *ddx;
+
+	S_PTR(x && dout && dx);
+	S_PTR((dxd = S_DEV(x, n)) && (dod = S_DEV(NULL, n)) && (ddo = S_DEV(dout, n)) &&
+	      (ddx = S_DEV(dx, n)));
+	op_leakyrelu_forward(out, x, 0.01f, n);
+	op_leakyrelu_backward(dx, dout, x, 0.01f, n);
+	S_TRY(kcuda_leakyrelu_forward(s_dt, dod, dxd, 0.01f, n));
+	S_TRY(kcuda_leakyrelu_backward(s_dt, ddx, ddo, dxd, 0.01f, n));
+	S_TRY(S_CMP("out", dod, out, n));
+	return S_CMP("dinp", ddx, dx, n);
+}
+
+static int case_softmax(void)
+{
+	int n = 70, k = 5;
+	size_t nk = (size_t)n * k;
+	float *x = s_rrand(nk, -3, 3), *out = s_zeros(nk), *dout = s_rrand(nk, -1, 1);
+	float *dx = s_rrand(nk, -1, 1);
+	void *dxd, *dod, *dout_cpu, *ddo, *ddx;
+
+	S_PTR(x && dout && dx);
+	S_PTR((dxd = S_DEV(x, nk)) && (dod = S_DEV(NULL, nk)) && (ddo = S_DEV(dout, nk)) &&
+	      (ddx = S_DEV(dx, nk)));
+	op_softmax_forward(out, x, n, k);
+	S_TRY(kcuda_softmax_forward(s_dt, dod, dxd, n, k));
+	S_TRY(S_CMP("out", dod, out, nk));
+	S_TRY(s_round(out, nk));
+	S_PTR(dout_cpu = S_DEV(out, nk));
+	op_softmax_backward(dx, dout, out, n, k);
+	S_TRY(kcuda_softmax_backward(s_dt, ddx, ddo, dout_cpu, n, k));
+	return S_CMP("dinp", ddx, dx, nk);
+}
+
+static int case_crossentropy(void)
+{
+	int n = 40, v = 1000;
+	size_t nv = (size_t)n * v;
+	float *logits = s_rrand(nv, -4, 4), *losses = s_zeros(n), *lse = s_zeros(n);
+	float *dlosses = s_rand(n, 0, 0.1f), *dlogits = s_rrand(nv, -0.01f, 0.01f);
+	float *fused = s_zeros(nv);
+	int *targets = s_ints(n, 0, v);
+	void *dl, *dt, *dloss, *dlse, *dlse_cpu, *ddl, *ddlog, *dfl, *dfloss;
+
+	S_PTR(logits && dlogits);
+	targets[3] = targets[17] = -100; /* the ignore index */
+	dlosses[5] = 0.0f;               /* a masked position */
+	op_crossentropy_forward(losses, lse, logits, targets, n, v);
+	S_PTR((dl = S_DEV(logits, nv)) && (dt = S_DEVI(targets, n)) && (dloss = S_DEV32(NULL, n)) &&
+	      (dlse = S_DEV32(NULL, n)) && (dlse_cpu = S_DEV32(lse, n)) &&
+	      (ddl = S_DEV32(dlosses, n)) && (ddlog = S_DEV(dlogits, nv)) &&
+	      (dfl = S_DEV(logits, nv)) && (dfloss = S_DEV32(NULL, n)));
+	op_crossentropy_backward(dlogits, dlosses, logits, lse, targets, n, v);
+	op_crossentropy_backward(fused, dlosses, logits, lse, targets, n, v);
+	S_TRY(kcuda_crossentropy_forward(s_dt, dloss, dlse, dl, dt, n, v));
+	S_TRY(kcuda_crossentropy_backward(s_dt, ddlog, ddl, dl, dlse_cpu, dt, n, v));
+	S_TRY(kcuda_crossentropy_fused(s_dt, dfloss, dfl, ddl, dt, n, v));
+	S_TRY(S_CMP32("losses", dloss, losses, n));
+	S_TRY(S_CMP32("lse", dlse, lse, n));
+	S_TRY(S_CMP("dlogits", ddlog, dlogits, nv));
+	S_TRY(S_CMP32("fused losses", dfloss, losses, n));
+	return S_CMP("fused dlogits", dfl, fused, nv);
+}
+
+/* The CPU reference of router weighting: s = softmax(rl), uw = scale s_i u. */
+static void s_router_fwd(float *uw, float *s, const float *rl, const float *u, int n, int e,
+			 int r, float scale)
+{
+	op_softmax_forward(s, rl, n, e);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < e * r; j++)
+			uw[(size_t)i * e * r + j] = scale * s[(size_t)i * e + j / r] * u[(size_t)i * e * r + j];
+}
+
+/* du += scale s_i duw; drl += softmax backward of ds_i = scale sum_j u duw. */
+static void s_router_bwd(float *drl, float *du, const float *duw, const float *s, const float *u,
+			 int n, int e, int r, float scale)
+{
+	float *ds = s_zeros((size_t)n * e);
+
+	for (int i = 0; i < n; i++) {
+		for (int j = 0; j < e * r; j++) {
+			size_t o = (size_t)i * e * r + j;
+			ds[(size_t)i * e + j / r] += scale * u[o] * duw[o];
+			if (du)
+				du[o] += scale * s[(size_t)i * e + j / r] * duw[o];
+		}
+	}
+	if (drl)
+		op_softmax_backward(drl, ds, s, n, e);
+}
+
+static int case_router(void)
+{
+	int n = 66, e = 5, r = 8;
+	size_t ne = (size_t)n * e, nu = (size_t)n * e * r;
+	float *rl = s_rrand(ne, -2, 2), *u = s_rrand(nu, -1, 1), *uw = s_zeros(nu), *s = s_zeros(ne);
+	float *duw = s_rrand(nu, -1, 1), *du = s_rrand(nu, -1, 1), *drl = s_rrand(ne, -1, 1);
+	void *drld, *dud, *duwd, *dsd, *ds_cpu, *dduw, *ddu, *ddrl;
+
+	S_PTR(rl && u && duw && du && drl);
+	s_router_fwd(uw, s, rl, u, n, e, r, 2.0f);
+	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f);
+	S_PTR((drld = S_DEV(rl, ne)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
+	      (dsd = S_DEV32(NULL, ne)) && (ds_cpu = S_DEV32(s, ne)) && (dduw = S_DEV(duw, nu)) &&
+	      (ddu = S_DEV(du, nu)) && (ddrl = S_DEV(drl, ne)));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, dsd, drld, dud, n, e, r, 2.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, ds_cpu, dud, n, e, r, 2.0f));
+	S_TRY(S_CMP32("s", dsd, s, ne));
+	S_TRY(S_CMP("uw", duwd, uw, nu));
+	S_TRY(S_CMP("du", ddu, du, nu));
+	return S_CMP("drlogits", ddrl, drl, ne);
+}
+
+/* A LoRA group of e experts, routed or plain (e = 1, no router). The CPU
+ * reference is the same two products with op_gemm and the router above,
+ * its intermediates rounded where the GPU stores them. */
+static int s_lora_group(int e, int routed)
+{
+	int n = 66, c = 96, oc = 80, r = 8, er = e * r;
+	float scale = 0.5f, f = routed ? 1.0f : scale;
+	size_t nx = (size_t)n * c, ny = (size_t)n * oc, nu = (size_t)n * er, ne = (size_t)n * e;
+	size_t na = (size_t)er * c, nb = (size_t)oc * er;
+	float *x = s_rrand(nx, -1, 1), *a = s_rrand(na, -0.3f, 0.3f), *b = s_rrand(nb, -0.3f, 0.3f);
+	float *y = s_rrand(ny, -1, 1), *rl = s_rrand(ne, -2, 2), *u = s_zeros(nu), *uw = s_zeros(nu);
+	float *s = s_zeros(ne), *dy = s_rrand(ny, -1, 1), *dx = s_rrand(nx, -1, 1);
+	float *da = s_rand(na, -1, 1), *db = s_rand(nb, -1, 1), *drl = s_rrand(ne, -1, 1);
+	float *duw = s_zeros(nu), *du = s_zeros(nu), *y0;
+	void *dxd, *dad, *dbd, *dyd, *drld, *dud, *duwd, *dsd, *ddy, *ddx, *dda, *ddb, *ddrl;
+	void *du_cpu, *duw_cpu, *ds_cpu;
+
+	S_PTR(x && a && b && y && rl && dy && dx && drl);
+	y0 = s_copy(y, ny);
+	op_gemm(u, x, a, n, er, c, 0, 1, 1.0f, 0.0f);
+	S_TRY(s_round(u, nu));
+	if (routed) {
+		s_router_fwd(uw, s, rl, u, n, e, r, scale);
+		S_TRY(s_round(uw, nu));
+	}
+	op_gemm(y, routed ? uw : u, b, n, oc, er, 0, 1, f, 1.0f);
+	S_PTR((dxd = S_DEV(x, nx)) && (dad = S_DEV(a, na)) && (dbd = S_DEV(b, nb)) &&
+	      (dyd = S_DEV(y0, ny)) && (drld = S_DEV(rl, ne)) && (dud = S_DEV(NULL, nu)) &&
+	      (duwd = S_DEV(NULL, nu)) && (dsd = S_DEV32(NULL, ne)));
+	S_TRY(kcuda_lora_group_forward(s_dt, dyd, dud, routed ? duwd : NULL, routed ? dsd : NULL,
+				       dxd, dad, dbd, routed ? drld : NULL, n, c, oc, e, r, scale));
+	S_TRY(S_CMP("y", dyd, y, ny));
+	S_TRY(S_CMP("u", dud, u, nu));
+	if (routed)
+		S_TRY(S_CMP("uw", duwd, uw, nu));
+
+	/* backward, from the CPU's saved tensors; gradients uploaded first */
+	S_PTR((ddy = S_DEV(dy, ny)) && (ddx = S_DEV(dx, nx)) && (dda = S_DEV32(da, na)) &&
+	      (ddb = S_DEV32(db, nb)) && (ddrl = S_DEV(drl, ne)) && (du_cpu = S_DEV(u, nu)) &&
+	      (duw_cpu = S_DEV(uw, nu)) && (ds_cpu = S_DEV32(s, ne)));
+	op_gemm(db, dy, routed ? uw : u, oc, er, n, 1, 0, f, 1.0f);
+	op_gemm(duw, dy, b, n, er, oc, 0, 0, 1.0f, 0.0f);
+	S_TRY(s_round(duw, nu));
+	if (routed) {
+		s_router_bwd(drl, du, duw, s, u, n, e, r, scale);
+		S_TRY(s_round(du, nu));
+	}
+	op_gemm(da, routed ? du : duw, x, er, c, n, 1, 0, f, 1.0f);
+	op_gemm(dx, routed ? du : duw, a, n, c, er, 0, 0, f, 1.0f);
+	S_TRY(kcuda_lora_group_backward(s_dt, ddx, dda, ddb, routed ? ddrl : NULL, ddy, dxd, du_cpu,
+					routed ? duw_cpu : NULL, routed ? ds_cpu : NULL, dad, dbd,
+					n, c, oc, e, r, scale));
+	S_TRY(S_CMP("dx", ddx, dx, nx));
+	S_TRY(S_CMP32("da", dda, da, na));
+	S_TRY(S_CMP32("db", ddb, db, nb));
+	return routed ? S_CMP("drlogits", ddrl, drl, ne) : 0;
+}
+
+static int case_lora_group(void)
+{
+	return s_lora_group(4, 1);
+}
+
+static int case_lora_plain(void)
+{
+	return s_lora_group(1, 0);
+}
+
+/* Three experts over segments of 20, 0 and 31 rows. */
+static int case_lora_segments(void)
+{
+	enum { NSEG = 3 };
+	int seg[NSEG + 1] = { 0, 20, 20, 51 }, n = 51, c = 96, oc = 80, r = 8;
+	float scale = 2.0f;
+	size_t nx = (size_t)n * c, ny = (size_t)n * oc, nu = (size_t)n * r;
+	size_t na = (size_t)r * c, nb = (size_t)oc * r;
+	float *x = s_rrand(nx, -1, 1), *y = s_rrand(ny, -1, 1), *u = s_zeros(nu);
+	float *dy = s_rrand(ny, -1, 1), *dx = s_rrand(nx, -1, 1), *du = s_zeros(nu);
+	float *a[NSEG], *b[NSEG], *da[NSEG], *db[NSEG];
+	const void *ad[NSEG], *bd[NSEG];
+	float *dad[NSEG], *dbd[NSEG];
+	void *dxd, *dyd, *dud, *du_cpu, *ddy, *ddx;
+
+	S_PTR(x && y && dy && dx);
+	S_PTR((dxd = S_DEV(x, nx)) && (dyd = S_DEV(y, ny)) && (dud = S_DEV(NULL, nu)) &&
+	      (ddy = S_DEV(dy, ny)) && (ddx = S_DEV(dx, nx)));
+	for (int i = 0; i < NSEG; i++) {
+		S_PTR((a[i] = s_rrand(na, -0.3f, 0.3f)) && (b[i] = s_rrand(nb, -0.3f, 0.3f)));
+		da[i] = s_rand(na, -1, 1);
+		db[i] = s_rand(nb, -1, 1);
+		S_PTR((ad[i] = S_DEV(a[i], na)) && (bd[i] = S_DEV(b[i], nb)) &&
+		      (dad[i] = S_DEV32(da[i], na)) && (dbd[i] = S_DEV32(db[i], nb)));
+	}
+	for (int i = 0; i < NSEG; i++) {
+		int st = seg[i], m = seg[i + 1] - st;
+		if (m == 0)
+			continue;
+		op_gemm(u + (size_t)st * r, x + (size_t)st * c, a[i], m, r, c, 0, 1, 1.0f, 0.0f);
+		S_TRY(s_round(u + (size_t)st * r, (size_t)m * r));
+		op_gemm(y + (size_t)st * oc, u + (size_t)st * r, b[i], m, oc, r, 0, 1, scale, 1.0f);
+	}
+	S_TRY(kcuda_lora_segments_forward(s_dt, dyd, dud, dxd, ad, bd, seg, NSEG, c, oc, r, scale));
+	S_TRY(S_CMP("y", dyd, y, ny));
+	S_TRY(S_CMP("u", dud, u, nu));
+	S_PTR(du_cpu = S_DEV(u, nu));
+	for (int i = 0; i < NSEG; i++) {
+		int st = seg[i], m = seg[i + 1] - st;
+		float *dui = du + (size_t)st * r;
+		if (m == 0)
+			continue;
+		op_gemm(db[i], dy + (size_t)st * oc, u + (size_t)st * r, oc, r, m, 1, 0, scale, 1.0f);
+		op_gemm(dui, dy + (size_t)st * oc, b[i], m, r, oc, 0, 0, 1.0f, 0.0f);
+		S_TRY(s_round(dui, (size_t)m * r));
+		op_gemm(da[i], dui, x + (size_t)st * c, r, c, m, 1, 0, scale, 1.0f);
+		op_gemm(dx + (size_t)st * c, dui, a[i], m, c, r, 0, 0, scale, 1.0f);
+	}
+	S_TRY(kcuda_lora_segments_backward(s_dt, ddx, dad, dbd, ddy, dxd, du_cpu, ad, bd, seg, NSEG,
+					   c, oc, r, scale));
+	S_TRY(S_CMP("dx", ddx, dx, nx));
+	for (int i = 0; i < NSEG; i++) {
+		char name[16];
+		snprintf(name, sizeof name, "da%d", i);
+		S_TRY(S_CMP32(name, dad[i], da[i], na));
+		snprintf(name, sizeof name, "db%d", i);
+		S_TRY(S_CMP32(name, dbd[i], db[i], nb));
+	}
+	return 0;
+}
+
+/* ---- the table and the driver ----------------------------------------- */
+
+static const struct {
+	const char *name;
+	int (*run)(void);
+	float ascale; /* atol = ascale * the type's base */
+} s_cases[] = {
+	{ "gemm", case_gemm, 4 },
+	{ "embedding", case_embedding, 1 },
+	{ "matmul", case_matmul, 4 },
+	{ "rmsnorm", case_rmsnorm, 2 },
+	{ "rope", case_rope, 1 },
+	{ "attention", case_attention, 4 },
+	{ "swiglu", case_swiglu, 1 },
+	{ "residual", case_residual, 1 },
+	{ "leakyrelu", case_leakyrelu, 1 },
+	{ "softmax", case_softmax, 1 },
+	{ "crossentropy", case_crossentropy, 2 },
+	{ "router softmax + expert weighting", case_router, 2 },
+	{ "lora group, 4 routed experts", case_lora_group, 4 },
+	{ "lora group, plain", case_lora_plain, 4 },
+	{ "lora segments (sgmv)", case_lora_segments, 4 },
+};
+
+static const int s_types[] = { KCUDA_F32, KCUDA_BF16, KCUDA_F16 };
+
+/* The shared libraries this process mapped: which cuBLAS, which libc. */
+static void s_print_maps(void)
+{
+	char line[1024], last[1024] = "";
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		char *path = strchr(line, '/');
+		if (!path || !strstr(path, ".so") || !strcmp(path, last))
+			continue;
+		snprintf(last, sizeof last, "%s", path);
+		path[strcspn(path, "\n")] = 0;
+		tap_diag("loaded %s", path);
+	}
+	fclose(f);
+}
+
+int main(void)
+{
+	char why[512], skip[600], what[128];
+	size_t ncases = sizeof s_cases / sizeof s_cases[0], ntypes = sizeof s_types / sizeof s_types[0];
+	int gpu;
+
+#ifdef HAVE_CUDA
+	gpu = kcuda_probe(why, sizeof why) == 0;
+	snprintf(skip, sizeof skip, "no CUDA device: %s", why);
+#else
+	gpu = 0;
+	snprintf(skip, sizeof skip, "no CUDA in this build");
+#endif
+	if (gpu)
+		tap_diag("device: %s", why);
+	for (size_t t = 0; t < ntypes; t++) {
+		for (size_t c = 0; c < ncases; c++) {
+			int rc;
+			snprintf(what, sizeof what, "%s %s", s_cases[c].name, kcuda_dtype_name(s_types[t]));
+			if (!gpu) {
+				tap_skip(skip, what);
+				continue;
+			}
+			s_dt = s_types[t];
+			s_atol = s_cases[c].ascale * s_abase(s_dt);
+			s_msg[0] = 0;
+			s_bad = 0;
+			err_clear();
+			rc = s_cases[c].run();
+			if (rc < 0)
+				TAP_OK(0, "%s: %s", what, err_msg());
+			else
+				TAP_OK(!s_bad, "%s: max|d| %s (tol %.0e + %.1e|x|)", what, s_msg, s_atol,
+				       s_rtol(s_dt));
+			s_release();
+		}
+	}
+	if (gpu) {
+		kcuda_memory_report(why, sizeof why);
+		tap_diag("%s", why);
+		s_print_maps();
+	}
+	return tap_done();
+}
