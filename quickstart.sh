@@ -5,6 +5,7 @@
 cd "$(dirname "$0")" || exit 1
 . build-aux/setup.sh
 setup_packages main || exit 1
+setup_npm web || exit 1
 setup_build || exit 1
 setup_say "compute devices this build can use"
 ./worker/modula-engine devices || exit 1

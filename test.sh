@@ -7,6 +7,7 @@ cd "$(dirname "$0")" || exit 1
 . build-aux/setup.sh
 setup_packages test || exit 1
 setup_npm tests/formats || exit 1
+setup_npm web || exit 1
 setup_build || { echo "0 passed, 1 failed"; exit 1; }
 jobs=$(nproc 2>/dev/null || echo 2)
 setup_say "running the test suite (make check)"

@@ -11,7 +11,7 @@ MODULA_PKGS_BUILD="build-essential autoconf automake pkg-config libsqlite3-dev l
  libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev libopenblas-dev libpcre2-dev libssl-dev
  libutf8proc-dev
  fortunes"
-MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2 sqlite3 curl"
+MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2 sqlite3 curl chromium"
 
 setup_say() { printf '==> %s\n' "$*" >&2; }
 
@@ -19,7 +19,7 @@ setup_packages() {
 	local want="$MODULA_PKGS_BUILD" missing=""
 	[ "$1" = test ] && want="$want $MODULA_PKGS_TEST"
 	# node and npm: Debian's packages unless a node is already installed.
-	[ "$1" = test ] && ! command -v npm >/dev/null 2>&1 && want="$want nodejs npm"
+	! command -v npm >/dev/null 2>&1 && want="$want nodejs npm"
 	for p in $want; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 	done
@@ -39,6 +39,7 @@ setup_packages() {
 # node_modules is missing or older than the lockfile.
 setup_npm() {
 	local dir=$1
+	[ -f "$dir/package-lock.json" ] || return 0
 	if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
 		setup_say "installing npm packages in $dir (npm ci)"
 		npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null || {

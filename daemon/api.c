@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include "daemon/api.h"
+#include "daemon/spec_api.h"
 #include "err.h"
 #include "jsonu.h"
 #include "version.h"
@@ -814,6 +815,10 @@ static void h_new_experiment(const struct api_req *req, int64_t unused, struct a
 		return;
 	spec = cJSON_GetObjectItemCaseSensitive(body, "spec");
 	runs = cJSON_GetObjectItemCaseSensitive(body, "runs");
+	if (spec && !runs) {
+		spec_api_submit(req, body, resp);  /* a spec: checked and expanded (daemon/spec*.c) */
+		goto out;
+	}
 	if (jsonu_req_str(body, "name", &name) < 0) {
 		api_error(resp, 400, "request body: %s", err_msg());
 		goto out;

@@ -11,6 +11,7 @@
 #include "mtime.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,61 @@
 #define DAEMON_SESSION_NOTE "modulad session (workers)"
 
 static _Atomic(broker_t *) s_broker;
+
+/* WAL checkpoints, off the writers' path (registry_defer_checkpoints). */
+#define DAEMON_CHECKPOINT_MS 250
+
+struct checkpointer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	registry_t *r;
+	int stop;
+	int running;
+};
+
+static void *s_checkpoint_main(void *arg)
+{
+	struct checkpointer *c = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += DAEMON_CHECKPOINT_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&c->cond, &c->lock, &until);
+		pthread_mutex_unlock(&c->lock);
+		if (registry_checkpoint(c->r) < 0)
+			log_warn("%s", err_msg());
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static int s_checkpointer_start(struct checkpointer *c, registry_t *r)
+{
+	c->r = r;
+	if (pthread_create(&c->thread, NULL, s_checkpoint_main, c) != 0)
+		return err_set("cannot start the checkpoint thread");
+	c->running = 1;
+	return 0;
+}
+
+static void s_checkpointer_stop(struct checkpointer *c)
+{
+	if (!c->running)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stop = 1;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->thread, NULL);
+	c->running = 0;
+	registry_checkpoint(c->r);
+}
 
 /* HTTP threads call this after submits and cancels. */
 static void s_wake(void *arg)
@@ -64,6 +120,7 @@ int daemon_run(const struct daemon_opts *o, volatile sig_atomic_t *stop)
 	const char *listen = o->http ? o->http : DAEMON_HTTP_DEFAULT;
 	const char *endpoint = o->broker ? o->broker : DAEMON_BROKER_DEFAULT;
 	char db_path[PATH_MAX], url[512], token[AUTH_TOKEN_LEN + 1];
+	struct checkpointer ckpt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 	struct http_opts ho = { 0 };
 	struct broker_opts bo = { 0 };
 	registry_t *r = NULL;
@@ -73,11 +130,15 @@ int daemon_run(const struct daemon_opts *o, volatile sig_atomic_t *stop)
 
 	if ((size_t)snprintf(db_path, sizeof db_path, "%s/registry.db", o->data_dir) >= sizeof db_path)
 		return err_set("data folder path too long: '%s'", o->data_dir);
+	registry_defer_checkpoints(1);
 	if (fsx_mkdirs(o->data_dir, 0755) < 0 || !(r = registry_open(db_path)))
 		goto out;
 	log_info("registry %s at schema version %d", db_path, registry_schema_version());
 	if (auth_token_revoke_note(r, DAEMON_SESSION_NOTE) < 0 ||
 	    auth_token_create(r, AUTH_WORKER, DAEMON_SESSION_NOTE, mtime_wall_ms(), token) < 0)
+		goto out;
+	/* From here on `r` belongs to the checkpoint thread. */
+	if (s_checkpointer_start(&ckpt, r) < 0)
 		goto out;
 	ho.listen = listen;
 	ho.data_dir = o->data_dir;
@@ -104,6 +165,7 @@ out:
 	atomic_store(&s_broker, NULL);
 	http_stop(&http);
 	broker_destroy(&b);
+	s_checkpointer_stop(&ckpt);
 	registry_close(&r);
 	explicit_bzero(token, sizeof token);
 	return rc;

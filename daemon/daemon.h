@@ -1,7 +1,8 @@
 /* daemon.h: modulad's run loop: the pieces of daemon/ put together.
  *
  * daemon_run() opens (creating and migrating) DATA/registry.db, makes the
- * session's worker token, starts the HTTP server on its thread pool, then
+ * session's worker token, starts the WAL checkpoint thread (see
+ * registry_defer_checkpoints) and the HTTP server on its thread pool, then
  * runs the ZeroMQ broker on the calling thread until *stop is set (the CLI
  * sets it from SIGINT/SIGTERM), and shuts everything down in reverse. All
  * state is in the registry: a restarted daemon rebuilds its view from it

@@ -345,7 +345,9 @@ static void s_upload_done(struct thread_db *t, struct request *rq, int64_t now_m
 static enum MHD_Result s_respond(http_t *h, struct MHD_Connection *c, const char *url, const char *method,
 				 struct request *rq)
 {
-	struct api_req req = { .ctx = &h->ctx, .conn = c, .method = method, .body = rq->body, .body_len = rq->len };
+	/* HEAD is answered as GET; libmicrohttpd leaves the body out. */
+	struct api_req req = { .ctx = &h->ctx, .conn = c, .method = strcmp(method, "HEAD") ? method : "GET",
+			       .body = rq->body, .body_len = rq->len };
 	struct thread_db *t;
 
 	if (rq->refused || rq->too_big)

@@ -498,6 +498,7 @@ int queue_lease_next(queue_t *q, const char *worker_id, const struct queue_caps 
 {
 	int rc;
 
+	memset(out, 0, sizeof *out);
 	if (lease_ms <= 0)
 		return err_set("bad lease length %lld ms", (long long)lease_ms);
 	if (registry_begin(q->r) < 0)

@@ -5,12 +5,15 @@
 #include "schema/migrations.h"
 #include "err.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define REGISTRY_BUCKETS 128
 #define REGISTRY_BUSY_MS 10000
+
+static atomic_int s_defer_checkpoints;
 
 struct stmt_entry {
 	struct stmt_entry *next;
@@ -119,6 +122,8 @@ registry_t *registry_open(const char *path)
 	 * disk before anyone is told (registry.h explains the trade). */
 	if (registry_exec(r, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
 			     "PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY") < 0)
+		goto err;
+	if (atomic_load(&s_defer_checkpoints) && registry_exec(r, "PRAGMA wal_autocheckpoint = 0") < 0)
 		goto err;
 	if (s_migrate(r) < 0)
 		goto err;
@@ -264,6 +269,18 @@ int registry_rollback(registry_t *r)
 	if (keep[0])
 		err_set("%s", keep);
 	return -1;
+}
+
+void registry_defer_checkpoints(int on)
+{
+	atomic_store(&s_defer_checkpoints, on);
+}
+
+int registry_checkpoint(registry_t *r)
+{
+	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : registry_err(r, "checkpointing the WAL");
 }
 
 int registry_event(registry_t *r, int64_t now_ms, const char *kind, int64_t job_id,

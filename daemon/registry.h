@@ -89,6 +89,17 @@ int registry_step_done(registry_t *r, sqlite3_stmt *st);
 /* err_set() with SQLite's current message and `what` in front. -1. */
 int registry_err(registry_t *r, const char *what);
 
+/* Process-wide switch, for modulad: connections opened afterwards never
+ * checkpoint the WAL inside a COMMIT (PRAGMA wal_autocheckpoint = 0);
+ * a background thread calls registry_checkpoint() instead, so a writer's
+ * commit costs one WAL fsync and never a checkpoint's writes and fsync
+ * (dispatch latency). Off by default (tools and tests checkpoint as usual). */
+void registry_defer_checkpoints(int on);
+
+/* Copy committed WAL pages into the database file without blocking
+ * writers or readers (SQLITE_CHECKPOINT_PASSIVE). 0, or -1 via err_set(). */
+int registry_checkpoint(registry_t *r);
+
 /* Append to the events (audit) table: `kind` like "job.cancelled", the job
  * (0 for none), a free-text actor ("http:operator", "broker", "worker:w1")
  * and optional JSON `detail` (NULL for none). Part of the current

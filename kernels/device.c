@@ -179,7 +179,7 @@ static int s_cpu_attention_backward(void *dq, void *dk, void *dv, const void *do
 				    const void *k, const void *v, int b, int t, int nh, int nkv,
 				    int hs)
 {
-	float *scratch = malloc((size_t)t * omp_get_max_threads() * sizeof(float));
+	float *scratch = malloc((size_t)t * t * omp_get_max_threads() * sizeof(float));
 
 	if (!scratch)
 		return err_set("out of memory");

@@ -3,6 +3,7 @@
  * Commands live in one table (s_cmds) that also makes the usage text. */
 #include "config.h"
 #include "worker/engine_cli.h"
+#include "worker/cmd_modula.h"
 #include "worker/cmd_tokenize.h"
 #include "worker/corpus.h"
 #include "worker/lora.h"
@@ -292,6 +293,9 @@ static const struct engine_cmd {
 	{ "tokenize", cmd_tokenize, "--tokenizer FILE|bytes: JSON strings on stdin, ids out" },
 	{ "suite", cmd_suite, "--out DIR [--seed S]: write the multi-domain suite (docs/suite.md)" },
 	{ "corpus", cmd_corpus, "--out FILE: build the pretraining text from Debian's fortunes" },
+	{ "stage", cmd_stage, "JOB.json: a MoDULA training stage (docs/modula.md)" },
+	{ "export", cmd_export, "--expert FILE --out DIR: an expert as a PEFT LoRA folder" },
+	{ "import", cmd_import, "--model DIR --peft DIR --out FILE: a PEFT LoRA as an expert" },
 };
 
 static void s_usage(FILE *f)

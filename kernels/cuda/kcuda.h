@@ -212,6 +212,20 @@ int kcuda_lora_segments_backward(int dt, void *dx, float *const *da, float *cons
 				 const void *const *b, const int *seg, int nseg, int c, int oc,
 				 int r, float scale);
 
+/* ---- the optimizer (worker/optim.c's formulas) ----------------------- */
+
+/* *out = sum of x[i]^2 over n fp32 values, in double (deterministic). */
+int kcuda_sumsq(const float *x, size_t n, double *out);
+/* x[i] *= s (gradient clipping). */
+int kcuda_scale(float *x, float s, size_t n);
+/* One AdamW update of the fp32 master weights w with gradient g and moments
+ * m, v (all fp32, n each), as optim_step: step is the update's number from
+ * 1; weight decay is decoupled (w *= 1 - lr wd). When wdt is not NULL the
+ * updated weights are also written there in type dt (the copy the forward
+ * reads), in the same pass. */
+int kcuda_adamw(int dt, float *w, void *wdt, const float *g, float *m, float *v, size_t n,
+		float lr, float beta1, float beta2, float eps, float weight_decay, long step);
+
 #ifdef __cplusplus
 }
 #endif

@@ -104,3 +104,7 @@ NOCUDA(kcuda_lora_segments_forward, int dt, void *y, void *u, const void *x, con
 NOCUDA(kcuda_lora_segments_backward, int dt, void *dx, float *const *da, float *const *db,
        const void *dy, const void *x, const void *u, const void *const *a, const void *const *b,
        const int *seg, int nseg, int c, int oc, int r, float scale)
+NOCUDA(kcuda_sumsq, const float *x, size_t n, double *out)
+NOCUDA(kcuda_scale, float *x, float s, size_t n)
+NOCUDA(kcuda_adamw, int dt, float *w, void *wdt, const float *g, float *m, float *v, size_t n,
+       float lr, float beta1, float beta2, float eps, float weight_decay, long step)

@@ -20,7 +20,7 @@ start() {
 	pid=$!
 	port=
 	for _ in $(seq 1 100); do
-		port=$(sed -n 's/.*http: listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/log")
+		port=$(sed -n 's/.*http: listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/log" 2>/dev/null)
 		[ -n "$port" ] && break
 		sleep 0.1
 	done

@@ -10,7 +10,8 @@
 # Steps, in order, under 8 minutes on an H100:
 #   (0) the machine, and the libraries the programs load (ldd, /proc/self/maps)
 #   (1) every CUDA op against the CPU reference (tests/gpu-ops, per-tensor
-#       tolerances in its output), then a whole training step, CUDA against CPU
+#       tolerances in its output), then a whole LoRA training step, CUDA
+#       against CPU (tests/gpu-step; the engine's own step once it has one)
 #   (2)-(5) tests/gpu/hf_check.py: logits of a ~0.5B Qwen2 against
 #       transformers, the LoRA benchmark against PyTorch + PEFT, modula-res
 #       against plain LoRA, PEFT loading the engine's adapter
@@ -60,12 +61,20 @@ row 1 "op checks passed / failed / skipped" "$((n_ok - n_skip)) / $n_bad / $n_sk
 if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1; fi
 
 say "(1) a whole training step, CUDA against CPU"
+echo "tests/gpu-step: a LoRA step of a 2-layer LLaMA-shaped model written once against the op table"
+echo "(kernels/device.h), run on both backends; not yet the engine's own model"
+"$bundle/bin/gpu-step" | tee "$out/gpu-step.tap"
+n_ok=$(grep -c '^ok ' "$out/gpu-step.tap" | tr -d ' ')
+n_skip=$(grep -c '^ok .*# SKIP' "$out/gpu-step.tap" | tr -d ' ')
+n_bad=$(grep -c '^not ok ' "$out/gpu-step.tap" | tr -d ' ')
+row 1 "op-table LoRA step checks passed / failed / skipped" "$((n_ok - n_skip)) / $n_bad / $n_skip" "tests/gpu-step, f32 and bf16"
+if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1; fi
 if "$engine" --help | grep -q -- '--device'; then
-	echo "NOT RUN: the step comparison driver in check.sh not implemented yet (the engine now has --device)"
-	row 1 "training step CUDA vs CPU" "NOT RUN" "driver not implemented yet"
+	echo "NOT RUN: the engine's own step comparison in check.sh not implemented yet (the engine now has --device)"
+	row 1 "engine training step CUDA vs CPU" "NOT RUN" "driver not implemented yet"
 else
 	echo "NOT RUN: the engine's training on the CUDA backend (--device cuda in worker/) not implemented yet"
-	row 1 "training step CUDA vs CPU" "NOT RUN" "engine --device cuda not implemented yet"
+	row 1 "engine training step CUDA vs CPU" "NOT RUN" "engine --device cuda not implemented yet"
 fi
 
 say "(2)-(5) against transformers and peft"

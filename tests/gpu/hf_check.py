@@ -82,20 +82,56 @@ def strict_fp32():
     torch.backends.cudnn.allow_tf32 = False
 
 
+def qwen2_config(shape):
+    """Qwen2Config with RoPE theta set whichever way this transformers keeps
+    it (rope_theta before 5.0, rope_parameters after)."""
+    from transformers import Qwen2Config
+    cfg = Qwen2Config(**shape)
+    theta = shape["rope_theta"]
+    rp = getattr(cfg, "rope_parameters", None)
+    if isinstance(rp, dict) and rp.get("rope_theta") != theta:
+        rp["rope_theta"] = theta
+    return cfg
+
+
 def new_qwen2(shape, seed):
     """A randomly initialised Qwen2ForCausalLM on the GPU, weights rounded to
     bf16 (as saved) and kept in fp32 for the reference forward."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
     torch.manual_seed(seed)
-    cfg = Qwen2Config(**shape)
+    cfg = qwen2_config(shape)
     with torch.device("cuda"):
         model = Qwen2ForCausalLM(cfg)
     return model.to(torch.bfloat16).float().eval()
 
 
-def save_bf16(model, path):
+def engine_config_fixes(path, res, item):
+    """transformers 5 writes RoPE as rope_parameters (and may write a
+    "default" rope_scaling); the engine reads rope_theta and refuses any
+    rope_scaling. Rewrite those two keys, say so, and record it: a finding
+    for the engine, not something to hide."""
+    cfg_path = os.path.join(path, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    notes = []
+    rp = cfg.get("rope_parameters") or {}
+    if "rope_theta" not in cfg and "rope_theta" in rp:
+        cfg["rope_theta"] = rp["rope_theta"]
+        notes.append("rope_theta copied from rope_parameters")
+    rs = cfg.get("rope_scaling")
+    if isinstance(rs, dict) and rs.get("rope_type", rs.get("type")) == "default":
+        cfg["rope_scaling"] = None
+        notes.append("a 'default' rope_scaling set to null")
+    if notes:
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        res.add(item, "config.json adjusted for the engine", "yes", "; ".join(notes))
+
+
+def save_bf16(model, path, res, item):
     model.to(torch.bfloat16).save_pretrained(path)
     model.float()
+    engine_config_fixes(path, res, item)
     files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     if not files:
         raise RuntimeError(f"save_pretrained wrote no safetensors in {path}")
@@ -129,7 +165,7 @@ def item2(args, res, work):
     model = new_qwen2(QWEN2_05B, 0)
     n = sum(p.numel() for p in model.parameters())
     res.add("2", "Qwen2-shaped model parameters", f"{n / 1e6:.1f}M", "random init, saved bf16")
-    size = save_bf16(model, os.path.join(work, "qwen2"))
+    size = save_bf16(model, os.path.join(work, "qwen2"), res, "2")
     res.add("2", "safetensors size", f"{size / 2**20:.0f} MiB")
     rng = random.Random(1)
     tokens = [rng.randrange(QWEN2_05B["vocab_size"]) for _ in range(48)]
@@ -182,9 +218,9 @@ def item3(args, res, work):
     res.add("3", "bf16 matrix-product peak (8192^3, torch)", f"{peak:.0f} TFLOP/s")
     B, T = BENCH["batch"], BENCH["seq_len"]
     torch.manual_seed(0)
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
     with torch.device("cuda"):
-        model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).to(torch.bfloat16)
+        model = Qwen2ForCausalLM(qwen2_config(QWEN2_05B)).to(torch.bfloat16)
     cfg = LoraConfig(r=BENCH["rank"], lora_alpha=BENCH["alpha"], lora_dropout=0.0,
                      target_modules=TARGETS, task_type="CAUSAL_LM")
     pm = get_peft_model(model, cfg)
@@ -240,7 +276,7 @@ def item5(args, res, work):
     from peft import PeftModel
     model = new_qwen2(QWEN2_SMALL, 2)
     mdir = os.path.join(work, "qwen2-small")
-    save_bf16(model, mdir)
+    save_bf16(model, mdir, res, "5")
     data = os.path.join(work, "data.jsonl")
     with open(data, "w") as f:
         for i in range(64):

@@ -9,9 +9,11 @@
  * (f32 1e-5 for summation order, bf16 2^-7, f16 2^-10) and atol is the
  * op's scale times a base per type (f32 1e-5, bf16 1e-2, f16 1e-3), the
  * table s_cases. Each line prints the max |difference| of every tensor.
- * Gradients start from random values, so "+=" is checked too; backward ops
- * get the CPU forward's saved tensors rounded the same way, so each op is
- * checked on its own.
+ * The optimizer case checks kcuda_adamw against worker/optim.c itself, with
+ * fp32 tolerances (atol 1e-6, rtol 1e-5) on the fp32 master weights and
+ * moments. Gradients start from random values, so "+=" is checked too;
+ * backward ops get the CPU forward's saved tensors rounded the same way, so
+ * each op is checked on its own.
  *
  * Without a GPU (CI, a CPU-only build) every case is printed as skipped with
  * the reason: never as passed. Not a benchmark: tests/gpu/check.sh times.
@@ -19,8 +21,10 @@
 #include "config.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/kcuda.h"
+#include "worker/optim.h"
 #include "err.h"
 #include "tap.h"
+#include "gpu/probe.h"
 
 #include <math.h>
 #include <omp.h>
@@ -142,9 +146,11 @@ static float *s_rrand(size_t n, float lo, float hi)
 	return s_round(p, n) < 0 ? NULL : p;
 }
 
-/* Compare device tensor d (type dt) with the CPU's ref; note the max
- * difference in s_msg and whether a tolerance was exceeded. */
-static int s_cmp_as(const char *name, const void *d, int dt, const float *ref, size_t n)
+/* Compare device tensor d (type dt) with the CPU's ref under
+ * |d - ref| <= atol + rtol |ref|; note the max difference in s_msg and
+ * whether the tolerance was exceeded. */
+static int s_cmp_tol(const char *name, const void *d, int dt, const float *ref, size_t n,
+		     float atol, float rtol)
 {
 	float *g = s_zeros(n), maxd = 0.0f;
 	size_t at = strlen(s_msg);
@@ -153,7 +159,7 @@ static int s_cmp_as(const char *name, const void *d, int dt, const float *ref, s
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		float diff = fabsf(g[i] - ref[i]);
-		if (!(diff <= s_atol + s_rtol(s_dt) * fabsf(ref[i])))
+		if (!(diff <= atol + rtol * fabsf(ref[i])))
 			s_bad = 1;
 		if (diff > maxd || diff != diff)
 			maxd = diff;
@@ -162,8 +168,11 @@ static int s_cmp_as(const char *name, const void *d, int dt, const float *ref, s
 	return 0;
 }
 
-#define S_CMP(name, d, ref, n) s_cmp_as(name, d, s_dt, ref, n)
-#define S_CMP32(name, d, ref, n) s_cmp_as(name, d, KCUDA_F32, ref, n)
+/* With the case's tolerances, for a tensor in the case's type or in fp32. */
+#define S_CMP(name, d, ref, n) s_cmp_tol(name, d, s_dt, ref, n, s_atol, s_rtol(s_dt))
+#define S_CMP32(name, d, ref, n) s_cmp_tol(name, d, KCUDA_F32, ref, n, s_atol, s_rtol(s_dt))
+/* fp32 arithmetic on both sides from the same fp32 inputs (the optimizer). */
+#define S_CMP32_STRICT(name, d, ref, n) s_cmp_tol(name, d, KCUDA_F32, ref, n, 1e-6f, 1e-5f)
 
 /* Bail out of a case when a CUDA call failed (err_msg() says why). */
 #define S_TRY(x) do { if ((x) < 0) return -1; } while (0)
@@ -289,7 +298,7 @@ static int s_attention(int b, int t, int nh, int nkv, int hs)
 	float *q = s_rrand(nq, -1, 1), *k = s_rrand(nk, -1, 1), *v = s_rrand(nk, -1, 1);
 	float *out = s_zeros(nq), *att = s_zeros((size_t)b * nh * t * t);
 	float *dout = s_rrand(nq, -1, 1), *dq = s_rrand(nq, -1, 1), *dk = s_rrand(nk, -1, 1);
-	float *dv = s_rrand(nk, -1, 1), *scratch = s_zeros((size_t)t * omp_get_max_threads());
+	float *dv = s_rrand(nk, -1, 1), *scratch = s_zeros((size_t)t * t * omp_get_max_threads());
 	void *dqd, *dkd, *dvd, *dod, *dlse, *dout_cpu, *ddo, *ddq, *ddk, *ddv;
 
 	S_PTR(q && k && v && dout && dq && dk && dv);
@@ -604,6 +613,70 @@ static int case_lora_segments(void)
 	return 0;
 }
 
+/* Three AdamW updates with clipping of a two-tensor list: worker/optim.c on
+ * the CPU, kcuda_sumsq / kcuda_scale / kcuda_adamw on the GPU. */
+static int case_adamw(void)
+{
+	enum { NT = 2 };
+	size_t n[NT] = { 1000, 77 };
+	optim_config_t cfg = { .lr = 1e-2f, .min_lr_ratio = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f,
+			       .eps = 1e-8f, .weight_decay = 0.1f, .clip = 1.0f, .total_steps = 3 };
+	params_t p = { 0 };
+	optim_t *o = NULL;
+	float *w[NT], *g[NT];
+	void *dw[NT], *dg[NT], *dm[NT], *dv[NT], *dwdt[NT];
+	int rc = -1;
+
+	for (int i = 0; i < NT; i++) {
+		w[i] = s_rand(n[i], -1, 1);
+		g[i] = s_rand(n[i], -1, 1);
+		S_PTR((dw[i] = S_DEV32(w[i], n[i])) && (dg[i] = S_DEV32(g[i], n[i])) &&
+		      (dm[i] = S_DEV32(s_zeros(n[i]), n[i])) && (dv[i] = S_DEV32(s_zeros(n[i]), n[i])) &&
+		      (dwdt[i] = S_DEV(NULL, n[i])));
+	}
+	for (int i = 0; i < NT; i++) {
+		int64_t shape = (int64_t)n[i];
+		if (params_add(&p, i ? "b" : "a", w[i], g[i], 1, &shape) < 0)
+			goto out;
+	}
+	if (!(o = optim_new(&p, &cfg)))
+		goto out;
+	for (long step = 1; step <= 3; step++) {
+		float lr = optim_lr(&cfg, step - 1), norm_cpu = optim_clip(o), norm;
+		double ss = 0.0, part;
+		optim_step(o, lr);
+		for (int i = 0; i < NT; i++) {
+			if (kcuda_sumsq(dg[i], n[i], &part) < 0)
+				goto out;
+			ss += part;
+		}
+		norm = (float)sqrt(ss);
+		for (int i = 0; cfg.clip > 0 && norm > cfg.clip && i < NT; i++)
+			if (kcuda_scale(dg[i], cfg.clip / (norm + 1e-6f), n[i]) < 0)
+				goto out;
+		for (int i = 0; i < NT; i++)
+			if (kcuda_adamw(s_dt, dw[i], dwdt[i], dg[i], dm[i], dv[i], n[i], lr, cfg.beta1,
+					cfg.beta2, cfg.eps, cfg.weight_decay, step) < 0)
+				goto out;
+		if (fabsf(norm - norm_cpu) > 1e-5f * norm_cpu)
+			s_bad = 1;
+		if (step == 1)
+			snprintf(s_msg, sizeof s_msg, "norm %.2e", fabsf(norm - norm_cpu) / norm_cpu);
+	}
+	for (int i = 0; i < NT; i++) {
+		if (S_CMP32_STRICT(i ? "w1" : "w0", dw[i], w[i], n[i]) < 0 ||
+		    S_CMP32_STRICT(i ? "m1" : "m0", dm[i], o->m[i], n[i]) < 0 ||
+		    S_CMP32_STRICT(i ? "v1" : "v0", dv[i], o->v[i], n[i]) < 0 ||
+		    S_CMP(i ? "w1 copy" : "w0 copy", dwdt[i], w[i], n[i]) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	optim_destroy(&o);
+	params_clear(&p);
+	return rc;
+}
+
 /* ---- the table and the driver ----------------------------------------- */
 
 static const struct {
@@ -626,6 +699,7 @@ static const struct {
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },
 	{ "lora segments (sgmv)", case_lora_segments, 4 },
+	{ "adamw with clipping (vs worker/optim.c)", case_adamw, 1 },
 };
 
 static const int s_types[] = { KCUDA_F32, KCUDA_BF16, KCUDA_F16 };
@@ -655,13 +729,7 @@ int main(void)
 	size_t ncases = sizeof s_cases / sizeof s_cases[0], ntypes = sizeof s_types / sizeof s_types[0];
 	int gpu;
 
-#ifdef HAVE_CUDA
-	gpu = kcuda_probe(why, sizeof why) == 0;
-	snprintf(skip, sizeof skip, "no CUDA device: %s", why);
-#else
-	gpu = 0;
-	snprintf(skip, sizeof skip, "no CUDA in this build");
-#endif
+	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 	if (gpu)
 		tap_diag("device: %s", why);
 	for (size_t t = 0; t < ntypes; t++) {

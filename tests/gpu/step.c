@@ -22,6 +22,7 @@
 #include "kernels/device.h"
 #include "err.h"
 #include "tap.h"
+#include "gpu/probe.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -347,7 +348,7 @@ static const char *s_lin_names[NLIN] = { "q", "k", "v", "o", "gate", "up", "down
 static int s_compare(const struct model *gm, const struct model *cm, float tol, const char *what)
 {
 	float rel, worst = 0;
-	char where[64] = "";
+	char where[64] = "all equal";
 	int ok;
 
 	S_TRY(s_diff(gm, cm, gm->losses, cm->losses, N, KCUDA_F32, &rel));
@@ -375,7 +376,8 @@ static int s_compare(const struct model *gm, const struct model *cm, float tol, 
 	return 0;
 }
 
-#define S_CHECKS 4 /* lines s_compare prints */
+/* The lines s_compare prints, for the skipped run. */
+static const char *s_checks[] = { "losses", "logits", "gradient at the embeddings", "LoRA gradients" };
 
 int main(void)
 {
@@ -383,21 +385,18 @@ int main(void)
 	char why[512], skip[600], what[64];
 	int gpu;
 
-#ifdef HAVE_CUDA
-	gpu = kcuda_probe(why, sizeof why) == 0;
-	snprintf(skip, sizeof skip, "no CUDA device: %s", why);
-#else
-	gpu = 0;
-	snprintf(skip, sizeof skip, "no CUDA in this build");
-#endif
+	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 	for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
 		struct model cm = { .K = kdevice_ops(KDEV_CPU, KCUDA_F32) };
 		struct model gm = { .K = kdevice_ops(KDEV_CUDA, runs[r].dt) };
 		struct host h;
 		snprintf(what, sizeof what, "LoRA step %s", kcuda_dtype_name(runs[r].dt));
 		if (!gpu) {
-			for (int i = 0; i < S_CHECKS; i++)
-				tap_skip(skip, what);
+			for (size_t i = 0; i < sizeof s_checks / sizeof s_checks[0]; i++) {
+				char line[128];
+				snprintf(line, sizeof line, "%s: %s", what, s_checks[i]);
+				tap_skip(skip, line);
+			}
 			continue;
 		}
 		memset(&h, 0, sizeof h);

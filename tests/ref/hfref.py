@@ -196,8 +196,10 @@ def peft_name(layer, mod, ab):
     return f"base_model.model.model.layers.{layer}.{part}.{mod}_proj.lora_{ab}.weight"
 
 
-def forward(cfg, w, tokens, lora, scale):
-    """tokens [B, T] -> logits [B, T, V]. lora: {peft name: tensor}."""
+def forward(cfg, w, tokens, lora, scale, delta=None):
+    """tokens [B, T] -> logits [B, T, V]. lora: {peft name: tensor}.
+    delta(layer, mod, x), when given, is added to every linear layer's output
+    (the MoDULA mixtures of tests/ref/moderef.py)."""
     D, H = cfg["hidden_size"], cfg["num_attention_heads"]
     KV = cfg.get("num_key_value_heads") or H
     hd = cfg.get("head_dim") or D // H
@@ -211,6 +213,8 @@ def forward(cfg, w, tokens, lora, scale):
         a = lora.get(peft_name(layer, mod, "A"))
         if a is not None:
             y = y + scale * ((x @ a.T) @ lora[peft_name(layer, mod, "B")].T)
+        if delta is not None:
+            y = y + delta(layer, mod, x)
         return y
 
     x = w["model.embed_tokens.weight"][tokens]

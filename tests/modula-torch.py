@@ -1,0 +1,137 @@
+"""modula-torch.py: every MoDULA method's forward and trainable gradients
+against PyTorch (tests/ref/moderef.py), TAP.
+
+A random LLaMA folder (tests/ref/hfref.py, GQA, untied head) and a Qwen2
+one (q/k/v biases); two token rows with a response mask. The engine side is
+tests/modula/moe_dump (every expert and router tensor non-zero). For each
+case: logits, loss (with the load-balancing term under top-k) and the
+gradient of every trainable tensor match the float64 reference; every
+frozen tensor's gradient buffer stays exactly zero. Cases cover lora,
+molora (soft and top-2 with the aux loss), modula-flan, modula-res (the
+LeakyReLU path), modula-res-nores with soft routing, and the stages: fixed
+routing of stage 1 (universal alone) and stage 2 (one domain expert per
+row, two at once), and stage 3 (routers only, experts frozen).
+
+Tolerances (fp32 engine vs fp64 reference):
+  logits max |diff| <= 2e-5 * max(1, max |ref|); loss <= 1e-5 * max(1, |ref|)
+  each gradient: max |diff| <= 1e-4 * max |ref| + 1e-7
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
+top_builddir = os.environ.get("top_builddir", ".")
+sys.path.insert(0, os.path.join(top_srcdir, "tests", "ref"))
+import hfref  # noqa: E402
+import moderef  # noqa: E402
+
+DUMP = os.path.join(top_builddir, "tests", "modula", "moe_dump")
+HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
+TOKENS = "5,17,3,50,41,9,60,2,33,11;7,7,40,23,1,14,38,12,55,29"
+MASK = "0,0,0,0,1,1,1,1,1,1;0,0,0,0,0,0,1,1,1,1"
+n = 0
+failed = 0
+
+
+def ok(cond, what):
+    global n, failed
+    n += 1
+    if not cond:
+        failed += 1
+    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+
+
+def maxdiff(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+# method, n_domain, top_k, route, train bits:router, what
+CASES = [
+    ("lora", 0, 0, "soft", "1:0", "lora"),
+    ("molora", 3, 0, "soft", "14:1", "molora soft routing"),
+    ("molora", 4, 2, "soft", "30:1", "molora top-2 with the load-balancing loss"),
+    ("modula-flan", 3, 0, "soft", "15:1", "modula-flan, everything trainable"),
+    ("modula-res", 3, 0, "soft", "15:1", "modula-res, everything trainable"),
+    ("modula-res-nores", 3, 0, "soft", "15:1", "modula-res-nores, everything trainable"),
+    ("modula-res", 3, 0, "0,0", "1:0", "modula-res stage 1 (universal alone)"),
+    ("modula-flan", 3, 0, "0,0", "1:0", "modula-flan stage 1 (universal alone)"),
+    ("modula-res", 3, 0, "1,3", "10:0", "modula-res stage 2, two domains in one batch, * frozen"),
+    ("modula-flan", 3, 0, "2,1", "6:0", "modula-flan stage 2, two domains in one batch"),
+    ("modula-res-nores", 3, 0, "0,2", "4:0", "modula-res-nores fixed routing"),
+    ("modula-res", 3, 0, "soft", "0:1", "modula-res stage 3 (routers only)"),
+    ("modula-flan", 3, 0, "soft", "0:1", "modula-flan stage 3 (routers only)"),
+]
+
+
+def check(model, arch, case):
+    method, nd, topk, route, train, what = case
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "dump.safetensors")
+        p = subprocess.run([DUMP, model, out, method, str(nd), str(topk), route, train, TOKENS, MASK],
+                           capture_output=True, text=True)
+        if p.returncode:
+            print(f"# {p.stderr.strip()}")
+            ok(False, f"{arch} {what}: moe_dump ran")
+            return
+        d = hfref.st_read(out)
+    names = [None if method == "molora" else "universal"] + [f"d{i + 1}" for i in range(nd)]
+    ranks = {"universal": (4, 8.0, False)}
+    ranks.update({f"d{i + 1}": (3, 5.0, True) for i in range(nd)})
+    tensors = {k: v.to(torch.float64).clone() for k, v in d.items()
+               if not k.startswith("grad/") and k not in ("loss", "aux", "logits")}
+    mix = moderef.Mixture(method, names, tensors, ranks, slope=0.1, top_k=topk, aux_weight=0.1)
+    if route != "soft":
+        mix.route = [int(v) for v in route.split(",")]
+    tokens = hfref.parse_rows(TOKENS, "tokens")
+    mask = hfref.parse_rows(MASK, "mask")
+    logits, loss, grads = moderef.run(model, mix, tokens, mask)
+    dl = maxdiff(d["logits"], logits)
+    dloss = abs(d["loss"].double().item() - loss.item())
+    bits, router = train.split(":")
+    worst, frozen_bad, ntrain = 0.0, [], 0
+    for k, g in grads.items():
+        owner = k.split("/")[0]
+        e = names.index(owner) if owner in names else -1
+        trainable = bool(int(router)) if owner == "router" else bool(int(bits) >> e & 1)
+        got = d["grad/" + k]
+        if not trainable:
+            if got.abs().max().item() != 0.0:
+                frozen_bad.append(k)
+            continue
+        ntrain += 1
+        err = maxdiff(got, g) / (g.abs().max().item() + 1e-7 / 1e-4)
+        worst = max(worst, err)
+    lscale = max(1.0, logits.abs().max().item())
+    ok(dl <= 2e-5 * lscale and dloss <= 1e-5 * max(1.0, abs(loss.item())),
+       f"{arch} {what}: logits max diff {dl:.2e}, loss diff {dloss:.2e}")
+    ok(ntrain > 0 and worst <= 1e-4 and not frozen_bad,
+       f"{arch} {what}: {ntrain} trainable gradients, worst relative diff {worst:.2e}"
+       + (f"; frozen with gradient: {frozen_bad[:2]}" if frozen_bad else ""))
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        models = []
+        for arch, extra in (("llama", []), ("qwen2", ["--tie"])):
+            d = os.path.join(tmp, arch)
+            p = subprocess.run([sys.executable, HFREF, "make-model", "--arch", arch, "--out", d,
+                                "--vocab", "64", "--dim", "32", "--layers", "2", "--heads", "4",
+                                "--kv-heads", "2", "--ffn", "48", "--seed", "3"] + extra,
+                               capture_output=True, text=True)
+            if p.returncode:
+                print(f"# {p.stderr}")
+                sys.exit(1)
+            models.append((d, arch))
+        for case in CASES:
+            check(models[0][0], models[0][1], case)
+        for case in (CASES[2], CASES[4], CASES[8]):
+            check(models[1][0], models[1][1], case)
+    print(f"1..{n}")
+    sys.exit(1 if failed else 0)
+
+
+main()
