@@ -251,7 +251,8 @@ int spec_builder_add(struct spec_builder *b, const char *kind, cJSON *stage, con
 			cJSON_Delete(stage);
 			return err_set("out of memory");
 		}
-		memcpy(j->deps, deps, ndeps * sizeof *deps);
+		if (ndeps)
+			memcpy(j->deps, deps, ndeps * sizeof *deps);
 		j->ndeps = ndeps;
 		*idx = p->njobs++;
 	}

@@ -9,6 +9,8 @@
 #include "path.h"
 #include "sha256.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,7 +281,7 @@ static cJSON *s_expert_json(const moe_expert_t *x)
 
 int bundle_write(const moe_t *mo, const char *dir, const char *base)
 {
-	char path[4400], rel[MOE_NAME_MAX + 32], hex[SHA256_HEX_LEN + 1];
+	char path[PATH_MAX + 400], rel[MOE_NAME_MAX + 32], hex[SHA256_HEX_LEN + 1];
 	cJSON *j = cJSON_CreateObject(), *exps, *o;
 	int rc = -1;
 
@@ -289,7 +291,11 @@ int bundle_write(const moe_t *mo, const char *dir, const char *base)
 	cJSON_AddStringToObject(j, "format", "modula-bundle");
 	cJSON_AddNumberToObject(j, "version", BUNDLE_VERSION);
 	o = cJSON_AddObjectToObject(j, "base");
-	cJSON_AddStringToObject(o, "path", base);
+	if (!realpath(base, path)) {
+		err_set("cannot resolve the base model folder '%s': %s", base, strerror(errno));
+		goto out;
+	}
+	cJSON_AddStringToObject(o, "path", path);
 	snprintf(path, sizeof path, "%s/config.json", base);
 	if (sha256_file(path, hex) < 0)
 		goto out;

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "worker/cmd_modula.h"
 #include "worker/bundle.h"
+#include "worker/eval.h"
 #include "worker/model.h"
 #include "worker/stage.h"
 #include "err.h"
@@ -106,4 +107,29 @@ int cmd_import(int argc, char **argv)
 	rc = bundle_import_peft(m, peft, name, out);
 	model_destroy(&m);
 	return rc < 0 ? s_fail("import", 0) : 0;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+	eval_job_t job;
+	char base[TRAIN_PATH_MAX];
+	cJSON *j;
+	int rc;
+
+	if (argc != 2) {
+		fputs("usage: modula-engine eval JOB.json\n", stderr);
+		return 2;
+	}
+	if (!(j = s_read_job("eval", argv[1], base, sizeof base)))
+		return 1;
+	rc = eval_job_parse(j, base, &job);
+	cJSON_Delete(j);
+	if (rc < 0) {
+		err_prefix("job '%s'", argv[1]);
+		eval_job_free(&job);
+		return s_fail("eval", 1);
+	}
+	rc = eval_run(&job, stdout);
+	eval_job_free(&job);
+	return rc < 0 ? s_fail("eval", 1) : 0;
 }

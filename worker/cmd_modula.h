@@ -6,6 +6,8 @@
 
 /* stage JOB.json: one training stage, JSON lines out (stage.h). */
 int cmd_stage(int argc, char **argv);
+/* eval JOB.json: loss, accuracy, perplexity, router means (eval.h). */
+int cmd_eval(int argc, char **argv);
 /* export --expert FILE --out DIR: an expert as a PEFT LoRA folder. */
 int cmd_export(int argc, char **argv);
 /* import --model DIR --peft DIR --out FILE [--name N]: a PEFT LoRA as an expert. */

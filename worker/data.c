@@ -27,7 +27,7 @@ static int s_record(tokenizer_t *tok, const cJSON *j, int seq_len, data_record_t
 	size_t np = 0, nq = 0;
 	int cap = seq_len + 1, rc = -1;
 
-	if (jsonu_check_keys(j, (const char *const[]){ "prompt", "response", NULL }) < 0 ||
+	if (jsonu_check_keys(j, (const char *const[]){ "domain", "prompt", "response", NULL }) < 0 ||
 	    jsonu_opt_str(j, "prompt", "", &prompt) < 0 || jsonu_req_str(j, "response", &response) < 0)
 		return -1;
 	if (tokenizer_encode(tok, prompt, strlen(prompt), &p, &np) < 0 ||

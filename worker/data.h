@@ -1,5 +1,6 @@
 /* data.h: supervised training data: JSONL records {"prompt": ..., "response":
- * ...}, tokenized once, served as padded batches.
+ * ...} (an optional "domain" string, as the suite writes, is ignored),
+ * tokenized once, served as padded batches.
  *
  * One record becomes ids = [bos] prompt response [eos] (bos/eos when the
  * tokenizer has them), cut to seq_len + 1 ids. Inputs are ids[0..n-2],

@@ -3,6 +3,7 @@
  * Commands live in one table (s_cmds) that also makes the usage text. */
 #include "config.h"
 #include "worker/engine_cli.h"
+#include "worker/bundle.h"
 #include "worker/cmd_modula.h"
 #include "worker/cmd_tokenize.h"
 #include "worker/corpus.h"
@@ -17,6 +18,7 @@
 #include "version.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,8 @@ static int s_devices(int argc, char **argv)
 }
 
 /* Print the failure of a command: stderr, and the JSON error event on
- * stdout for commands that speak JSON lines. */
+ * stdout for commands that speak JSON lines. A job stopped by a signal is
+ * retryable (it resumes from its checkpoint); other failures are not. */
 static int s_fail(const char *cmd, int json)
 {
 	fprintf(stderr, "modula-engine %s: %s\n", cmd, err_msg());
@@ -40,7 +43,7 @@ static int s_fail(const char *cmd, int json)
 		char *s;
 		cJSON_AddStringToObject(ev, "event", "error");
 		cJSON_AddStringToObject(ev, "message", err_msg());
-		cJSON_AddBoolToObject(ev, "retryable", 0);
+		cJSON_AddBoolToObject(ev, "retryable", train_was_stopped());
 		if ((s = jsonu_print(ev)))
 			printf("%s\n", s);
 		free(s);
@@ -50,8 +53,14 @@ static int s_fail(const char *cmd, int json)
 	return 1;
 }
 
+static void s_on_signal(int sig)
+{
+	train_request_stop();
+}
+
 static int s_train(int argc, char **argv)
 {
+	struct sigaction sa = { .sa_handler = s_on_signal };
 	train_job_t job;
 	cJSON *j;
 	char base[TRAIN_PATH_MAX];
@@ -73,6 +82,9 @@ static int s_train(int argc, char **argv)
 		train_job_free(&job);
 		return s_fail("train", 1);
 	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	rc = train_run(&job, stdout);
 	train_job_free(&job);
 	return rc < 0 ? s_fail("train", 1) : 0;
@@ -154,14 +166,16 @@ static int s_eval_args(int argc, char **argv, eval_args_t *a, int grads)
 	return 0;
 }
 
-/* Shared by logits and grads: load, check the ids, reserve. */
-static model_t *s_eval_model(const eval_args_t *a, lora_t **lo, int **tok, int *b, int *t)
+/* Shared by logits and grads: load (the adapter a PEFT LoRA or a MoDULA
+ * bundle), check the ids, reserve. */
+static model_t *s_eval_model(const eval_args_t *a, lora_t **lo, moe_t **mo, int **tok, int *b, int *t)
 {
 	model_t *m = model_load(a->model);
 
 	if (!m)
 		return NULL;
-	if (a->adapter && !(*lo = lora_load(m, a->adapter)))
+	if (a->adapter && bundle_is(a->adapter) ? !(*mo = bundle_load(m, a->adapter))
+						: a->adapter && !(*lo = lora_load(m, a->adapter)))
 		goto err;
 	if (s_parse_rows(a->tokens, tok, b, t) < 0)
 		goto err;
@@ -176,6 +190,7 @@ static model_t *s_eval_model(const eval_args_t *a, lora_t **lo, int **tok, int *
 err:
 	lora_destroy(lo);
 	model_destroy(&m);
+	moe_destroy(mo);
 	return NULL;
 }
 
@@ -184,6 +199,7 @@ static int s_logits(int argc, char **argv)
 	eval_args_t a;
 	model_t *m = NULL;
 	lora_t *lo = NULL;
+	moe_t *mo = NULL;
 	st_writer_t *w = NULL;
 	int *tok = NULL, b, t, rc = 1;
 
@@ -192,7 +208,7 @@ static int s_logits(int argc, char **argv)
 			"[--adapter FILE_OR_DIR] --tokens 1,2,3 --out FILE\n", err_msg());
 		return 2;
 	}
-	if (!(m = s_eval_model(&a, &lo, &tok, &b, &t)))
+	if (!(m = s_eval_model(&a, &lo, &mo, &tok, &b, &t)))
 		goto out;
 	model_forward(m, tok, NULL, b, t, 0, 0);
 	int64_t shape[3] = { b, t, m->cfg.vocab_size };
@@ -208,6 +224,7 @@ out:
 	free(tok);
 	lora_destroy(&lo);
 	model_destroy(&m);
+	moe_destroy(&mo);
 	return rc;
 }
 
@@ -219,6 +236,7 @@ static int s_grads(int argc, char **argv)
 	eval_args_t a;
 	model_t *m = NULL;
 	lora_t *lo = NULL;
+	moe_t *mo = NULL;
 	st_writer_t *w = NULL;
 	int *tok = NULL, *tgt = NULL, b, t, tb, tt, rc = 1;
 	float loss;
@@ -230,7 +248,7 @@ static int s_grads(int argc, char **argv)
 			err_msg());
 		return 2;
 	}
-	if (!(m = s_eval_model(&a, &lo, &tok, &b, &t)))
+	if (!(m = s_eval_model(&a, &lo, &mo, &tok, &b, &t)))
 		goto out;
 	if (a.targets) {
 		if (s_parse_rows(a.targets, &tgt, &tb, &tt) < 0)
@@ -254,7 +272,9 @@ static int s_grads(int argc, char **argv)
 		}
 	if (a.full && model_enable_grads(m) < 0)
 		goto out;
-	const params_t *ps = a.full ? &m->params : &lo->params;
+	if (mo && moe_set_trainable(mo, ~(uint64_t)0, 1) < 0)
+		goto out;
+	const params_t *ps = a.full ? &m->params : mo ? &mo->train : &lo->params;
 	params_zero_grad(ps);
 	loss = model_forward(m, tok, tgt, b, t, 0, 0);
 	model_backward(m, 1.0f);
@@ -278,6 +298,7 @@ out:
 	free(tgt);
 	lora_destroy(&lo);
 	model_destroy(&m);
+	moe_destroy(&mo);
 	return rc;
 }
 
@@ -294,6 +315,7 @@ static const struct engine_cmd {
 	{ "suite", cmd_suite, "--out DIR [--seed S]: write the multi-domain suite (docs/suite.md)" },
 	{ "corpus", cmd_corpus, "--out FILE: build the pretraining text from Debian's fortunes" },
 	{ "stage", cmd_stage, "JOB.json: a MoDULA training stage (docs/modula.md)" },
+	{ "eval", cmd_eval, "JOB.json: loss, exact match, perplexity, router means (docs/modula.md)" },
 	{ "export", cmd_export, "--expert FILE --out DIR: an expert as a PEFT LoRA folder" },
 	{ "import", cmd_import, "--model DIR --peft DIR --out FILE: a PEFT LoRA as an expert" },
 };

@@ -452,12 +452,14 @@ static int s_finish(srun_t *r, cJSON *outs)
 	char path[TRAIN_PATH_MAX + 128], rel[MOE_NAME_MAX + 32];
 	moe_t *mo = r->mo;
 
-	snprintf(path, sizeof path, "%s/experts", od);
-	if (fsx_mkdirs(path, 0755) < 0)
+	if (fsx_mkdirs(od, 0755) < 0)
 		return -1;
 	for (int e = 0; e < mo->n_exp; e++) {
 		if (!mo->exp[e].trainable)
 			continue;
+		snprintf(path, sizeof path, "%s/experts", od);
+		if (fsx_mkdirs(path, 0755) < 0)
+			return -1;
 		snprintf(rel, sizeof rel, "experts/%s.safetensors", mo->exp[e].name);
 		snprintf(path, sizeof path, "%s/%s", od, rel);
 		if (bundle_save_expert(mo, e, path) < 0 || s_output(outs, od, mo->exp[e].name, rel) < 0)

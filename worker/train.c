@@ -11,9 +11,23 @@
 #include "sha256.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+static volatile sig_atomic_t s_stop_requested;
+static int s_stopped;
+
+void train_request_stop(void)
+{
+	s_stop_requested = 1;
+}
+
+int train_was_stopped(void)
+{
+	return s_stopped;
+}
 
 void train_default_config(model_config_t *c)
 {
@@ -422,6 +436,7 @@ int train_run(const train_job_t *job, FILE *events)
 	double t0, tstep;
 	int resumed, rc = -1;
 
+	s_stopped = 0;
 	if (s_setup(&r) < 0 || (resumed = s_resume(&r)) < 0)
 		goto out;
 	ev = s_event("start");
@@ -452,9 +467,14 @@ int train_run(const train_job_t *job, FILE *events)
 			s_emit(events, ev);
 		}
 		tstep = now;
-		if (((job->checkpoint_every && r.step % job->checkpoint_every == 0) || r.step == job->steps) &&
-		    s_checkpoint(&r, events) < 0)
+		int due = (job->checkpoint_every && r.step % job->checkpoint_every == 0) || r.step == job->steps;
+		if ((due || s_stop_requested) && s_checkpoint(&r, events) < 0)
 			goto out;
+		if (s_stop_requested && r.step < job->steps) {
+			s_stopped = 1;
+			err_set("stopped by a signal at step %ld (checkpointed; run the job again to resume)", r.step);
+			goto out;
+		}
 		if (job->stop_at && r.step == job->stop_at && r.step < job->steps) {
 			rc = 0;
 			goto out;

@@ -15,6 +15,7 @@
  *            ^ killed at any point: the next train_run resumes from the newest
  *              valid checkpoint of the SAME job (sha256 of the job without
  *              "stop_at"), bit-identically; another job's checkpoints are refused.
+ *              train_request_stop() (SIGTERM) checkpoints the current step first.
  * Not a scheduler: one job, one process; evaluation is elsewhere.
  */
 #ifndef MODULA_TRAIN_H
@@ -58,5 +59,12 @@ void train_job_free(train_job_t *job);
 
 /* Run (or resume) the job, printing events. 0, or -1 via err_set(). */
 int train_run(const train_job_t *job, FILE *events);
+
+/* Ask the running train_run to stop after its current step: it writes a
+ * checkpoint and returns -1 ("stopped by a signal at step K ..."). Async-
+ * signal-safe: meant for a SIGTERM/SIGINT handler. */
+void train_request_stop(void);
+/* 1 when the last train_run ended because of train_request_stop(). */
+int train_was_stopped(void);
 
 #endif

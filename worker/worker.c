@@ -4,9 +4,9 @@
  * One thread polls the DEALER socket and the stdout pipes of the engines.
  * Each engine event becomes protocol traffic: progress lines are batched
  * into one PROGRESS per job every PROGRESS_MS; checkpoints and outputs are
- * uploaded before they are named in a message. Uploads are synchronous
- * (libcurl easy): a checkpoint much larger than the link moves in
- * heartbeats-worth of time would need a transfer thread; not done yet.
+ * uploaded before they are named in a message. Transfers are synchronous
+ * (libcurl easy); the store calls s_store_tick() about every second while
+ * one runs, so heartbeats go on (messages that arrive wait in the socket).
  */
 #include "config.h"
 #include "worker/worker.h"
@@ -314,6 +314,12 @@ static int s_engine_start(worker_t *w, struct wjob *j, const cJSON *body)
 			goto out;
 		}
 	}
+	if (wstore_get_inputs(w->store, j->store_url, j->store_token, cJSON_GetObjectItem(spec, "inputs"),
+			      j->dir) < 0) {
+		err_prefix("cannot fetch the job's inputs");
+		goto out;
+	}
+	cJSON_DeleteItemFromObject(spec, "inputs");
 	snprintf(path, sizeof(path), "%s/job.json", j->dir);
 	if (jsonu_write_file(path, spec) < 0)
 		goto out;
@@ -726,6 +732,18 @@ static void s_heartbeat(worker_t *w)
 	w->next_hb_ns = now + hb;
 }
 
+/* The store's tick during a long transfer: heartbeat when one is due. */
+static void s_store_tick(void *arg)
+{
+	worker_t *w = arg;
+	uint64_t now = mtime_ns();
+
+	if (!w->sock || now < w->next_hb_ns)
+		return;
+	s_send(w, PROTO_HEARTBEAT, NULL);
+	w->next_hb_ns = now + (uint64_t)w->o.heartbeat_ms * 1000000ull;
+}
+
 int worker_run(worker_t *w, volatile sig_atomic_t *stop)
 {
 	uint64_t drain_until = 0;
@@ -819,6 +837,7 @@ worker_t *worker_new(const struct worker_opts *opts)
 	snprintf(cache, sizeof(cache), "%s/cache", w->work);
 	if (!(w->store = wstore_new(cache)))
 		goto err;
+	wstore_set_tick(w->store, s_store_tick, w);
 	if (opts->curve_server_key) {
 		if (!opts->curve_keys) {
 			err_set("--curve-server-key needs --curve-keys FILE (make one with "

@@ -3,21 +3,34 @@
 #include "worker/worker_store.h"
 #include "err.h"
 #include "fsx.h"
+#include "log.h"
+#include "mtime.h"
+#include "path.h"
 #include "sha256.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define TICK_NS 1000000000ull
+/* A connection that moves under 1 byte/s for this long is dropped (and retried). */
+#define STALL_S 30L
+
 struct wstore {
 	CURL *curl;
 	char cache[PATH_MAX];
+	void (*tick)(void *);
+	void *tick_arg;
+	uint64_t next_tick_ns;
+	long backoff_ms;
+	long downloads;
 };
 
 wstore_t *wstore_new(const char *cache_dir)
@@ -28,6 +41,7 @@ wstore_t *wstore_new(const char *cache_dir)
 		err_set("out of memory");
 		return NULL;
 	}
+	s->backoff_ms = 500;
 	if (snprintf(s->cache, sizeof(s->cache), "%s", cache_dir) >= (int)sizeof(s->cache) ||
 	    fsx_mkdirs(cache_dir, 0700) < 0) {
 		err_prefix("cannot make the artifact cache '%s'", cache_dir);
@@ -55,6 +69,63 @@ void wstore_destroy(wstore_t **sp)
 		curl_easy_cleanup(s->curl);
 	free(s);
 	*sp = NULL;
+}
+
+void wstore_set_tick(wstore_t *s, void (*fn)(void *), void *arg)
+{
+	s->tick = fn;
+	s->tick_arg = arg;
+}
+
+void wstore_set_backoff(wstore_t *s, long first_ms)
+{
+	s->backoff_ms = first_ms > 0 ? first_ms : 1;
+}
+
+long wstore_downloads(const wstore_t *s)
+{
+	return s->downloads;
+}
+
+static void s_tick(wstore_t *s)
+{
+	uint64_t now = mtime_ns();
+
+	if (!s->tick || now < s->next_tick_ns)
+		return;
+	s->next_tick_ns = now + TICK_NS;
+	s->tick(s->tick_arg);
+}
+
+static int s_xferinfo(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	s_tick(p);
+	return 0;
+}
+
+/* An upload's answer body is not needed. */
+static size_t s_discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return size * n;
+}
+
+/* Sleep `ms`, ticking. */
+static void s_wait(wstore_t *s, long ms)
+{
+	uint64_t end = mtime_ns() + (uint64_t)ms * 1000000ull, now;
+
+	while ((now = mtime_ns()) < end) {
+		uint64_t left = (end - now) / 1000000ull + 1;
+
+		s_tick(s);
+		poll(NULL, 0, left < 200 ? (int)left : 200);
+	}
 }
 
 /* Copy `src` to `dst` through a temporary file, or hard-link it. */
@@ -100,14 +171,46 @@ static int s_url(char *dst, size_t n, const char *base, const char *sha)
 	return 0;
 }
 
-/* Run the prepared transfer; 0 on a 2xx (or a file:// success). */
-static int s_perform(wstore_t *s, const char *url, const char *token, const char *what)
+/* Failures worth another try: the network, not a refusal. */
+static int s_transient(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_WEIRD_SERVER_REPLY:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* One try: upload the file `path` to `url`, or download `url` into `path`
+ * (truncated first). 0 on a 2xx (or a file:// success); -1 via err_set(),
+ * with *retry set when another try may do better. */
+static int s_once(wstore_t *s, const char *url, const char *token, const char *what, const char *path,
+		  int upload, int *retry)
 {
 	struct curl_slist *h = NULL;
 	char auth[512];
+	struct stat st;
 	long code = 0;
 	CURLcode rc;
+	FILE *f;
+	int ret = -1;
 
+	*retry = 0;
+	f = fopen(path, upload ? "rb" : "wb");
+	if (!f || (upload && fstat(fileno(f), &st) < 0)) {
+		err_set("cannot open '%s': %s", path, strerror(errno));
+		goto out;
+	}
 	if (token) {
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 		h = curl_slist_append(h, auth);
@@ -116,24 +219,63 @@ static int s_perform(wstore_t *s, const char *url, const char *token, const char
 	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(s->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_LOW_SPEED_TIME, STALL_S);
+	curl_easy_setopt(s->curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(s->curl, CURLOPT_XFERINFOFUNCTION, s_xferinfo);
+	curl_easy_setopt(s->curl, CURLOPT_XFERINFODATA, s);
+	if (upload) {
+		curl_easy_setopt(s->curl, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(s->curl, CURLOPT_READDATA, f);
+		curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+		curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_discard);
+	} else {
+		curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, f);
+	}
 	rc = curl_easy_perform(s->curl);
 	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
-	curl_slist_free_all(h);
 	curl_easy_reset(s->curl);
-	if (rc != CURLE_OK)
-		return err_set("cannot %s '%s': %s", what, url, curl_easy_strerror(rc));
-	if (code != 0 && (code < 200 || code > 299))
-		return err_set("cannot %s '%s': HTTP %ld", what, url, code);
-	return 0;
+	if (rc != CURLE_OK) {
+		*retry = s_transient(rc);
+		err_set("cannot %s '%s': %s", what, url, curl_easy_strerror(rc));
+		goto out;
+	}
+	if (code != 0 && (code < 200 || code > 299)) {
+		*retry = code >= 500 || code == 408 || code == 429;
+		err_set("cannot %s '%s': HTTP %ld", what, url, code);
+		goto out;
+	}
+	ret = 0;
+out:
+	curl_slist_free_all(h);
+	if (f && fclose(f) != 0 && ret == 0)
+		ret = err_set("cannot write '%s': %s", path, strerror(errno));
+	return ret;
+}
+
+/* s_once() until it works, a refusal, or WSTORE_TRIES tries. */
+static int s_transfer(wstore_t *s, const char *url, const char *token, const char *what, const char *path,
+		      int upload)
+{
+	long delay = s->backoff_ms;
+	int retry;
+
+	for (int n = 1;; n++) {
+		if (s_once(s, url, token, what, path, upload, &retry) == 0)
+			return 0;
+		if (!retry || n >= WSTORE_TRIES)
+			return -1;
+		log_warn("worker: %s; trying again in %ld ms (try %d of %d)", err_msg(), delay, n + 1,
+			 WSTORE_TRIES);
+		s_wait(s, delay);
+		delay *= 2;
+	}
 }
 
 int wstore_put(wstore_t *s, const char *base_url, const char *token, const char *path,
 	       const char *sha)
 {
 	char url[4096], hex[SHA256_HEX_LEN + 1], cached[PATH_MAX + 80];
-	struct stat st;
-	FILE *f;
-	int rc;
 
 	if (!sha256_is_hex(sha))
 		return err_set("bad sha256 '%.80s' for '%s'", sha, path);
@@ -141,20 +283,7 @@ int wstore_put(wstore_t *s, const char *base_url, const char *token, const char 
 		return -1;
 	if (strcmp(hex, sha))
 		return err_set("'%s' does not match its sha256 (%s, the engine said %s)", path, hex, sha);
-	if (s_url(url, sizeof(url), base_url, sha) < 0)
-		return -1;
-	f = fopen(path, "rb");
-	if (!f || fstat(fileno(f), &st) < 0) {
-		if (f)
-			fclose(f);
-		return err_set("cannot open '%s': %s", path, strerror(errno));
-	}
-	curl_easy_setopt(s->curl, CURLOPT_UPLOAD, 1L);
-	curl_easy_setopt(s->curl, CURLOPT_READDATA, f);
-	curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
-	rc = s_perform(s, url, token, "upload to");
-	fclose(f);
-	if (rc < 0)
+	if (s_url(url, sizeof(url), base_url, sha) < 0 || s_transfer(s, url, token, "upload to", path, 1) < 0)
 		return -1;
 	snprintf(cached, sizeof(cached), "%s/%s", s->cache, sha);
 	return s_copy(path, cached);
@@ -164,7 +293,6 @@ int wstore_get(wstore_t *s, const char *base_url, const char *token, const char 
 	       const char *dst)
 {
 	char url[4096], hex[SHA256_HEX_LEN + 1], cached[PATH_MAX + 80], part[PATH_MAX + 96];
-	FILE *f;
 	int rc;
 
 	if (!sha256_is_hex(sha))
@@ -176,13 +304,7 @@ int wstore_get(wstore_t *s, const char *base_url, const char *token, const char 
 		if (s_url(url, sizeof(url), base_url, sha) < 0)
 			return -1;
 		snprintf(part, sizeof(part), "%s.part", cached);
-		f = fopen(part, "wb");
-		if (!f)
-			return err_set("cannot create '%s': %s", part, strerror(errno));
-		curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, f);
-		rc = s_perform(s, url, token, "download");
-		if (fclose(f) != 0 && rc == 0)
-			rc = err_set("cannot write '%s': %s", part, strerror(errno));
+		rc = s_transfer(s, url, token, "download", part, 0);
 		if (rc == 0 && sha256_file(part, hex) < 0)
 			rc = -1;
 		else if (rc == 0 && strcmp(hex, sha))
@@ -193,6 +315,39 @@ int wstore_get(wstore_t *s, const char *base_url, const char *token, const char 
 			unlink(part);
 			return -1;
 		}
+		s->downloads++;
+		log_info("worker: downloaded artifact %s from %s", sha, base_url);
 	}
 	return s_copy(cached, dst);
+}
+
+int wstore_get_inputs(wstore_t *s, const char *base_url, const char *token, const cJSON *inputs,
+		      const char *dir)
+{
+	char dst[PATH_MAX], parent[PATH_MAX];
+	const cJSON *it;
+
+	if (!inputs)
+		return 0;
+	if (!cJSON_IsObject(inputs))
+		return err_set("'inputs' must be an object {\"path\": \"sha256\"}");
+	cJSON_ArrayForEach(it, inputs) {
+		char *slash;
+
+		if (!cJSON_IsString(it))
+			return err_set("input '%.200s': the value must be a sha256 string", it->string);
+		if (path_join(dst, sizeof(dst), dir, it->string) < 0)
+			return err_prefix("input '%.200s'", it->string);
+		snprintf(parent, sizeof(parent), "%s", dst);
+		slash = strrchr(parent, '/');
+		if (slash && slash != parent) {
+			*slash = '\0';
+			if (fsx_mkdirs(parent, 0755) < 0)
+				return -1;
+		}
+		unlink(dst);
+		if (wstore_get(s, base_url, token, it->valuestring, dst) < 0)
+			return err_prefix("input '%.200s'", it->string);
+	}
+	return 0;
 }

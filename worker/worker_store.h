@@ -4,12 +4,26 @@
  * The store is the daemon's (HTTP PUT / GET BASE/SHA256, docs/api.md) or a
  * folder (file:///path: the same names under it). Every file that passes
  * through is kept in the cache (WORK/cache/SHA256), so a retry on the same
- * machine does not download its checkpoint again. Downloads are checked
- * against their sha256 before they are used. Not a store: the daemon keeps
- * the index and decides what to delete.
+ * machine does not download its checkpoint again, and jobs that share an
+ * input (a base model, a dataset) download it once per machine. Downloads
+ * are checked against their sha256 before they are used.
+ *
+ * Transfers that fail on the way (connection refused or dropped, a stalled
+ * link, a 5xx) are tried again from the start with a backoff (0.5 s doubling,
+ * WSTORE_TRIES tries): the daemon has no ranged uploads, and it hashes every
+ * upload and refuses a body whose sha256 is not its name, so a whole retry
+ * is the robust resume. A refusal (4xx) is not retried. While a transfer
+ * runs or waits, the tick hook is called about every second, so the worker
+ * keeps heartbeating through long uploads.
+ *
+ * Not a store: the daemon keeps the index and decides what to delete.
  */
 #ifndef MODULA_WORKER_STORE_H
 #define MODULA_WORKER_STORE_H
+
+#include <cjson/cJSON.h>
+
+#define WSTORE_TRIES 6
 
 typedef struct wstore wstore_t;
 
@@ -17,6 +31,11 @@ typedef struct wstore wstore_t;
 wstore_t *wstore_new(const char *cache_dir);
 /* Accepts NULL; clears the caller's pointer. */
 void wstore_destroy(wstore_t **s);
+
+/* Call `fn(arg)` about every second while a transfer runs or backs off. */
+void wstore_set_tick(wstore_t *s, void (*fn)(void *), void *arg);
+/* Set the first backoff (ms, default 500; tests make it short). */
+void wstore_set_backoff(wstore_t *s, long first_ms);
 
 /* Upload `path`, whose sha256 is `sha` (checked), to `base_url`/`sha`,
  * with `token` as a bearer token when not NULL, and keep a copy in the
@@ -28,5 +47,14 @@ int wstore_put(wstore_t *s, const char *base_url, const char *token, const char 
  * from `base_url`/`sha` (and checked). 0, or -1 via err_set(). */
 int wstore_get(wstore_t *s, const char *base_url, const char *token, const char *sha,
 	       const char *dst);
+
+/* Fetch a job's inputs into `dir`: `inputs` is an object {"rel/path":
+ * "sha256", ...} (NULL: nothing to do); each path stays inside `dir`.
+ * 0, or -1 via err_set(). */
+int wstore_get_inputs(wstore_t *s, const char *base_url, const char *token, const cJSON *inputs,
+		      const char *dir);
+
+/* Downloads done (not counting cache hits) since wstore_new(). */
+long wstore_downloads(const wstore_t *s);
 
 #endif

@@ -6,6 +6,7 @@
  * The cross-entropy never materialises probabilities: the forward keeps one
  * running (max, sum) pair per thread (online softmax) and saves the row's
  * log-sum-exp; the backward and the fused op recompute exp(logit - lse).
+ * Not a general reduction library: each kernel is its op's, as in ops.h.
  */
 #include "kernels/cuda/kc.cuh"
 

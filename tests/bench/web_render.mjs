@@ -54,6 +54,8 @@ async function view(hash) {
 	for (let i = 0; i < REPEAT; i++) {
 		await page.evaluate(() => new Promise((ok) => {
 			const v = document.getElementById('view');
+			if (location.hash === '#/submit')
+				return ok();
 			location.hash = '#/submit';
 			const o = new MutationObserver(() => v.dataset.ready === '1' && v.dataset.view === 'submit' && (o.disconnect(), ok()));
 			o.observe(v, { attributes: true });

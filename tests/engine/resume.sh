@@ -4,7 +4,8 @@
 # embedded tiny model: a run stopped at step k ("stop_at") and run again in
 # the same out_dir ends with output bytes identical to an uninterrupted
 # run; so does a run killed with SIGKILL at an arbitrary moment after its
-# first checkpoint. Also: the event lines, and another job's out_dir refused.
+# first checkpoint, and one stopped by SIGTERM (which checkpoints first).
+# Also: the event lines, and another job's out_dir refused.
 . "$top_srcdir/tests/lib.sh"
 engine="$top_builddir/worker/modula-engine"
 tmp=$(mktemp -d)
@@ -20,7 +21,7 @@ job() { # job FILE MODE OUT [EXTRA]
 	cat >"$1" <<JOB
 {"model":"random","model_config":{"dim":64,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ffn_dim":96},
  "data":"data.jsonl","mode":"$2","lora":{"rank":4,"alpha":8,"dropout":0.1,"targets":["q","v","down"]},
- "steps":12,"batch":4,"seq_len":24,"accum":2,"lr":0.005,"warmup":3,"seed":5,
+ "steps":${steps:-12},"batch":4,"seq_len":24,"accum":2,"lr":0.005,"warmup":3,"seed":5,
  "checkpoint_every":4,"out_dir":"$3"$4}
 JOB
 }
@@ -58,6 +59,26 @@ for mode in lora full; do
 	"$engine" train "$tmp/c.json" >"$tmp/c2.log" 2>&1 && cmp -s "$tmp/a-$mode/$out" "$tmp/c-$mode/$out"
 	check "$mode: run killed with SIGKILL and resumed is bit-identical" $?
 done
+
+# SIGTERM: checkpoint the current step, a retryable error, then resume
+# (a longer job, so the signal lands while it runs).
+steps=300
+job "$tmp/r.json" lora r-lora
+"$engine" train "$tmp/r.json" >/dev/null 2>&1
+job "$tmp/e.json" lora e-lora
+"$engine" train "$tmp/e.json" >"$tmp/e1.log" 2>&1 &
+pid=$!
+while ! grep -q '"event":"progress","step":2,' "$tmp/e1.log" 2>/dev/null && kill -0 $pid 2>/dev/null; do
+	sleep 0.05
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+[ $? -eq 1 ] && grep -q '^{"event":"error","message":"stopped by a signal at step [0-9]*.*","retryable":true}$' "$tmp/e1.log"
+check "SIGTERM: exit 1 after a checkpoint, retryable error event" $?
+"$engine" train "$tmp/e.json" >"$tmp/e2.log" 2>&1 &&
+	cmp -s "$tmp/r-lora/adapter/adapter_model.safetensors" "$tmp/e-lora/adapter/adapter_model.safetensors"
+check "SIGTERM: resumed run is bit-identical" $?
+steps=12
 
 job "$tmp/d.json" lora b-lora ',"lr":0.001'
 "$engine" train "$tmp/d.json" >"$tmp/d.log" 2>"$tmp/d.err"

@@ -3,7 +3,8 @@
 # Puts the bundle's lib/ first on LD_LIBRARY_PATH, then the folders holding
 # this machine's cuBLAS (libcublas.so.13 and libcublasLt.so.13): the CUDA
 # toolkit's lib64, then the pip `nvidia` wheels of the python3 on PATH
-# (PyTorch's). Prints what it found. Installs nothing, changes nothing else.
+# (PyTorch's), and the driver's folder when libcuda.so.1 is not on the
+# loader's path. Prints what it found. Installs nothing, changes nothing else.
 gpu_bundle_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 gpu_bundle_cublas=""
 for d in ${CUDA_HOME:+"$CUDA_HOME/lib64"} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
@@ -32,9 +33,16 @@ PY
 		gpu_bundle_cublas="$gpu_bundle_cublas:$d"
 	done
 fi
+# The driver's libcuda.so.1 (cudart, linked in, opens it): normally on the
+# loader's path; some container images keep it in /usr/local/nvidia.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
+	for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+		[ -e "$d/libcuda.so.1" ] && gpu_bundle_cublas="$gpu_bundle_cublas:$d"
+	done
+fi
 export LD_LIBRARY_PATH="$gpu_bundle_dir/lib$gpu_bundle_cublas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -z "$gpu_bundle_cublas" ]; then
 	echo "env.sh: no libcublas.so.13 found (CUDA toolkit lib64 or pip nvidia wheels): the CUDA backend will not start" >&2
 else
-	echo "env.sh: cuBLAS from ${gpu_bundle_cublas#:}" >&2
+	echo "env.sh: cuBLAS (and the driver) from ${gpu_bundle_cublas#:}" >&2
 fi

@@ -10,7 +10,8 @@
 # Steps, in order, under 8 minutes on an H100:
 #   (0) the machine, and the libraries the programs load (ldd, /proc/self/maps)
 #   (1) every CUDA op against the CPU reference (tests/gpu-ops, per-tensor
-#       tolerances in its output), then a whole LoRA training step, CUDA
+#       tolerances in its output), the same under compute-sanitizer's
+#       memcheck when the machine has it, then a whole LoRA training step, CUDA
 #       against CPU (tests/gpu-step; the engine's own step once it has one)
 #   (2)-(5) tests/gpu/hf_check.py: logits of a ~0.5B Qwen2 against
 #       transformers, the LoRA benchmark against PyTorch + PEFT, modula-res
@@ -19,7 +20,9 @@
 # yet". Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
 # failed (NOT RUN is not a failure, and is not a pass either).
-# Not part of `make check` (no GPU there) and not a build: it builds nothing.
+# Every step has a timeout (45 + 100 + 45 + 280 s), so a hang cannot take the
+# whole GPU lease. Not part of `make check` (no GPU there) and not a build:
+# it builds nothing.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 bundle=${GPU_BUNDLE:-.gpu-bundle}
@@ -53,17 +56,30 @@ fi
 "$engine" devices | tee "$out/devices.txt"
 
 say "(1) every CUDA op against the CPU reference"
-"$bundle/bin/gpu-ops" | tee "$out/gpu-ops.tap"
+timeout 45 "$bundle/bin/gpu-ops" | tee "$out/gpu-ops.tap"
 n_ok=$(grep -c '^ok ' "$out/gpu-ops.tap" | tr -d ' ')
 n_skip=$(grep -c '^ok .*# SKIP' "$out/gpu-ops.tap" | tr -d ' ')
 n_bad=$(grep -c '^not ok ' "$out/gpu-ops.tap" | tr -d ' ')
 row 1 "op checks passed / failed / skipped" "$((n_ok - n_skip)) / $n_bad / $n_skip" "tests/gpu-ops, tolerances in its lines"
 if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1; fi
 
+say "(1) the same ops under compute-sanitizer (memcheck): out-of-bounds and misaligned accesses"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [ -n "$sanitizer" ]; then
+	timeout 100 "$sanitizer" --tool memcheck --error-exitcode 9 "$bundle/bin/gpu-ops" >"$out/memcheck.txt" 2>&1
+	st=$?
+	tail -5 "$out/memcheck.txt"
+	row 1 "gpu-ops under compute-sanitizer memcheck" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/memcheck.txt"
+	[ $st -eq 0 ] || failed=1
+else
+	echo "compute-sanitizer not found: skipped"
+	row 1 "gpu-ops under compute-sanitizer memcheck" "skipped" "no compute-sanitizer on this machine"
+fi
+
 say "(1) a whole training step, CUDA against CPU"
 echo "tests/gpu-step: a LoRA step of a 2-layer LLaMA-shaped model written once against the op table"
 echo "(kernels/device.h), run on both backends; not yet the engine's own model"
-"$bundle/bin/gpu-step" | tee "$out/gpu-step.tap"
+timeout 45 "$bundle/bin/gpu-step" | tee "$out/gpu-step.tap"
 n_ok=$(grep -c '^ok ' "$out/gpu-step.tap" | tr -d ' ')
 n_skip=$(grep -c '^ok .*# SKIP' "$out/gpu-step.tap" | tr -d ' ')
 n_bad=$(grep -c '^not ok ' "$out/gpu-step.tap" | tr -d ' ')
@@ -78,7 +94,7 @@ else
 fi
 
 say "(2)-(5) against transformers and peft"
-PYTHONUNBUFFERED=1 timeout 420 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" || failed=1
+PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" || failed=1
 
 say "figures (also in $results), ${SECONDS}s in all"
 awk -F'\t' '{ printf "(%s) %-48s %-22s %s\n", $1, $2, $3, $4 }' "$results"

@@ -1,0 +1,153 @@
+"""modula-stages.py: the MoDULA stage jobs end to end (TAP).
+
+On a random byte-level LLaMA folder (tests/ref/hfref.py) and the embedded
+suite (`modula-engine suite`), with `modula-engine stage`:
+  - universal stage (modula-res), then the domain stage training math and
+    code in one pass: each expert equals the one of a separate run of its
+    domain alone (max |diff| <= 1e-5 * max |w| + 1e-7, fp32 rounding);
+  - router stage: the bundle's experts are byte-identical to the stage
+    inputs (frozen tensors unchanged to the bit); only the routers train;
+  - pluggability: a third domain (logic) trained alone, then the router
+    stage from the old router: the old experts stay byte-identical, the
+    router grows by one row with the old rows as the start (a run with a
+    vanishing learning rate leaves them equal, the new row zero), and only
+    the new expert and the routers were trained;
+  - joint lora: the PEFT adapter it exports gives the same logits as its
+    bundle, and importing the adapter back gives the expert file byte for
+    byte;
+  - eval: per-domain loss and exact-match accuracy, perplexity and the
+    router means (each a distribution) are reported.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
+top_builddir = os.environ.get("top_builddir", ".")
+sys.path.insert(0, os.path.join(top_srcdir, "tests", "ref"))
+import hfref  # noqa: E402
+
+ENGINE = os.path.join(top_builddir, "worker", "modula-engine")
+HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
+n = 0
+failed = 0
+
+
+def ok(cond, what):
+    global n, failed
+    n += 1
+    if not cond:
+        failed += 1
+    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+
+
+def engine(*args):
+    p = subprocess.run([ENGINE, *args], capture_output=True, text=True)
+    if p.returncode:
+        print(f"# {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def stage(tmp, name, job):
+    path = os.path.join(tmp, name + ".json")
+    common = {"model": "base", "steps": 4, "batch": 4, "seq_len": 64, "lr": 2e-3, "seed": 3,
+              "progress_every": 100, "out_dir": name}
+    common.update(job)
+    with open(path, "w") as f:
+        json.dump(common, f)
+    p = engine("stage", path)
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    return p.returncode == 0, events
+
+
+def sha(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        subprocess.run([sys.executable, HFREF, "make-model", "--arch", "llama", "--out", "base", "--vocab", "259",
+                        "--dim", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "64",
+                        "--max-seq", "128", "--seed", "2"], check=True, capture_output=True)
+        if engine("suite", "--out", "suite", "--train", "64", "--test", "16").returncode:
+            sys.exit(1)
+        res = {"method": "modula-res", "universal": {"rank": 4}, "domain": {"rank": 2}}
+        good, ev = stage(tmp, "u", dict(res, stage="universal", data="suite/universal.train.jsonl"))
+        ok(good and ev[-1]["event"] == "done", "universal stage ran")
+        u = {"name": "universal", "path": "u/experts/universal.safetensors"}
+        dom = lambda d: {"name": d, "data": f"suite/{d}.train.jsonl"}  # noqa: E731
+        good, ev = stage(tmp, "d2", dict(res, stage="domain", experts=[u], domains=[dom("math"), dom("code")]))
+        g1, _ = stage(tmp, "dm", dict(res, stage="domain", experts=[u], domains=[dom("math")]))
+        g2, _ = stage(tmp, "dc", dict(res, stage="domain", experts=[u], domains=[dom("code")]))
+        ok(good and g1 and g2, "domain stages ran (two domains in one pass, and each alone)")
+        worst = 0.0
+        for d, alone in (("math", "dm"), ("code", "dc")):
+            a = hfref.st_read(f"d2/experts/{d}.safetensors")
+            b = hfref.st_read(f"{alone}/experts/{d}.safetensors")
+            for k in a:
+                tol = 1e-5 * b[k].abs().max().item() + 1e-7
+                worst = max(worst, (a[k] - b[k]).abs().max().item() / tol)
+        ok(worst <= 1.0, f"one-pass domain experts equal separate runs (worst diff {worst:.2f} of tolerance)")
+        experts = [u, {"name": "math", "path": "d2/experts/math.safetensors"},
+                   {"name": "code", "path": "d2/experts/code.safetensors"}]
+        mix = ["suite/universal.train.jsonl", "suite/math.train.jsonl", "suite/code.train.jsonl"]
+        good, ev = stage(tmp, "r", dict(res, stage="router", experts=experts, data=mix))
+        nrouter = sum(v.numel() for v in hfref.st_read("r/router.safetensors").values()) if good else -1
+        ok(good and ev[0]["trainable_params"] == nrouter, "router stage trains the routers only")
+        same = all(sha(f"r/bundle/experts/{e['name']}.safetensors") == sha(e["path"]) for e in experts)
+        ok(same, "router stage: the bundle's experts are byte-identical to the frozen inputs")
+        good, ev = stage(tmp, "dl", dict(res, stage="domain", experts=[u], domains=[dom("logic")]))
+        new = experts + [{"name": "logic", "path": "dl/experts/logic.safetensors"}]
+        g2, ev2 = stage(tmp, "r2", dict(res, stage="router", experts=new, router="r/router.safetensors",
+                                        data=mix + ["suite/logic.train.jsonl"]))
+        g3, _ = stage(tmp, "r0", dict(res, stage="router", experts=new, router="r/router.safetensors",
+                                      data=mix + ["suite/logic.train.jsonl"], steps=1, lr=1e-30))
+        same = all(sha(f"r2/bundle/experts/{e['name']}.safetensors") == sha(f"r/bundle/experts/{e['name']}.safetensors")
+                   for e in experts)
+        ok(good and g2 and g3 and same, "add a domain: old experts byte-identical in the new bundle")
+        old, start = hfref.st_read("r/router.safetensors"), hfref.st_read("r0/router.safetensors")
+        kept = all(torch.equal(start[k][:2], old[k]) and start[k].shape[0] == 3 and
+                   start[k][2].abs().max().item() < 1e-20 for k in old)
+        ok(kept, "add a domain: the router grows by one row, old rows are the start, the new row starts at zero")
+        trained = ev[0]["trainable_params"] + ev2[0]["trainable_params"]
+        ok(ev[0]["trainable_params"] == sum(v.numel() for v in hfref.st_read("dl/experts/logic.safetensors").values()),
+           f"add a domain trains only the new expert and the routers ({trained} parameters)")
+        good, ev = stage(tmp, "j", {"stage": "joint", "method": "lora", "universal": {"rank": 4}, "data": mix})
+        ok(good and os.path.exists("j/adapter/adapter_model.safetensors"), "joint lora stage exports a PEFT adapter")
+        toks = "256,81,58,32,51,43,52,10,65,58,32"
+        p1 = engine("logits", "--model", "base", "--adapter", "j/adapter", "--tokens", toks, "--out", "l1.st")
+        p2 = engine("logits", "--model", "base", "--adapter", "j/bundle", "--tokens", toks, "--out", "l2.st")
+        l1, l2 = hfref.st_read("l1.st")["logits"], hfref.st_read("l2.st")["logits"]
+        ok(not p1.returncode and not p2.returncode and torch.equal(l1, l2),
+           "logits --adapter: the PEFT export and the bundle give identical logits")
+        p = engine("import", "--model", "base", "--peft", "j/adapter", "--out", "imp.safetensors")
+        ok(not p.returncode and sha("imp.safetensors") == sha("j/experts/universal.safetensors"),
+           "PEFT round trip: importing the export gives the expert file byte for byte")
+        p = engine("export", "--expert", "d2/experts/math.safetensors", "--out", "bad")
+        ok(p.returncode == 1 and "universal" in p.stderr, "a modula-res domain expert is refused by export")
+        job = {"model": "base", "adapter": "r2/bundle", "seq_len": 64, "max_records": 8, "text": "suite/manifest.json",
+               "domains": [{"name": d, "data": f"suite/{d}.test.jsonl"} for d in ("universal", "math", "code", "logic")],
+               "out": "eval.json"}
+        with open("e.json", "w") as f:
+            json.dump(job, f)
+        p = engine("eval", "e.json")
+        r = json.load(open("eval.json")) if not p.returncode else {}
+        good = r and len(r["domains"]) == 4 and all(0 <= d["accuracy"] <= 1 and d["loss"] > 0 for d in r["domains"])
+        ok(good and r["general"]["perplexity"] > 1 and "universal_accuracy" in r["general"],
+           "eval reports loss, accuracy, perplexity")
+        lay = r.get("routers", {}).get("layers", [])
+        ok(len(lay) == 14 and all(abs(sum(v) - 1) < 1e-4 for l in lay for v in l["mean"].values())
+           and r["routers"]["experts"] == ["math", "code", "logic"],
+           "eval reports a router distribution per adapted layer and domain")
+    print(f"1..{n}")
+    sys.exit(1 if failed else 0)
+
+
+main()

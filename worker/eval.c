@@ -1,0 +1,363 @@
+/* eval.c: loss, exact match, perplexity and router distributions; see
+ * eval.h. */
+#include "config.h"
+#include "worker/eval.h"
+#include "worker/bundle.h"
+#include "worker/data.h"
+#include "worker/decode.h"
+#include "worker/lora.h"
+#include "worker/model.h"
+#include "worker/moe.h"
+#include "worker/tokenizer.h"
+#include "err.h"
+#include "fsx.h"
+#include "jsonu.h"
+#include "mtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int s_path(char *dst, const char *base, const char *p)
+{
+	int n = p[0] == '/' || !base[0] ? snprintf(dst, TRAIN_PATH_MAX, "%s", p)
+					 : snprintf(dst, TRAIN_PATH_MAX, "%s/%s", base, p);
+
+	return n < 0 || n >= TRAIN_PATH_MAX ? err_set("path too long: '%s'", p) : 0;
+}
+
+static int s_opt_path(const cJSON *j, const char *key, const char *base, char *dst)
+{
+	const char *v;
+
+	if (jsonu_opt_str(j, key, "", &v) < 0)
+		return -1;
+	dst[0] = 0;
+	return v[0] ? s_path(dst, base, v) : 0;
+}
+
+int eval_job_parse(const cJSON *j, const char *base_dir, eval_job_t *job)
+{
+	static const char *const keys[] = { "model", "adapter", "tokenizer", "domains", "general",
+		"text", "text_tokens", "route", "max_records", "max_new_tokens", "batch", "seq_len",
+		"out", NULL };
+	const cJSON *doms, *it;
+	const char *model, *tok, *general, *route;
+	long long v[5];
+
+	memset(job, 0, sizeof *job);
+	if (!cJSON_IsObject(j))
+		return err_set("a job must be a JSON object");
+	if (jsonu_check_keys(j, keys) < 0 || jsonu_req_str(j, "model", &model) < 0 ||
+	    s_path(job->model, base_dir, model) < 0 || s_opt_path(j, "adapter", base_dir, job->adapter) < 0 ||
+	    s_opt_path(j, "text", base_dir, job->text) < 0 || s_opt_path(j, "out", base_dir, job->out) < 0 ||
+	    jsonu_opt_str(j, "tokenizer", "", &tok) < 0 || jsonu_opt_str(j, "general", "universal", &general) < 0 ||
+	    jsonu_opt_str(j, "route", "", &route) < 0 ||
+	    jsonu_opt_int(j, "text_tokens", 20000, &v[0]) < 0 || jsonu_opt_int(j, "max_records", 0, &v[1]) < 0 ||
+	    jsonu_opt_int(j, "max_new_tokens", 64, &v[2]) < 0 || jsonu_opt_int(j, "batch", 16, &v[3]) < 0 ||
+	    jsonu_opt_int(j, "seq_len", 128, &v[4]) < 0)
+		return -1;
+	if (v[0] < 0 || v[1] < 0 || v[2] <= 0 || v[3] <= 0 || v[3] > 4096 || v[4] < 2 || v[4] > 1 << 20)
+		return err_set("'text_tokens', 'max_records' not negative; 'max_new_tokens', 'batch' "
+			       "positive; 'seq_len' > 1");
+	job->text_tokens = v[0], job->max_records = (int)v[1], job->max_new = (int)v[2];
+	job->batch = (int)v[3], job->seq_len = (int)v[4];
+	if (strlen(general) >= sizeof job->general || strlen(route) >= sizeof job->route)
+		return err_set("'general' or 'route' too long");
+	strcpy(job->general, general);
+	strcpy(job->route, route);
+	if (tok[0] && (strcmp(tok, "bytes") ? s_path(job->tokenizer, base_dir, tok) : s_path(job->tokenizer, "", tok)) < 0)
+		return -1;
+	doms = cJSON_GetObjectItemCaseSensitive(j, "domains");
+	if (doms && (!cJSON_IsArray(doms) || !(job->dom = calloc((size_t)cJSON_GetArraySize(doms) + 1, sizeof *job->dom))))
+		return err_set("'domains': expected an array of {\"name\", \"data\"}");
+	cJSON_ArrayForEach(it, doms) {
+		const char *name, *data;
+		if (jsonu_req_str(it, "name", &name) < 0 || jsonu_req_str(it, "data", &data) < 0 ||
+		    strlen(name) >= sizeof job->dom[0].name || s_path(job->dom[job->ndom].data, base_dir, data) < 0)
+			return err_prefix("'domains'");
+		strcpy(job->dom[job->ndom++].name, name);
+	}
+	if (!job->ndom && !job->text[0])
+		return err_set("nothing to evaluate: give 'domains' or 'text'");
+	return 0;
+}
+
+void eval_job_free(eval_job_t *job)
+{
+	free(job->dom);
+	memset(job, 0, sizeof *job);
+}
+
+typedef struct erun {
+	const eval_job_t *job;
+	model_t *m;
+	lora_t *lo;
+	moe_t *mo;
+	tokenizer_t *tok;
+	decode_t *dec;
+	int *tokens, *targets;
+	double *route;          /* [n_layers][n_route] sums for the current domain */
+} erun_t;
+
+static int s_argmax(const float *v, int n)
+{
+	int best = 0;
+
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = i;
+	return best;
+}
+
+/* Greedy continuation of one record against its response: 1 exact, 0 not. */
+static int s_exact(erun_t *r, const data_record_t *rec, int eos, int *ntok)
+{
+	int ft = rec->first_target, end = rec->n, nl;
+	const float *lg;
+
+	if (eos >= 0 && end > ft && rec->ids[end - 1] == eos)
+		end--;
+	nl = end > ft && rec->ids[end - 1] == '\n';
+	decode_reset(r->dec);
+	if (!(lg = decode_feed(r->dec, rec->ids, ft)))
+		return -1;
+	for (int k = ft; k < end + (!nl && eos >= 0); k++) {
+		int t = s_argmax(lg, r->m->cfg.vocab_size);
+		(*ntok)++;
+		if (t != (k < end ? rec->ids[k] : eos))
+			return 0;
+		if (k + 1 < end + (!nl && eos >= 0) && !(lg = decode_feed(r->dec, &t, 1)))
+			return -1;
+	}
+	return 1;
+}
+
+/* Loss, accuracy and router means of one domain into `o`. */
+static int s_domain(erun_t *r, const eval_domain_t *dm, cJSON *o, cJSON *routes)
+{
+	const eval_job_t *job = r->job;
+	const char *paths[1] = { dm->data };
+	data_t *d = data_load(paths, 1, r->tok, job->seq_len, 0);
+	data_cursor_t cur = { 0 };
+	int n, eos = tokenizer_eos_id(r->tok), exact = 0, ntok = 0, nl = r->mo ? r->mo->n_layers : 0;
+	int nr = r->mo && !r->mo->fixed ? r->mo->n_route : 0;
+	double loss = 0.0;
+	long targets = 0, rows = 0;
+
+	if (!d)
+		return -1;
+	n = job->max_records && job->max_records < d->n ? job->max_records : d->n;
+	if (nr)
+		memset(r->route, 0, (size_t)nl * nr * sizeof *r->route);
+	for (int done = 0; done < n;) {
+		int b = n - done < job->batch ? n - done : job->batch, t;
+		data_next_batch(d, &cur, b, r->tokens, r->targets, &t);
+		float l = model_forward(r->m, r->tokens, r->targets, b, t, 0, 0);
+		loss += (double)l * model_target_count(r->m), targets += model_target_count(r->m);
+		for (int s = 0; s < b && nr; s++) {
+			int len = t;
+			while (len > 0 && r->tokens[s * t + len - 1] == d->pad_id)
+				len--;
+			for (int k = 0; k < nl; k++) {
+				int layer, slot;
+				moe_route_mean(r->mo, k, s * t, s * t + len, r->route + (size_t)k * nr, &layer, &slot);
+			}
+			rows += len;
+		}
+		done += b;
+	}
+	for (int i = 0; i < n; i++) {
+		int e = s_exact(r, &d->rec[i], eos, &ntok);
+		if (e < 0)
+			goto err;
+		exact += e;
+	}
+	cJSON_AddStringToObject(o, "name", dm->name);
+	cJSON_AddNumberToObject(o, "records", n);
+	cJSON_AddNumberToObject(o, "loss", targets ? loss / targets : 0.0);
+	cJSON_AddNumberToObject(o, "accuracy", n ? (double)exact / n : 0.0);
+	cJSON_AddNumberToObject(o, "exact", exact);
+	for (int k = 0; k < nl && nr; k++) {
+		cJSON *lay = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(routes, "layers"), k);
+		cJSON *mean = cJSON_GetObjectItemCaseSensitive(lay, "mean");
+		cJSON *arr = cJSON_AddArrayToObject(mean, dm->name);
+		for (int j = 0; j < nr; j++)
+			cJSON_AddItemToArray(arr, cJSON_CreateNumber(rows ? r->route[(size_t)k * nr + j] / rows : 0.0));
+	}
+	data_destroy(&d);
+	return 0;
+err:
+	data_destroy(&d);
+	return -1;
+}
+
+/* Perplexity of the first text_tokens tokens of the held-out text. */
+static int s_perplexity(erun_t *r, cJSON *gen)
+{
+	const eval_job_t *job = r->job;
+	char *text = NULL;
+	size_t len, n;
+	int32_t *ids = NULL;
+	int T = job->seq_len, B = job->batch;
+	double sum = 0.0;
+	long count = 0;
+
+	if (fsx_read_all(job->text, &text, &len) < 0 || tokenizer_encode(r->tok, text, len, &ids, &n) < 0) {
+		free(text);
+		return -1;
+	}
+	free(text);
+	if (job->text_tokens && n > (size_t)job->text_tokens)
+		n = (size_t)job->text_tokens;
+	for (size_t off = 0; off + 1 < n;) {
+		int b = 0;
+		for (; b < B && off + 1 < n; b++) {
+			for (int k = 0; k < T; k++) {
+				size_t i = off + k;
+				r->tokens[b * T + k] = i < n ? ids[i] : 0;
+				r->targets[b * T + k] = i + 1 < n && k + 1 < T ? ids[i + 1] : -1;
+			}
+			off += T - 1;
+		}
+		float l = model_forward(r->m, r->tokens, r->targets, b, T, 0, 0);
+		sum += (double)l * model_target_count(r->m), count += model_target_count(r->m);
+	}
+	free(ids);
+	cJSON_AddNumberToObject(gen, "perplexity", count ? exp(sum / count) : 0.0);
+	cJSON_AddNumberToObject(gen, "text_tokens", (double)count);
+	return 0;
+}
+
+static int s_setup(erun_t *r)
+{
+	const eval_job_t *job = r->job;
+	char tokpath[TRAIN_PATH_MAX + 32];
+	struct stat st;
+
+	if (!(r->m = model_load(job->model)))
+		return -1;
+	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", job->model);
+	if (!(r->tok = tokenizer_open(job->tokenizer[0] ? job->tokenizer : !stat(tokpath, &st) ? tokpath : "bytes")))
+		return -1;
+	if (job->seq_len > r->m->cfg.max_seq)
+		return err_set("'seq_len' %d is longer than the model's max_seq %d", job->seq_len, r->m->cfg.max_seq);
+	if (job->adapter[0] && (bundle_is(job->adapter) ? !(r->mo = bundle_load(r->m, job->adapter))
+				: !(r->lo = lora_load(r->m, job->adapter))))
+		return -1;
+	if (job->route[0]) {
+		int e = r->mo ? moe_expert_index(r->mo, job->route) : -1;
+		moe_seg_t seg = { e, 0, 1 };
+		if (e < 0)
+			return err_set("'route': no expert '%s' (it needs a bundle)", job->route);
+		if (moe_route_fixed(r->mo, &seg, 1, 1) < 0)
+			return -1;
+	}
+	if (model_reserve(r->m, job->batch, job->seq_len) < 0 || !(r->dec = decode_new(r->m, job->seq_len + 1)))
+		return -1;
+	r->tokens = malloc((size_t)job->batch * job->seq_len * sizeof(int));
+	r->targets = malloc((size_t)job->batch * job->seq_len * sizeof(int));
+	r->route = calloc((size_t)(r->mo ? r->mo->n_layers * (r->mo->n_route + 1) : 1), sizeof(double));
+	return r->tokens && r->targets && r->route ? 0 : err_set("out of memory");
+}
+
+static cJSON *s_routes(const moe_t *mo)
+{
+	cJSON *rt = cJSON_CreateObject(), *names = cJSON_AddArrayToObject(rt, "experts");
+	cJSON *layers = cJSON_AddArrayToObject(rt, "layers");
+
+	for (int j = 0; j < mo->n_route; j++)
+		cJSON_AddItemToArray(names, cJSON_CreateString(mo->exp[j + mo->route_base].name));
+	for (int k = 0; k < mo->n_layers; k++) {
+		cJSON *l = cJSON_CreateObject();
+		double dummy = 0.0;
+		int layer, slot;
+		moe_route_mean(mo, k, 0, 0, &dummy, &layer, &slot);
+		cJSON_AddNumberToObject(l, "layer", layer);
+		cJSON_AddStringToObject(l, "module", model_slot_name(slot));
+		cJSON_AddObjectToObject(l, "mean");
+		cJSON_AddItemToArray(layers, l);
+	}
+	return rt;
+}
+
+int eval_run(const eval_job_t *job, FILE *events)
+{
+	erun_t r = { .job = job };
+	cJSON *res = cJSON_CreateObject(), *doms, *gen, *routes = NULL, *ev;
+	double t0 = mtime_s(), acc = 0.0;
+	int rc = -1, navg = 0;
+	char *s;
+
+	if (s_setup(&r) < 0)
+		goto out;
+	ev = cJSON_CreateObject();
+	cJSON_AddStringToObject(ev, "event", "start");
+	cJSON_AddNumberToObject(ev, "total_steps", job->ndom + !!job->text[0]);
+	cJSON_AddNumberToObject(ev, "step", 0);
+	cJSON_AddStringToObject(ev, "mode", "eval");
+	if ((s = jsonu_print(ev)))
+		fprintf(events, "%s\n", s), fflush(events);
+	free(s);
+	cJSON_Delete(ev);
+	cJSON_AddStringToObject(res, "method", r.mo ? moe_method_name(r.mo->cfg.method) : r.lo ? "lora" : "base");
+	cJSON_AddStringToObject(res, "route", job->route[0] ? job->route : "soft");
+	doms = cJSON_AddArrayToObject(res, "domains");
+	gen = cJSON_AddObjectToObject(res, "general");
+	if (r.mo && r.mo->n_route > 0 && !r.mo->fixed)
+		cJSON_AddItemToObject(res, "routers", routes = s_routes(r.mo));
+	else
+		cJSON_AddNullToObject(res, "routers");
+	for (int i = 0; i < job->ndom; i++) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddItemToArray(doms, o);
+		if (s_domain(&r, &job->dom[i], o, routes) < 0) {
+			err_prefix("domain '%s'", job->dom[i].name);
+			goto out;
+		}
+		double a = cJSON_GetObjectItemCaseSensitive(o, "accuracy")->valuedouble;
+		if (!strcmp(job->dom[i].name, job->general))
+			cJSON_AddNumberToObject(gen, "universal_accuracy", a);
+		else
+			acc += a, navg++;
+		ev = cJSON_CreateObject();
+		cJSON_AddStringToObject(ev, "event", "progress");
+		cJSON_AddNumberToObject(ev, "step", i + 1);
+		cJSON_AddNumberToObject(ev, "total_steps", job->ndom + !!job->text[0]);
+		cJSON_AddStringToObject(ev, "domain", job->dom[i].name);
+		cJSON_AddNumberToObject(ev, "accuracy", a);
+		cJSON_AddNumberToObject(ev, "elapsed_s", mtime_s() - t0);
+		if ((s = jsonu_print(ev)))
+			fprintf(events, "%s\n", s), fflush(events);
+		free(s);
+		cJSON_Delete(ev);
+	}
+	cJSON_AddNumberToObject(res, "average_accuracy", navg ? acc / navg : 0.0);
+	if (job->text[0] && s_perplexity(&r, gen) < 0)
+		goto out;
+	cJSON_AddNumberToObject(res, "elapsed_s", mtime_s() - t0);
+	if (job->out[0] && jsonu_write_file(job->out, res) < 0)
+		goto out;
+	ev = cJSON_CreateObject();
+	cJSON_AddStringToObject(ev, "event", "done");
+	cJSON_AddArrayToObject(ev, "outputs");
+	cJSON_AddItemToArray(cJSON_AddArrayToObject(ev, "evaluations"), res);
+	res = NULL;
+	if ((s = jsonu_print(ev)))
+		fprintf(events, "%s\n", s), fflush(events);
+	free(s);
+	cJSON_Delete(ev);
+	rc = 0;
+out:
+	cJSON_Delete(res);
+	free(r.tokens);
+	free(r.targets);
+	free(r.route);
+	decode_destroy(&r.dec);
+	tokenizer_destroy(&r.tok);
+	model_destroy(&r.m);
+	moe_destroy(&r.mo);
+	lora_destroy(&r.lo);
+	return rc;
+}
