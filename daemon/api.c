@@ -549,16 +549,49 @@ static void h_run_metrics(const struct api_req *req, int64_t id, struct api_resp
 	s_series(req, resp, "run_id", id);
 }
 
+/* The offset of the first byte of `s` that is NUL or not well-formed UTF-8
+ * (RFC 3629: no overlongs, surrogates or code points past U+10FFFF), or
+ * `len` when there is none. cJSON takes bytes as they come, and a NUL
+ * would cut a string short after it was checked. */
+static size_t s_utf8_bad(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
+		unsigned cp = n == 0 ? c : n == 1 ? c & 0x1fu : n == 2 ? c & 0x0fu : c & 0x07u;
+
+		if (c == 0 || n == 4 || len - i <= n)
+			return i;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = cp << 6 | (s[i + k] & 0x3fu);
+		}
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += n + 1;
+	}
+	return len;
+}
+
 /* A body that must be a JSON object with only `allowed` keys; NULL with
  * a 400 filled in otherwise. An empty body is {} when `empty_ok`. */
 static cJSON *s_body(const struct api_req *req, struct api_resp *resp, const char *const *allowed, int empty_ok)
 {
+	size_t bad;
 	cJSON *o;
 
 	if (!req->body || req->body_len == 0) {
 		if (empty_ok)
 			return cJSON_CreateObject();
 		api_error(resp, 400, "missing JSON body");
+		return NULL;
+	}
+	if ((bad = s_utf8_bad((const unsigned char *)req->body, req->body_len)) < req->body_len) {
+		api_error(resp, 400, "request body: not UTF-8 text (a NUL or invalid byte at byte %zu)", bad);
 		return NULL;
 	}
 	if (!(o = jsonu_parse(req->body, req->body_len, "request body"))) {

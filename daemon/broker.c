@@ -31,6 +31,7 @@
  */
 #include "config.h"
 #include "daemon/broker.h"
+#include "daemon/job_inputs.h"
 #include "daemon/queue.h"
 #include "daemon/registry.h"
 #include "err.h"
@@ -535,6 +536,8 @@ static cJSON *s_job_body(broker_t *b, const struct queue_lease *l)
 		cJSON_Delete(spec);
 		spec = cJSON_CreateObject();
 	}
+	if (job_inputs_resolve(b->q, spec) < 0)
+		log_error("broker: job %lld: %s", (long long)l->job_id, err_msg());
 	cJSON_AddStringToObject(o, "kind", l->kind);
 	cJSON_AddItemToObject(o, "spec", spec);
 	cJSON_AddNumberToObject(o, "lease_ms", b->o.lease_ms);

@@ -219,6 +219,17 @@ static int s_complete_cached(queue_t *q, int64_t id, int64_t src, int64_t now_ms
 	sqlite3_bind_int64(st, 2, src);
 	if (s_done(q, st) < 0)
 		return QUEUE_ERR;
+	/* The source's evaluations again, under this job and its run. */
+	st = s_stmt(q, "INSERT INTO evaluations (run_id, job_id, domain, metric, value, created_ms) "
+		       "SELECT (SELECT run_id FROM jobs WHERE id = ?1), ?1, domain, metric, value, ?3 "
+		       "FROM evaluations WHERE job_id = ?2");
+	if (!st)
+		return QUEUE_ERR;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, src);
+	sqlite3_bind_int64(st, 3, now_ms);
+	if (s_done(q, st) < 0)
+		return QUEUE_ERR;
 	return s_promote_dependents(q, id, now_ms);
 }
 
@@ -240,6 +251,26 @@ static int s_cached_source(queue_t *q, const char *key, int64_t *src)
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return registry_err(q->r, "looking up a content key");
 	return QUEUE_OK;
+}
+
+int queue_output_sha(queue_t *q, const char *content_key, const char *name, char hex[65])
+{
+	sqlite3_stmt *st = s_stmt(q, "SELECT o.sha256 FROM job_outputs o JOIN jobs j ON j.id = o.job_id "
+				     "WHERE j.content_key = ? AND j.state = 'succeeded' AND o.name = ? "
+				     "ORDER BY j.id LIMIT 1");
+	int rc;
+
+	if (!st)
+		return QUEUE_ERR;
+	sqlite3_bind_text(st, 1, content_key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		snprintf(hex, 65, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return registry_err(q->r, "looking up a job output");
+	return rc == SQLITE_ROW;
 }
 
 static int64_t s_backoff_ms(int failures)

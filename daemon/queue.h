@@ -156,6 +156,10 @@ struct queue_caps {
 	int64_t gpu_mem_mb;        /* free device memory, 0 on CPU */
 };
 
+/* The sha256 of output `name` of the oldest succeeded job with
+ * `content_key` into hex: 1, 0 when there is none, QUEUE_ERR. */
+int queue_output_sha(queue_t *q, const char *content_key, const char *name, char hex[65]);
+
 /* A leased job, filled by queue_lease_next(); release with queue_lease_clear(). */
 struct queue_lease {
 	int64_t job_id;

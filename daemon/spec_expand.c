@@ -244,7 +244,6 @@ int spec_builder_add(struct spec_builder *b, const char *kind, cJSON *stage, con
 		memset(j, 0, sizeof *j);
 		snprintf(j->kind, sizeof j->kind, "%s", kind);
 		memcpy(j->key, key, sizeof key);
-		cJSON_AddStringToObject(stage, "out_dir", ".");
 		j->spec = stage;
 		j->run = b->cur;
 		if (ndeps && !(j->deps = malloc(ndeps * sizeof *j->deps))) {

@@ -22,6 +22,13 @@ cJSON *jsonu_parse(const char *text, size_t len, const char *what)
 		err_set("bad JSON in '%s' near byte %zu", what, at);
 		return NULL;
 	}
+	while (end && (size_t)(end - text) < len && strchr(" \t\r\n", *end) && *end)
+		end++;
+	if (end && (size_t)(end - text) < len) {
+		cJSON_Delete(root);
+		err_set("bad JSON in '%s': unexpected bytes after the value at byte %zu", what, (size_t)(end - text));
+		return NULL;
+	}
 	return root;
 }
 

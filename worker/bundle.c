@@ -37,7 +37,6 @@ static int s_write_expert(const params_t *p, const bundle_expert_info_t *in, con
 	if (!w || !j)
 		goto oom;
 	cJSON_AddStringToObject(j, "name", in->name);
-	cJSON_AddStringToObject(j, "method", in->method);
 	cJSON_AddNumberToObject(j, "rank", in->rank);
 	cJSON_AddNumberToObject(j, "alpha", in->alpha);
 	cJSON_AddBoolToObject(j, "rslora", in->rslora);
@@ -69,14 +68,13 @@ int bundle_save_expert(const moe_t *mo, int e, const char *path)
 				    .reads_h = x->reads_h, .targets = mo->cfg.universal.targets };
 
 	snprintf(in.name, sizeof in.name, "%s", x->name);
-	snprintf(in.method, sizeof in.method, "%s", moe_method_name(mo->cfg.method));
 	return s_write_expert(&x->params, &in, path);
 }
 
 static int s_parse_info(const char *text, const char *path, bundle_expert_info_t *in)
 {
 	cJSON *j = text ? jsonu_parse(text, strlen(text), path) : NULL;
-	const char *name, *method;
+	const char *name;
 	long long rank;
 	double alpha;
 	int rc = -1;
@@ -84,17 +82,16 @@ static int s_parse_info(const char *text, const char *path, bundle_expert_info_t
 	memset(in, 0, sizeof *in);
 	if (!text)
 		return err_set("'%s' is not an expert file (no 'modula_expert' metadata)", path);
-	if (!j || jsonu_req_str(j, "name", &name) < 0 || jsonu_req_str(j, "method", &method) < 0 ||
+	if (!j || jsonu_req_str(j, "name", &name) < 0 ||
 	    jsonu_req_int(j, "rank", &rank) < 0 || jsonu_req_num(j, "alpha", &alpha) < 0 ||
 	    jsonu_opt_bool(j, "rslora", 0, &in->rslora) < 0 || jsonu_opt_bool(j, "reads_h", 0, &in->reads_h) < 0 ||
 	    lora_parse_targets(cJSON_GetObjectItemCaseSensitive(j, "targets"), &in->targets) < 0)
 		goto out;
-	if (rank <= 0 || strlen(name) >= sizeof in->name || strlen(method) >= sizeof in->method) {
+	if (rank <= 0 || strlen(name) >= sizeof in->name) {
 		err_set("bad rank %lld or name '%s'", rank, name);
 		goto out;
 	}
 	snprintf(in->name, sizeof in->name, "%s", name);
-	snprintf(in->method, sizeof in->method, "%s", method);
 	in->rank = (int)rank, in->alpha = (float)alpha;
 	rc = 0;
 out:
@@ -498,7 +495,6 @@ int bundle_import_peft(model_t *m, const char *peft, const char *name, const cha
 	if (!lo)
 		return -1;
 	snprintf(in.name, sizeof in.name, "%s", name);
-	snprintf(in.method, sizeof in.method, "lora");
 	in.rank = lo->cfg.rank, in.alpha = lo->cfg.alpha, in.rslora = lo->cfg.rslora;
 	in.targets = lo->cfg.targets;
 	rc = s_write_expert(&lo->params, &in, path);

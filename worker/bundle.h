@@ -25,10 +25,11 @@
 #define BUNDLE_MANIFEST "modula.json"
 #define BUNDLE_VERSION 1
 
-/* What an expert file says about itself. */
+/* What an expert file says about itself. No method: an expert is the
+ * same file whichever method trained it (the universal expert is shared
+ * by modula-flan and modula-res). */
 typedef struct bundle_expert_info {
 	char name[MOE_NAME_MAX];
-	char method[32];
 	int rank, rslora, reads_h;
 	float alpha;
 	unsigned targets;

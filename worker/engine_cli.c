@@ -4,6 +4,7 @@
 #include "config.h"
 #include "worker/engine_cli.h"
 #include "worker/bundle.h"
+#include "worker/cmd_data.h"
 #include "worker/cmd_modula.h"
 #include "worker/cmd_tokenize.h"
 #include "worker/corpus.h"
@@ -314,6 +315,7 @@ static const struct engine_cmd {
 	{ "tokenize", cmd_tokenize, "--tokenizer FILE|bytes: JSON strings on stdin, ids out" },
 	{ "suite", cmd_suite, "--out DIR [--seed S]: write the multi-domain suite (docs/suite.md)" },
 	{ "corpus", cmd_corpus, "--out FILE: build the pretraining text from Debian's fortunes" },
+	{ "data", cmd_data, "JOB.json: the suite and corpus as a job's outputs (worker/cmd_data.c)" },
 	{ "stage", cmd_stage, "JOB.json: a MoDULA training stage (docs/modula.md)" },
 	{ "eval", cmd_eval, "JOB.json: loss, exact match, perplexity, router means (docs/modula.md)" },
 	{ "export", cmd_export, "--expert FILE --out DIR: an expert as a PEFT LoRA folder" },

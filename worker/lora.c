@@ -65,7 +65,7 @@ static void s_forward(adapter_t *ad, float *y, const float *x, int n, uint64_t k
 		size_t total = (size_t)n * ad->in;
 		uint64_t st = s_stream(la);
 		float p = train ? la->dropout : 0.0f;
-		#pragma omp parallel for schedule(static)
+		#pragma omp parallel for schedule(static) if(total >= OPS_PARALLEL_MIN)
 		for (size_t i = 0; i < total; i++)
 			la->u[i] = p > 0.0f ? x[i] * s_keep(st, i, p) : x[i];
 		u = la->u;
@@ -99,7 +99,7 @@ static void s_backward(adapter_t *ad, float *dx, const float *dy, const float *x
 	size_t total = (size_t)n * ad->in;
 	uint64_t st = s_stream(la);
 	op_gemm(du, la->dh, la->a, n, ad->in, la->r, 0, 0, 1.0f, 0.0f);
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if(total >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < total; i++)
 		dx[i] += du[i] * s_keep(st, i, la->dropout);
 }

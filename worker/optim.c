@@ -1,5 +1,6 @@
 /* optim.c: see optim.h. */
 #include "worker/optim.h"
+#include "kernels/cpu/ops.h"
 #include "err.h"
 
 #include <math.h>
@@ -89,7 +90,7 @@ void optim_step(optim_t *o, float lr)
 		size_t n = p->v[i].n;
 		if (!g)
 			continue;
-		#pragma omp parallel for simd schedule(static)
+		#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 		for (size_t j = 0; j < n; j++) {
 			m[j] = c->beta1 * m[j] + (1.0f - c->beta1) * g[j];
 			v[j] = c->beta2 * v[j] + (1.0f - c->beta2) * g[j] * g[j];

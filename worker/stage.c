@@ -557,6 +557,7 @@ int stage_run(const stage_job_t *job, FILE *events)
 		cJSON_AddNumberToObject(ev, "loss", loss);
 		cJSON_AddNumberToObject(ev, "lr", optim_lr(&t->opt, step));
 		cJSON_AddNumberToObject(ev, "tokens_per_s", now > tstep ? ntok / (now - tstep) : 0.0);
+		cJSON_AddNumberToObject(ev, "tokens", (double)ntok_all);
 		cJSON_AddNumberToObject(ev, "elapsed_s", now - t0);
 		s_emit(events, ev);
 		tstep = now;

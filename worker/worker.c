@@ -11,6 +11,7 @@
 #include "config.h"
 #include "worker/worker.h"
 #include "worker/run_engine.h"
+#include "worker/worker_evals.h"
 #include "worker/worker_store.h"
 #include "kernels/device.h"
 #include "err.h"
@@ -438,7 +439,8 @@ static void s_metric(struct wjob *j, const char *key, double v)
 
 static int s_ev_done(worker_t *w, struct wjob *j, const cJSON *ev)
 {
-	const cJSON *outs = cJSON_GetObjectItem(ev, "outputs"), *evals = cJSON_GetObjectItem(ev, "evaluations"), *o;
+	const cJSON *outs = cJSON_GetObjectItem(ev, "outputs"), *o;
+	cJSON *flat = worker_evals_flat(cJSON_GetObjectItem(ev, "evaluations"));
 	cJSON *b = s_pair(j->job, j->attempt), *arts = cJSON_AddArrayToObject(b, "artifacts");
 	cJSON *evs = cJSON_AddArrayToObject(b, "evaluations");
 	const char *name, *path, *sha;
@@ -458,7 +460,11 @@ static int s_ev_done(worker_t *w, struct wjob *j, const cJSON *ev)
 		cJSON_AddNumberToObject(a, "size", (double)st.st_size);
 		cJSON_AddItemToArray(arts, a);
 	}
-	cJSON_ArrayForEach(o, evals) {
+	cJSON_ArrayForEach(o, cJSON_GetObjectItem(ev, "cost")) {
+		if (cJSON_IsNumber(o) && strlen(o->string) <= 128)
+			s_metric(j, o->string, o->valuedouble);
+	}
+	cJSON_ArrayForEach(o, flat) {
 		const char *dom, *met;
 		double v;
 		cJSON *e;
@@ -474,10 +480,12 @@ static int s_ev_done(worker_t *w, struct wjob *j, const cJSON *ev)
 	}
 	if (proto_check(PROTO_DONE, b) < 0)
 		goto err;
+	cJSON_Delete(flat);
 	cJSON_Delete(j->done);
 	j->done = b;
 	return 0;
 err:
+	cJSON_Delete(flat);
 	cJSON_Delete(b);
 	return err_prefix("the engine's done event");
 }

@@ -23,6 +23,10 @@
 
 #include <stddef.h>
 
+/* Below this much work (elements touched, or multiply-adds) an op runs on
+ * the calling thread: waking a team costs more than it saves. */
+#define OPS_PARALLEL_MIN 32768
+
 /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [M,K]
  * (A stored [K,M] when ta), op(B) is [K,N] (B stored [N,K] when tb). */
 void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,

@@ -30,7 +30,7 @@ static void s_rope(float *x, const float *cosv, const float *sinv, int b, int t,
 {
 	int h = hs / 2;
 
-	#pragma omp parallel for collapse(2) schedule(static)
+	#pragma omp parallel for collapse(2) schedule(static) if((size_t)b * t * nh * hs >= OPS_PARALLEL_MIN)
 	for (int bi = 0; bi < b; bi++) {
 		for (int p = 0; p < t; p++) {
 			const float *c = cosv + (size_t)p * h, *s = sinv + (size_t)p * h;
@@ -65,7 +65,7 @@ void op_attention_forward(float *out, float *att, const float *q, const float *k
 
 	/* Per (batch, head): S = scale Q K^T on the full square (one sgemm is
 	 * faster than the triangle by hand), causal softmax by rows, Y = P V. */
-	#pragma omp parallel for collapse(2) schedule(static)
+	#pragma omp parallel for collapse(2) schedule(static) if((size_t)b * nh * t * t * hs >= OPS_PARALLEL_MIN)
 	for (int bi = 0; bi < b; bi++) {
 		for (int h = 0; h < nh; h++) {
 			const float *qh = q + (size_t)bi * t * qs + (size_t)h * hs;
@@ -102,7 +102,7 @@ void op_attention_backward(float *dq, float *dk, float *dv, float *scratch,
 	/* P = softmax(S), S = scale Q K^T: dP = dY V^T,
 	 * dS = P (dP - rowsum(P dP)), dQ += scale dS K, dK += scale dS^T Q,
 	 * dV += P^T dY. */
-	#pragma omp parallel for collapse(2) schedule(static)
+	#pragma omp parallel for collapse(2) schedule(static) if((size_t)b * nh * t * t * hs >= OPS_PARALLEL_MIN)
 	for (int bi = 0; bi < b; bi++) {
 		for (int kh = 0; kh < nkv; kh++) {
 			float *ds = scratch + (size_t)omp_get_thread_num() * t * t;

@@ -32,7 +32,7 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
 	int lda = ta ? m : k, ldb = tb ? k : n;
 	int nt = omp_get_max_threads();
 
-	if (nt == 1 || (double)m * n * k < 65536.0 * 8) {
+	if (nt == 1 || (double)m * n * k < 16.0 * OPS_PARALLEL_MIN) {
 		op_gemm_serial(c, n, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 		return;
 	}
@@ -59,7 +59,7 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
 
 void op_embedding_forward(float *out, const int *tok, const float *wte, int n, int c)
 {
-	#pragma omp parallel for
+	#pragma omp parallel for if((size_t)n * c >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++)
 		memcpy(out + (size_t)i * c, wte + (size_t)tok[i] * c, (size_t)c * sizeof(float));
 }
@@ -68,7 +68,7 @@ void op_embedding_backward(float *dwte, const float *dout, const int *tok, int n
 {
 	/* Columns are split across threads; every thread walks the tokens in
 	 * order, so each dwte element sums in a fixed order. */
-	#pragma omp parallel
+	#pragma omp parallel if((size_t)n * c >= OPS_PARALLEL_MIN)
 	{
 		#pragma omp for schedule(static)
 		for (int j0 = 0; j0 < c; j0 += 64) {
@@ -87,7 +87,7 @@ void op_matmul_forward(float *out, const float *inp, const float *w, const float
 		       int n, int c, int oc)
 {
 	if (b) {
-		#pragma omp parallel for
+		#pragma omp parallel for if((size_t)n * oc >= OPS_PARALLEL_MIN)
 		for (int i = 0; i < n; i++)
 			memcpy(out + (size_t)i * oc, b, (size_t)oc * sizeof(float));
 	}
@@ -102,7 +102,7 @@ void op_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
 	if (dw)
 		op_gemm(dw, dout, inp, oc, c, n, 1, 0, 1.0f, 1.0f);
 	if (db) {
-		#pragma omp parallel for schedule(static)
+		#pragma omp parallel for schedule(static) if((size_t)n * oc >= OPS_PARALLEL_MIN)
 		for (int o0 = 0; o0 < oc; o0 += 64) {
 			int o1 = o0 + 64 < oc ? o0 + 64 : oc;
 			for (int i = 0; i < n; i++) {
@@ -116,14 +116,14 @@ void op_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
 
 void op_residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++)
 		out[i] = a[i] + b[i];
 }
 
 void op_residual_backward(float *da, float *db, const float *dout, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++) {
 		if (da)
 			da[i] += dout[i];

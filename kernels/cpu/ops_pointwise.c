@@ -8,7 +8,7 @@
 void op_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
 			int n, int c, float eps)
 {
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if((size_t)n * c >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *x = inp + (size_t)i * c;
 		float *o = out + (size_t)i * c;
@@ -30,7 +30,7 @@ void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 	/* out = w * xhat, xhat = x r, r = (mean(x^2) + eps)^-1/2:
 	 * dxhat = dout * w; dx = r (dxhat - xhat mean(dxhat xhat)); dw += dout xhat. */
 	if (dinp) {
-		#pragma omp parallel for schedule(static)
+		#pragma omp parallel for schedule(static) if((size_t)n * c >= OPS_PARALLEL_MIN)
 		for (int i = 0; i < n; i++) {
 			const float *x = inp + (size_t)i * c, *g = dout + (size_t)i * c;
 			float *dx = dinp + (size_t)i * c;
@@ -45,7 +45,7 @@ void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 		}
 	}
 	if (dw) {
-		#pragma omp parallel for schedule(static)
+		#pragma omp parallel for schedule(static) if((size_t)n * c >= OPS_PARALLEL_MIN)
 		for (int j0 = 0; j0 < c; j0 += 64) {
 			int j1 = j0 + 64 < c ? j0 + 64 : c;
 			for (int i = 0; i < n; i++) {
@@ -59,7 +59,7 @@ void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 
 void op_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float g = gate[i];
 		out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -69,7 +69,7 @@ void op_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 void op_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
 			const float *up, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float g = gate[i], s = 1.0f / (1.0f + expf(-g));
 		dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
@@ -79,14 +79,14 @@ void op_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 
 void op_leakyrelu_forward(float *out, const float *inp, float slope, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++)
 		out[i] = inp[i] > 0.0f ? inp[i] : slope * inp[i];
 }
 
 void op_leakyrelu_backward(float *dinp, const float *dout, const float *inp, float slope, size_t n)
 {
-	#pragma omp parallel for simd schedule(static)
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
 	for (size_t i = 0; i < n; i++)
 		dinp[i] += inp[i] > 0.0f ? dout[i] : slope * dout[i];
 }
@@ -105,7 +105,7 @@ static float s_logsumexp(const float *x, int k)
 
 void op_softmax_forward(float *out, const float *inp, int n, int k)
 {
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if((size_t)n * k >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *x = inp + (size_t)i * k;
 		float *o = out + (size_t)i * k;
@@ -118,7 +118,7 @@ void op_softmax_forward(float *out, const float *inp, int n, int k)
 
 void op_softmax_backward(float *dinp, const float *dout, const float *out, int n, int k)
 {
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if((size_t)n * k >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *g = dout + (size_t)i * k, *p = out + (size_t)i * k;
 		float *d = dinp + (size_t)i * k;
@@ -134,7 +134,7 @@ void op_softmax_backward(float *dinp, const float *dout, const float *out, int n
 void op_crossentropy_forward(float *losses, float *lse, const float *logits,
 			     const int *targets, int n, int v)
 {
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if((size_t)n * v >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *x = logits + (size_t)i * v;
 
@@ -146,7 +146,7 @@ void op_crossentropy_forward(float *losses, float *lse, const float *logits,
 void op_crossentropy_backward(float *dlogits, const float *dlosses, const float *logits,
 			      const float *lse, const int *targets, int n, int v)
 {
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if((size_t)n * v >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *x = logits + (size_t)i * v;
 		float *d = dlogits + (size_t)i * v;

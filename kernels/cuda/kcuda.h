@@ -54,8 +54,10 @@ size_t kcuda_dtype_size(int dt);
 const char *kcuda_dtype_name(int dt);
 
 /* 0 when a CUDA device answers and cuBLAS starts; `info` then describes it
- * ("NVIDIA H100 80GB HBM3, sm_90, 79.6 GiB free of 79.6 GiB"). Otherwise -1
- * and `info` says why ("no NVIDIA driver or GPU on this machine", ...). */
+ * ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.6 GiB free of 79.6 GiB").
+ * Otherwise -1 and `info` says why: no NVIDIA driver or GPU on this
+ * machine, a driver older than the runtime, a GPU older than sm_80 (no bf16
+ * tensor cores), or cuBLAS failing to start. */
 int kcuda_probe(char *info, size_t n);
 
 /* ---- device memory -------------------------------------------------- */

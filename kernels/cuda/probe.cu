@@ -44,6 +44,11 @@ extern "C" int kcuda_probe(char *info, size_t n)
 		snprintf(info, n, "CUDA device 0 does not answer: %s", cudaGetErrorString(e));
 		return -1;
 	}
+	if (prop.major < 8) {
+		snprintf(info, n, "%s is sm_%d%d: the CUDA backend needs sm_80 or newer (bf16 tensor "
+			 "cores); use --device cpu", prop.name, prop.major, prop.minor);
+		return -1;
+	}
 	s = cublasCreate(&h);
 	if (s != CUBLAS_STATUS_SUCCESS) {
 		snprintf(info, n, "cuBLAS failed to start on %s: %s (is libcublas.so.13 the "

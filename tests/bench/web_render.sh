@@ -6,6 +6,6 @@
 export top_srcdir top_builddir
 . "$top_srcdir/tests/web/daemon.sh"
 web_start || { echo "modulad did not start" >&2; exit 1; }
-WEB_CHROMIUM=$(/usr/bin/chromium --version 2>/dev/null | sed 's/[^0-9.]//g')
+WEB_CHROMIUM=$(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}')
 export WEB_CHROMIUM
 node "$top_srcdir/tests/bench/web_render.mjs"

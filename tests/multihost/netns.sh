@@ -81,10 +81,10 @@ ip -n "$nsd" link add va type veth peer name eth0 netns "$nsa" &&
 	ip -n "$nsa" link set eth0 up && ip -n "$nsb" link set eth0 up &&
 	ip -n "$nsb" route add 10.77.1.0/24 via 10.77.2.1 ||
 	bail "cannot wire the namespaces with veth pairs"
-on "$nsb" ping -c 1 -W 5 10.77.1.1 >/dev/null
-check "host B reaches the daemon host's address 10.77.1.1" $?
-on "$nsa" ping -c 1 -W 1 10.77.2.2 >/dev/null 2>&1
-check "host A does not reach host B (separate links)" $([ $? -ne 0 ]; echo $?)
+ip -n "$nsb" route get 10.77.1.1 >/dev/null
+check "host B has a route to the daemon host's 10.77.1.1" $?
+ip -n "$nsa" route get 10.77.2.2 >/dev/null 2>&1
+check "host A has none to host B (separate links)" $([ $? -ne 0 ]; echo $?)
 
 # ---- keys, tokens, the daemon ---------------------------------------------------------------
 http="10.77.1.1:8600"
@@ -99,7 +99,7 @@ op=$("$MODULAD" token create --data "$tmp/data" --role operator --note netns 2>>
 viewer=$("$MODULAD" token create --data "$tmp/data" --role viewer --note netns 2>>"$tmp/tokens.log")
 check "operator and viewer tokens" $([ -n "$op" ] && [ -n "$viewer" ]; echo $?)
 
-on "$nsd" "$MODULAD" --data "$tmp/data" --http "$http" --broker "$broker" \
+ip netns exec "$nsd" "$MODULAD" --data "$tmp/data" --http "$http" --broker "$broker" \
 	--curve-secret "$tmp/keys/broker.key" --curve-allow "$tmp/data/workers.allow" \
 	>>"$tmp/daemon.log" 2>&1 &
 pids="$pids $!"
@@ -133,7 +133,7 @@ check "the dataset is uploaded from host B ($code)" $([ "$code" = 201 ]; echo $?
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 for w in a b; do
 	eval "ns=\$ns$w"
-	on "$ns" "$WORKER" --broker "$broker" --id "w$w" --device cpu --work "$tmp/w$w" \
+	ip netns exec "$ns" "$WORKER" --broker "$broker" --id "w$w" --device cpu --work "$tmp/w$w" \
 		--engine "$ENGINE" --curve-server-key "$tmp/keys/broker.pub" \
 		--curve-keys "$tmp/keys/w$w.key" >>"$tmp/w$w.log" 2>&1 &
 	pids="$pids $!"
@@ -146,7 +146,7 @@ train_job() {
 	printf '{"kind": "train", "max_attempts": 3, "spec": {"model": "random", '
 	printf '"model_config": {"dim": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 64, "max_seq": 64}, '
 	printf '"tokenizer": "bytes", "data": ["data/train.jsonl"], "inputs": {"data/train.jsonl": "%s"}, ' "$data"
-	printf '"mode": "lora", "lora": {"rank": 4}, "steps": %d, "batch": 4, "seq_len": 32, ' "$2" 
+	printf '"mode": "lora", "lora": {"rank": 4}, "steps": %d, "batch": 4, "seq_len": 32, ' "$2"
 	printf '"lr": 0.001, "seed": %d, "checkpoint_every": %d, "out_dir": "run"}}' "$1" "$3"
 }
 submit() {
@@ -171,7 +171,7 @@ got=$(on "$nsb" curl -s -f -H "Authorization: Bearer $viewer" "$api/artifacts/$o
 check "an output reads back from host B with its sha256" $([ -n "$out" ] && [ "$got" = "$out" ]; echo $?)
 
 # ---- cut one host off mid-job ----------------------------------------------------------------------
-submit "{\"jobs\": [$(train_job 9 400 10)]}"
+submit "{\"jobs\": [$(train_job 9 8000 250)]}"
 check "a longer job is submitted" $?
 wait_for "SELECT checkpoint IS NOT NULL AND state = 'running' FROM jobs WHERE id = 5" 1 900
 check "it runs and has uploaded a checkpoint" $?
@@ -183,8 +183,7 @@ wait_for "SELECT state = 'succeeded' AND worker = '$other' FROM jobs WHERE id = 
 check "its job was requeued and finished on the other host ($other)" $?
 att=$(sql "SELECT attempts FROM jobs WHERE id = 5")
 check "on a second attempt ($att)" $([ "$att" -ge 2 ]; echo $?)
-grep -q '"resumed":true' "$tmp/$other/job-5/engine.log" 2>/dev/null ||
-	[ -f "$tmp/$other/job-5/checkpoints/step-00000000-resume.safetensors" ]
+[ -f "$tmp/$other/job-5/checkpoints/step-00000000-resume.safetensors" ]
 check "it resumed from the checkpoint uploaded before the cut" $?
 lost=$(sql "SELECT state FROM workers WHERE id = '$victim'")
 check "the broker lost $victim ($lost)" $([ "$lost" != up ]; echo $?)

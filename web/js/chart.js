@@ -9,6 +9,13 @@ export function color(i) {
 	return i < PALETTE.length ? PALETTE[i] : `hsl(${(i * 137.508) % 360}, 60%, 45%)`;
 }
 
+// A y tick short enough to tell neighbours apart (lr is often ~1e-4).
+function s_tick(v) {
+	if (v === 0)
+		return '0';
+	return Math.abs(v) < 0.01 || Math.abs(v) >= 1e5 ? v.toExponential(2) : String(Number(v.toPrecision(4)));
+}
+
 export class Curves {
 	// opts: {title, height, ylabel}
 	constructor(el, opts) {
@@ -66,7 +73,7 @@ export class Curves {
 			legend: { show: names.length <= 12 },
 			cursor: { drag: { x: true, y: false } },
 			scales: { x: { time: false } },
-			axes: [{ label: 'step' }, { label: this.opts.ylabel || '', size: 60 }],
+			axes: [{ label: 'step' }, { label: this.opts.ylabel || '', size: 64, values: (u, splits) => splits.map(s_tick) }],
 			series: [{ label: 'step' }, ...names.map((n, i) => ({ label: n, stroke: color(i), width: 1.5, spanGaps: true, points: { show: false } }))],
 		}, data, this.el);
 	}

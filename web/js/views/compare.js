@@ -32,7 +32,7 @@ function s_table(testid, head, rows, lower) {
 		bestOf[c] = vals.some((v) => v !== null) ? best(vals, lower) : -1;
 	}
 	return h('table', { class: 't', 'data-testid': testid },
-		h('thead', null, h('tr', null, head.map((x, c) => h('th', { class: c >= 2 ? 'num' : '' }, x)))),
+		h('thead', null, h('tr', null, head.map((x, c) => h('th', { class: rows.some((r) => r[c] && typeof r[c] === 'object' && !(r[c] instanceof Node)) ? 'num' : '' }, x)))),
 		h('tbody', null, rows.map((r, i) => h('tr', null, r.map((cell, c) => {
 			const isObj = typeof cell === 'object' && cell !== null && !(cell instanceof Node);
 			return h('td', { class: (isObj ? 'num' : '') + (bestOf[c] === i ? ' best' : ''), dataset: isObj && cell.value !== null ? { value: cell.value } : null },
@@ -78,10 +78,10 @@ export async function render(root, ctx) {
 	const dir = lower ? 'lower is better' : 'higher is better';
 	root.append(card(`${metric} by domain: mean ± std over seeds (${dir}, ★ best)`, s_table('groups',
 		['group', 'seeds', ...t.domains, 'average'],
-		gs.map((g) => [g.key, String(g.n), ...t.domains.map((d) => pm(g.cells[d])), pm(g.avg)]), lower)));
+		gs.map((g) => [g.key, { text: String(g.n), value: null }, ...t.domains.map((d) => pm(g.cells[d])), pm(g.avg)]), lower)));
 	root.append(card(`${metric} by domain, per run`, s_table('per-run',
 		['run', 'method', 'seed', ...t.domains, 'average'],
-		t.rows.map((r) => [h('a', { href: `#/runs/${r.run.id}` }, r.run.id), r.run.method, String(r.run.seed),
+		t.rows.map((r) => [h('a', { href: `#/runs/${r.run.id}` }, r.run.id), r.run.method, { text: String(r.run.seed), value: null },
 			...t.domains.map((d) => (r.values[d] === undefined ? { text: '–', value: null } : { text: fmtNum(r.values[d]), value: r.values[d] })),
 			r.avg === null ? { text: '–', value: null } : { text: fmtNum(r.avg), value: r.avg }]), lower)));
 	root.dataset.tableMs = (performance.now() - t0).toFixed(1);
