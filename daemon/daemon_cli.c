@@ -21,6 +21,7 @@ static const char s_usage[] =
 	"usage: modulad --data DIR [--http HOST:PORT] [--broker ENDPOINT] [--web DIR]\n"
 	"               [--log FILE] [--log-level LEVEL] [--curve-secret FILE --curve-allow FILE]\n"
 	"       modulad token create --data DIR --role operator|viewer|worker [--note TEXT]\n"
+	"       modulad token revoke --data DIR --note TEXT\n"
 	"       modulad keygen PREFIX\n"
 	"\n"
 	"The modula daemon: keeps the registry (DIR/registry.db), the job queue\n"
@@ -43,6 +44,8 @@ static const char s_usage[] =
 	"\n"
 	"token create prints a new API token once (the registry keeps its hash):\n"
 	"operator tokens may submit, cancel and retry; viewer tokens may read.\n"
+	"token revoke deletes every token created with that --note (rotate: create\n"
+	"the new token with a new note, hand it out, revoke the old note).\n"
 	"keygen writes a CURVE keypair to PREFIX.key and PREFIX.pub.\n";
 
 static volatile sig_atomic_t s_stop;
@@ -59,7 +62,8 @@ static int s_usage_error(const char *msg)
 	return 2;
 }
 
-/* modulad token create --data DIR --role R [--note TEXT] */
+/* modulad token create --data DIR --role R [--note TEXT]
+ * modulad token revoke --data DIR --note TEXT */
 static int s_token(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -72,10 +76,11 @@ static int s_token(int argc, char **argv)
 	char db[PATH_MAX], token[AUTH_TOKEN_LEN + 1];
 	enum auth_role role;
 	registry_t *r;
-	int c, rc;
+	int c, rc, revoke;
 
-	if (argc < 2 || strcmp(argv[1], "create") != 0)
-		return s_usage_error("expected 'token create'");
+	if (argc < 2 || (strcmp(argv[1], "create") != 0 && strcmp(argv[1], "revoke") != 0))
+		return s_usage_error("expected 'token create' or 'token revoke'");
+	revoke = strcmp(argv[1], "revoke") == 0;
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "D:r:n:", opts, NULL)) != -1) {
 		switch (c) {
@@ -89,12 +94,14 @@ static int s_token(int argc, char **argv)
 			note = optarg;
 			break;
 		default:
-			return s_usage_error("bad option to 'token create'");
+			return s_usage_error("bad option to 'token'");
 		}
 	}
-	if (!data || !role_name)
+	if (revoke && (!data || !note || role_name))
+		return s_usage_error("token revoke needs --data DIR and --note TEXT (and no --role)");
+	if (!revoke && (!data || !role_name))
 		return s_usage_error("token create needs --data DIR and --role operator|viewer|worker");
-	if (auth_role_parse(role_name, &role) < 0)
+	if (!revoke && auth_role_parse(role_name, &role) < 0)
 		return s_usage_error(err_msg());
 	if ((size_t)snprintf(db, sizeof db, "%s/registry.db", data) >= sizeof db)
 		return s_usage_error("data folder path too long");
@@ -102,13 +109,20 @@ static int s_token(int argc, char **argv)
 		fprintf(stderr, "modulad: %s\n", err_msg());
 		return 1;
 	}
-	rc = auth_token_create(r, role, note ? note : "modulad token create", mtime_wall_ms(), token);
+	if (revoke) {
+		rc = auth_token_revoke_note(r, note);
+		if (rc == 0)
+			printf("revoked %d token(s) noted '%s'\n", sqlite3_changes(registry_db(r)), note);
+	} else {
+		rc = auth_token_create(r, role, note ? note : "modulad token create", mtime_wall_ms(), token);
+		if (rc == 0)
+			printf("%s\n", token);
+	}
 	registry_close(&r);
 	if (rc < 0) {
 		fprintf(stderr, "modulad: %s\n", err_msg());
 		return 1;
 	}
-	printf("%s\n", token);
 	return 0;
 }
 

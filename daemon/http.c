@@ -161,6 +161,14 @@ static void s_begin(http_t *h, struct request *rq, struct MHD_Connection *c, con
 		rq->refused = 1;
 		return;
 	}
+	if (rq->route != ROUTE_UPLOAD) { /* refuse an announced oversized body before reading it */
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > h->max_body) {
+			rq->too_big = 1;
+			api_error(&rq->resp, 413, "request body larger than %zu bytes", h->max_body);
+			return;
+		}
+	}
 	if (rq->route == ROUTE_UPLOAD || rq->route == ROUTE_DOWNLOAD) {
 		const char *name = url + strlen(HTTP_ARTIFACTS);
 		if (!sha256_is_hex(name)) {
@@ -388,7 +396,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *c, const char 
 			return MHD_NO;
 		*con_cls = rq;
 		s_begin(h, rq, c, url, method);
-		return MHD_YES;
+		return rq->too_big ? s_queue(c, &rq->resp) : MHD_YES;
 	}
 	if (*size) {
 		s_body(h, rq, data, *size);

@@ -604,7 +604,10 @@ static int s_insert_metrics(queue_t *q, int64_t id, int64_t run_id, const struct
 
 	if (n == 0)
 		return QUEUE_OK;
-	st = s_stmt(q, "INSERT INTO metrics (job_id, run_id, key, step, value, t_ms) VALUES (?, ?, ?, ?, ?, ?)");
+	/* A point is kept once per (job, key, step): a retry that resumes from a
+	 * checkpoint replays the steps after it and reports them again. */
+	st = s_stmt(q, "INSERT INTO metrics (job_id, run_id, key, step, value, t_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 "
+		       "WHERE NOT EXISTS (SELECT 1 FROM metrics WHERE job_id = ?1 AND key = ?3 AND step = ?4)");
 	if (!st)
 		return QUEUE_ERR;
 	for (size_t i = 0; i < n; i++) {

@@ -170,9 +170,18 @@ static int s_model(const struct point *pt, struct job *j)
 		s_in(pt, j, "in/base/model.safetensors", pt->base, "model_weights");
 		return 0;
 	}
+	if (cJSON_IsString(p)) {
+		cJSON_AddStringToObject(j->o, "model", p->valuestring);
+		return 0;
+	}
+	/* A registry model's artifact is its weights file; the engine also
+	 * needs a config.json beside it, which the registry does not hand out
+	 * yet (docs/specs.md). */
+	p = cJSON_GetObjectItemCaseSensitive(bm, "artifact");
 	if (!cJSON_IsString(p))
-		return err_set("base_model: the stage jobs take an embedded or a 'path' model only");
-	cJSON_AddStringToObject(j->o, "model", p->valuestring);
+		return err_set("base_model: expected an embedded, 'path' or 'registry' model");
+	cJSON_AddStringToObject(j->o, "model", "in/base");
+	cJSON_AddStringToObject(j->in, "in/base/model.safetensors", p->valuestring);
 	return 0;
 }
 
@@ -474,7 +483,13 @@ int spec_stage_run(struct spec_builder *b, const spec_t *s, const struct spec_me
 	if ((it = cJSON_GetObjectItemCaseSensitive(ev_set, "batch")))
 		cJSON_AddItemToObject(ev.o, "batch", cJSON_Duplicate(it, 1));
 	s_copy(&pt, ev.o, "seq_len", NULL);
-	cJSON_AddStringToObject(ev.o, "out", "evaluation.json");
+	/* The label in the output's name keeps each run's evaluation its own,
+	 * even when two labels of a sweep end in the same trained bundle. */
+	snprintf(rel, sizeof rel, "eval-%s.json", m->label);
+	for (char *c = rel + 5; *c; c++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", *c))
+			*c = '_';
+	cJSON_AddStringToObject(ev.o, "out", rel);
 	rc = s_add(&pt, "eval", &ev, &idx);
 	ev.o = NULL;
 out:

@@ -520,7 +520,8 @@ int proto_key_public(const char *key_or_path, char public_z85[PROTO_Z85_LEN + 1]
 	size_t len;
 	int rc;
 
-	if (proto_z85_valid(key_or_path)) {
+	/* A 40-character path can also be valid z85: an existing file wins. */
+	if (proto_z85_valid(key_or_path) && access(key_or_path, F_OK) < 0) {
 		memcpy(public_z85, key_or_path, PROTO_Z85_LEN + 1);
 		return 0;
 	}

@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int s_append(int32_t *dst, int *n, int cap, const int32_t *src, size_t k)
+/* Append up to k ids, as many as fit in cap. */
+static void s_append(int32_t *dst, int *n, int cap, const int32_t *src, size_t k)
 {
 	size_t take = k < (size_t)(cap - *n) ? k : (size_t)(cap - *n);
 
 	memcpy(dst + *n, src, take * sizeof *src);
 	*n += (int)take;
-	return (int)take;
 }
 
 /* Tokenize one record into r. 0, 1 when dropped, or -1. */

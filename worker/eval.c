@@ -111,24 +111,37 @@ static int s_argmax(const float *v, int n)
 	return best;
 }
 
-/* Greedy continuation of one record against its response: 1 exact, 0 not. */
-static int s_exact(erun_t *r, const data_record_t *rec, int eos, int *ntok)
+/* 1 when token `id` decodes to text ending in a newline. */
+static int s_ends_nl(tokenizer_t *tok, int id)
 {
-	int ft = rec->first_target, end = rec->n, nl;
+	char *text = NULL;
+	size_t len = 0;
+	int32_t one = id;
+	int nl = tokenizer_decode(tok, &one, 1, &text, &len) == 0 && len && text[len - 1] == '\n';
+
+	free(text);
+	return nl;
+}
+
+int eval_exact(decode_t *dec, tokenizer_t *tok, int vocab, const data_record_t *rec, int eos)
+{
+	int ft = rec->first_target, end = rec->n, nl, stop;
 	const float *lg;
 
 	if (eos >= 0 && end > ft && rec->ids[end - 1] == eos)
 		end--;
-	nl = end > ft && rec->ids[end - 1] == '\n';
-	decode_reset(r->dec);
-	if (!(lg = decode_feed(r->dec, rec->ids, ft)))
+	nl = end > ft && s_ends_nl(tok, rec->ids[end - 1]);
+	stop = end + (!nl && eos >= 0);         /* compare the eos too */
+	if (ft <= 0)
+		return 0;       /* no prompt token to start from */
+	decode_reset(dec);
+	if (!(lg = decode_feed(dec, rec->ids, ft)))
 		return -1;
-	for (int k = ft; k < end + (!nl && eos >= 0); k++) {
-		int t = s_argmax(lg, r->m->cfg.vocab_size);
-		(*ntok)++;
+	for (int k = ft; k < stop; k++) {
+		int t = s_argmax(lg, vocab);
 		if (t != (k < end ? rec->ids[k] : eos))
 			return 0;
-		if (k + 1 < end + (!nl && eos >= 0) && !(lg = decode_feed(r->dec, &t, 1)))
+		if (k + 1 < stop && !(lg = decode_feed(dec, &t, 1)))
 			return -1;
 	}
 	return 1;
@@ -141,7 +154,7 @@ static int s_domain(erun_t *r, const eval_domain_t *dm, cJSON *o, cJSON *routes)
 	const char *paths[1] = { dm->data };
 	data_t *d = data_load(paths, 1, r->tok, job->seq_len, 0);
 	data_cursor_t cur = { 0 };
-	int n, eos = tokenizer_eos_id(r->tok), exact = 0, ntok = 0, nl = r->mo ? r->mo->n_layers : 0;
+	int n, eos = tokenizer_eos_id(r->tok), exact = 0, nl = r->mo ? r->mo->n_layers : 0;
 	int nr = r->mo && !r->mo->fixed ? r->mo->n_route : 0;
 	double loss = 0.0;
 	long targets = 0, rows = 0;
@@ -162,14 +175,14 @@ static int s_domain(erun_t *r, const eval_domain_t *dm, cJSON *o, cJSON *routes)
 				len--;
 			for (int k = 0; k < nl; k++) {
 				int layer, slot;
-				moe_route_mean(r->mo, k, s * t, s * t + len, r->route + (size_t)k * nr, &layer, &slot);
+				moe_route_sum(r->mo, k, s * t, s * t + len, r->route + (size_t)k * nr, &layer, &slot);
 			}
 			rows += len;
 		}
 		done += b;
 	}
 	for (int i = 0; i < n; i++) {
-		int e = s_exact(r, &d->rec[i], eos, &ntok);
+		int e = eval_exact(r->dec, r->tok, r->m->cfg.vocab_size, &d->rec[i], eos);
 		if (e < 0)
 			goto err;
 		exact += e;
@@ -273,7 +286,7 @@ static cJSON *s_routes(const moe_t *mo)
 		cJSON *l = cJSON_CreateObject();
 		double dummy = 0.0;
 		int layer, slot;
-		moe_route_mean(mo, k, 0, 0, &dummy, &layer, &slot);
+		moe_route_sum(mo, k, 0, 0, &dummy, &layer, &slot);
 		cJSON_AddNumberToObject(l, "layer", layer);
 		cJSON_AddStringToObject(l, "module", model_slot_name(slot));
 		cJSON_AddObjectToObject(l, "mean");

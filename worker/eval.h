@@ -18,6 +18,9 @@
 #ifndef MODULA_EVAL_H
 #define MODULA_EVAL_H
 
+#include "worker/data.h"
+#include "worker/decode.h"
+#include "worker/tokenizer.h"
 #include "worker/train.h"
 
 #include <cjson/cJSON.h>
@@ -48,5 +51,12 @@ void eval_job_free(eval_job_t *job);
 
 /* Run it: start/progress/done events on `events`. 0, or -1 via err_set(). */
 int eval_run(const eval_job_t *job, FILE *events);
+
+/* Exact match of one record by greedy decoding on `dec`'s model: the
+ * prompt (ids before first_target) is fed, then each argmax token must be
+ * the response's, up to its last token when that one ends in a newline,
+ * else followed by `eos` (when >= 0; a trailing eos in the record is the
+ * one compared). 1 exact, 0 not, -1 via err_set(). */
+int eval_exact(decode_t *dec, tokenizer_t *tok, int vocab, const data_record_t *rec, int eos);
 
 #endif

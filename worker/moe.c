@@ -593,7 +593,7 @@ float moe_aux_loss(const moe_t *mo)
 	return mo->n_layers ? (float)(sum / mo->n_layers) : 0.0f;
 }
 
-void moe_route_mean(const moe_t *mo, int k, int lo, int hi, double *sum, int *layer, int *slot)
+void moe_route_sum(const moe_t *mo, int k, int lo, int hi, double *sum, int *layer, int *slot)
 {
 	const moe_layer_t *L = mo->layers[k];
 

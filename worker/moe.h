@@ -125,9 +125,9 @@ int moe_route_fixed(moe_t *mo, const moe_seg_t *seg, int nseg, int nseq);
 /* The load-balancing loss of the last forward (0 without top-k). */
 float moe_aux_loss(const moe_t *mo);
 
-/* Mean routing weight of each router row over rows [lo, hi) of the last
- * forward, added into sum[n_route] for adapted layer `k` (0..n_layers-1);
- * where the layer hangs goes to *layer, *slot. */
-void moe_route_mean(const moe_t *mo, int k, int lo, int hi, double *sum, int *layer, int *slot);
+/* The routing weights of each router row over rows [lo, hi) of the last
+ * soft-routed forward, summed into sum[n_route], for adapted layer `k`
+ * (0..n_layers-1); where that layer hangs goes to *layer, *slot. */
+void moe_route_sum(const moe_t *mo, int k, int lo, int hi, double *sum, int *layer, int *slot);
 
 #endif

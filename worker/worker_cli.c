@@ -101,6 +101,10 @@ int worker_cli_main(int argc, char **argv)
 
 	if (argc >= 2 && !strcmp(argv[1], "keygen"))
 		return s_keygen(argc, argv);
+	/* Engines inherit this: OpenMP's default spinning wait makes them
+	 * many times slower on shared cores (docs/engine.md). A value the
+	 * user set is kept. */
+	setenv("OMP_WAIT_POLICY", "passive", 0);
 	while ((c = getopt_long(argc, argv, "b:s:d:m:w:e:i:k:K:l:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':

@@ -17,7 +17,8 @@
 # model.safetensors next to a good config.json, read by `modula-engine
 # logits`; tokenizer = a tokenizer.json used by `modula-engine tokenize`;
 # dataset = the train.jsonl of a one-step `modula-engine train` job of the
-# tiny random model; cli = a command line.
+# tiny random model (bytes tokenizer, or the file of a "tokenizer:" line,
+# @SRC@ being the source tree); cli = a command line.
 #
 # One modulad serves the api/http/zmq cases over a registry seeded with jobs,
 # a model, a dataset and an artifact. After every case: the daemon still
@@ -141,8 +142,10 @@ sys.stdout.write(out.decode("latin-1"))' "$http_port" "$tmp/raw" >"$tmp/out" 2>&
 		rm -rf "$tmp/train"
 		mkdir -p "$tmp/train"
 		cp "$in" "$tmp/train/train.jsonl"
-		printf '%s' '{"model":"random","model_config":{"dim":16,"n_layers":1,"n_heads":2,"n_kv_heads":1,"ffn_dim":32,"max_seq":32},
-			"tokenizer":"bytes","data":"train.jsonl","steps":1,"batch":2,"seq_len":16,"out_dir":"out"}' >"$tmp/train/job.json"
+		tok=$(field tokenizer "$f" | sed "s|@SRC@|$top_srcdir|")
+		printf '{"model":"random","model_config":{"vocab_size":300,"dim":16,"n_layers":1,"n_heads":2,"n_kv_heads":1,
+			"ffn_dim":32,"max_seq":32},"tokenizer":"%s","data":"train.jsonl","steps":1,"batch":2,"seq_len":16,
+			"out_dir":"out"}' "${tok:-bytes}" >"$tmp/train/job.json"
 		"$ENGINE" train "$tmp/train/job.json" >>"$tmp/ans" 2>&1
 		echo $? >"$tmp/status" ;;
 	cli)

@@ -30,7 +30,7 @@ print(f"  {'tokens/s':22s}{e['tokens_per_s']:12.1f}{p['tokens_per_s']:12.1f}"
       f"{e['tokens_per_s']/p['tokens_per_s']:8.2f}x")
 print(f"  {'peak RSS (MB)':22s}{e['maxrss_mb']:12.1f}{p['maxrss_mb']:12.1f}"
       f"{e['maxrss_mb']/p['maxrss_mb']:8.2f}x")
-print(f"  {'loss after steps':22s}{e['loss']:12.4f}{p['loss']:12.4f}")
+print(f"  {'loss (own random init)':22s}{e['loss']:12.4f}{p['loss']:12.4f}")
 print(f"  engine: {e['gflops']:.1f} GFLOP/s of {e['step_gflop']:.1f} GFLOP/step = "
       f"{100*e['gflops']/e['sgemm_peak_gflops']:.0f}% of OpenBLAS sgemm peak "
       f"({e['sgemm_peak_gflops']:.1f} GFLOP/s, 1024^3, 1 thread per block x {e['threads']})")

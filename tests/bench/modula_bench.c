@@ -2,9 +2,11 @@
  * several domain experts over one pass against separate runs. Not a test:
  * nothing is asserted; it prints figures side by side, as ratios.
  *
- *   modula_bench [steps]
+ *   modula_bench [steps] [dim]
  *
- * On the embedded tiny configuration (train.h) with random weights and a
+ * On the embedded tiny configuration (train.h), or with `dim` (a multiple
+ * of 64) a wider one (heads of 64, half as many kv heads, ffn 2.75 dim,
+ * to see the adapters' share shrink as the model grows), random weights, a
  * fixed random batch of 16 x 64 tokens, after 2 warm-up steps, the median
  * of `steps` (default 10) training steps (forward, backward, AdamW) of:
  *   lora         rank 16 on q,k,v,o,gate,up,down (lora.c)
@@ -78,7 +80,7 @@ static double s_time(model_t *m, moe_t *mo, const params_t *p, int b, int steps,
 
 int main(int argc, char **argv)
 {
-	int steps = argc > 1 ? atoi(argv[1]) : 10;
+	int steps = argc > 1 ? atoi(argv[1]) : 10, dim = argc > 2 ? atoi(argv[2]) : 0;
 	model_config_t c;
 	model_t *m;
 	lora_t *lo;
@@ -90,6 +92,10 @@ int main(int argc, char **argv)
 	if (steps < 1 || steps > 64)
 		steps = 10;
 	train_default_config(&c);
+	if (dim >= 128 && dim % 64 == 0) {
+		c.dim = dim, c.head_dim = 64, c.n_heads = dim / 64, c.n_kv_heads = dim / 128;
+		c.ffn_dim = dim * 11 / 4;
+	}
 	for (int i = 0; i < 4 * BT * T; i++)
 		s_tok[i] = (i * 131 + 7) % 256, s_tgt[i] = i % T < 20 ? -1 : (i * 37 + 1) % 256;
 	if (!(m = model_new(&c)) || model_reserve(m, 4 * BT, T) < 0)
@@ -107,8 +113,8 @@ int main(int argc, char **argv)
 	moe_set_trainable(mo, 0x1e, 0);
 	double tone = s_time(m, mo, &mo->train, 4 * BT, steps, 4, 0);
 	double tsep = s_time(m, mo, &mo->train, 4 * BT, steps, 4, 1);
-	printf("step time, %d x %d tokens, median of %d (tiny config: dim %d, %d layers)\n", BT, T, steps,
-	       c.dim, c.n_layers);
+	printf("step time, %d x %d tokens, median of %d (dim %d, ffn %d, %d layers)\n", BT, T, steps,
+	       c.dim, c.ffn_dim, c.n_layers);
 	printf("  %-44s %8.1f ms\n", "lora rank 16", 1e3 * tl);
 	printf("  %-44s %8.1f ms  %.2fx lora (target <= 1.15x)\n",
 	       "modula-res 16 + 4 x 8, everything trainable", 1e3 * tr, tr / tl);

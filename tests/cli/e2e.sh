@@ -46,20 +46,21 @@ for w in w1 w2; do start_worker "$w" --slots 2 --engine "$top_srcdir/tests/cli/f
 st=$?
 cat "$out" | sed 's/^/# /'
 check "submit small.json (exit $st)" $st
-# base: 1 run; lora, flan, res: 2 seeds each -> 7 runs. Jobs: pretrain, base eval,
-# per seed: lora (joint, eval), universal (shared), 2+2 domain, 2 router, 2 eval.
-grep -q "experiment 1 'small': 7 runs, 24 jobs (0 cached, 24 to run)" "$out"
-check "7 runs and 24 jobs, none cached" $?
-n=$(sql "SELECT count(*) FROM jobs WHERE kind = 'universal'")
+# base: 1 run; lora, flan, res: 2 seeds each -> 7 runs. Jobs: data (corpus and
+# the universal, math and code suites), pretrain, base eval, per seed: lora
+# (joint, eval), universal (shared), 2+2 domain, 2 router, 2 eval.
+grep -q "experiment 1 'small': 7 runs, 28 jobs (0 cached, 28 to run)" "$out"
+check "7 runs and 28 jobs, none cached" $?
+n=$(sql "SELECT count(*) FROM jobs WHERE kind = 'stage' AND json_extract(spec, '$.stage') = 'universal'")
 check "flan and res share each seed's universal job (2 universal jobs for 4 runs: $n)" $([ "$n" = 2 ]; echo $?)
 n=$(sql "SELECT count(DISTINCT content_key) FROM jobs")
-check "every job has its own content key ($n of 24)" $([ "$n" = 24 ]; echo $?)
+check "every job has its own content key ($n of 28)" $([ "$n" = 28 ]; echo $?)
 
 "$MODULA" watch 1 --interval 0.2 >"$out" 2>"$err"
 st=$?
 check "watch follows the experiment to its end (exit $st)" $st
-grep -q "24 jobs: 24 succeeded" "$out"
-check "watch's last view: 24 jobs succeeded" $?
+grep -q "28 jobs: 28 succeeded" "$out"
+check "watch's last view: 28 jobs succeeded" $?
 [ "$tap_failed" -eq 0 ] || { cat "$out" "$err" | sed 's/^/# /'; show_logs; }
 
 # compare: its numbers are the registry's.
@@ -95,15 +96,15 @@ grep "^lora " "$out" | grep -q " $want ± "
 check "the printed lora row shows the registry's math mean ($want)" $?
 grep -q "^modula-res - modula-flan: avg .* of 2 seeds" "$out"
 check "compare prints Res - Flan with how many seeds agree" $?
-grep "^modula-res " "$out" | grep -q " 2.4k "
-check "the res row's cost counts its whole DAG, shared jobs included (6 jobs x 400 tokens)" $?
+grep "^modula-res " "$out" | grep -q " 4k "
+check "the res row's cost counts its whole DAG, shared jobs included (10 jobs x 400 tokens: 4 data, pretrain, universal, 2 domain, router, eval)" $?
 
 # Resubmitting the same spec reuses everything and runs nothing.
 before=$(sql "SELECT sum(attempts) FROM jobs")
 "$MODULA" submit "$SPECS/small.json" >"$out" 2>"$err"
 check "resubmit (exit $?)" $?
-grep -q "experiment 2 'small': 7 runs, 24 jobs (24 cached, 0 to run)" "$out"
-check "resubmit: all 24 jobs are cached, 0 to run" $?
+grep -q "experiment 2 'small': 7 runs, 28 jobs (28 cached, 0 to run)" "$out"
+check "resubmit: all 28 jobs are cached, 0 to run" $?
 sleep 1
 after=$(sql "SELECT sum(attempts) FROM jobs")
 check "resubmit: no job ran again (attempts $before -> $after)" $([ "$before" = "$after" ]; echo $?)
@@ -138,7 +139,7 @@ check "workers lists both workers" $?
 "$MODULA" export r7 --out "$tmp/export" >"$out" 2>"$err"
 check "export of a run's DAG (exit $?)" $?
 n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$tmp/export/manifest.json")
-check "export: 6 artifacts of res seed 2 (pretrain, universal, 2 domain, router, eval; got $n)" $([ "$n" = 6 ]; echo $?)
+check "export: 16 artifacts of res seed 2 (corpus 3, 3 suites 6, pretrain 2, universal, 2 domain, router 2; got $n)" $([ "$n" = 16 ]; echo $?)
 f=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))[0]; print(m["file"], m["sha256"])' "$tmp/export/manifest.json")
 set -- $f
 [ "$(sha256sum "$tmp/export/$1" | cut -d' ' -f1)" = "$2" ]

@@ -114,12 +114,23 @@ static spec_plan_t *s_plan(const char *text)
 	return p;
 }
 
+/* What a job does: the stage of a `stage` job, "pretrain" for `train`,
+ * else its kind (data, eval). */
+static const char *s_what(const struct spec_job *j)
+{
+	const cJSON *st = cJSON_GetObjectItem(j->spec, "stage");
+
+	if (!strcmp(j->kind, "train"))
+		return "pretrain";
+	return !strcmp(j->kind, "stage") && cJSON_IsString(st) ? st->valuestring : j->kind;
+}
+
 static size_t s_count(const spec_plan_t *p, const char *kind)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < p->njobs; i++)
-		n += !strcmp(p->jobs[i].kind, kind);
+		n += !strcmp(s_what(&p->jobs[i]), kind);
 	return n;
 }
 
@@ -137,7 +148,7 @@ static size_t s_run(const spec_plan_t *p, const char *label, long long seed)
 static size_t s_job_of(const spec_plan_t *p, size_t r, const char *kind)
 {
 	for (size_t i = 0; i < p->runs[r].njobs; i++)
-		if (!strcmp(p->jobs[p->runs[r].jobs[i]].kind, kind))
+		if (!strcmp(s_what(&p->jobs[p->runs[r].jobs[i]]), kind))
 			return p->runs[r].jobs[i];
 	return p->njobs;
 }
@@ -212,12 +223,13 @@ static void s_keys(void)
 	TAP_OK(same, "the same spec (keys reordered, another name) gives the same content keys");
 	for (size_t i = 0; router_only && i < a->njobs; i++) {
 		int differs = strcmp(a->jobs[i].key, c->jobs[i].key) != 0;
-		int downstream = !strcmp(a->jobs[i].kind, "router") || !strcmp(a->jobs[i].kind, "eval");
+		int downstream = !strcmp(s_what(&a->jobs[i]), "router") || !strcmp(s_what(&a->jobs[i]), "eval");
 		router_only = differs == downstream;
 	}
 	TAP_OK(router_only, "changing router_lr changes only the router and eval keys");
-	TAP_OK(a && strlen(a->jobs[0].key) == 64 && cJSON_GetObjectItem(a->jobs[0].spec, "out_dir"),
-	       "keys are 64 hex digits; stage specs carry out_dir (outside the key)");
+	TAP_OK(a && strlen(a->jobs[0].key) == 64 && s_count(a, "universal") &&
+	       cJSON_GetObjectItem(a->jobs[s_job_of(a, a->nruns - 1, "universal")].spec, "out_dir"),
+	       "keys are 64 hex digits; training jobs carry out_dir");
 	free(cx);
 	free(cy);
 	cJSON_Delete(x);
@@ -257,15 +269,17 @@ int main(void)
 	s_grids();
 	s_sharing();
 	s_keys();
+	/* Every spec below also has data jobs: the corpus and one suite job per
+	 * domain, universal included (+5, add-domain +6 with its new domain). */
 	/* quickstart: pretrain; base eval; lora, molora joint+eval; flan U+3D+R+E; res 3D+R+E (U shared). */
-	s_shipped("quickstart", 5, 1 + 1 + 2 + 2 + 6 + 5);
+	s_shipped("quickstart", 5, 5 + 1 + 1 + 2 + 2 + 6 + 5);
 	/* 3 seeds: base once; per seed U, 3 flan D, 3 res D, 2 R, 2 E. */
-	s_shipped("flan-vs-res", 1 + 6, 1 + 1 + 3 * (1 + 6 + 2 + 2));
+	s_shipped("flan-vs-res", 1 + 6, 5 + 1 + 1 + 3 * (1 + 6 + 2 + 2));
 	/* per seed: res (U 3D R E), nores (3D R E), identity (3D R E), universal rank 8/32 (2x (U 3D R E)),
 	 * domain rank 4/16 (2x (3D R E)), router lr x2 (R E each: the experts are res's). */
-	s_shipped("ablations", 3 * 9, 1 + 3 * (6 + 5 + 5 + 12 + 10 + 4));
+	s_shipped("ablations", 3 * 9, 5 + 1 + 3 * (6 + 5 + 5 + 12 + 10 + 4));
 	/* per seed: res (U 3D R E), res/extend (new D, R', E), flan (3D R E), flan/extend (D R' E),
 	 * molora and molora/all (joint E each); base (all domains) once. */
-	s_shipped("add-domain", 1 + 3 * 6, 1 + 1 + 3 * (6 + 3 + 5 + 3 + 2 + 2));
+	s_shipped("add-domain", 1 + 3 * 6, 6 + 1 + 1 + 3 * (6 + 3 + 5 + 3 + 2 + 2));
 	return tap_done();
 }

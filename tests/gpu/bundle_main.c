@@ -1,7 +1,7 @@
 /* bundle_main.c: the one executable of the GPU bundle (make gpu-bundle).
  *
- * The bundle links its programs statically into one binary, so OpenBLAS
- * (most of the size) is in it once: bin/modula-engine, bin/gpu-ops and
+ * The bundle links its programs into one binary, so the libraries linked
+ * statically (and the CUDA kernels) are in it once: bin/modula-engine, bin/gpu-ops and
  * bin/gpu-step are links to bin/modula-bundle, which runs the program its name says (or the
  * one named by its first argument). Each program's main() was renamed
  * bundle_main_<program> by objcopy when the bundle was linked; this file is

@@ -97,5 +97,5 @@ say "(2)-(5) against transformers and peft"
 PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" || failed=1
 
 say "figures (also in $results), ${SECONDS}s in all"
-awk -F'\t' '{ printf "(%s) %-48s %-22s %s\n", $1, $2, $3, $4 }' "$results"
+awk -F'\t' '{ printf "(%s) %-56s %-22s %s\n", $1, $2, $3, $4 }' "$results"
 exit $failed

@@ -12,7 +12,9 @@
 # input dataset is pulled over HTTP once per worker host (the cache) and
 # whose outputs are pushed back; then a longer job is cut off mid-run (its
 # host's link goes down): the broker requeues it and the other host
-# resumes it from the checkpoint uploaded before the cut.
+# resumes it from the checkpoint uploaded before the cut. On a link slowed
+# with tc (tbf), an input that takes longer than the liveness period to
+# download does not cost the worker its job (heartbeats go on).
 #
 # Needs root and `ip netns` (CI runs as root): when they are refused the
 # test fails loudly; it never skips. Not here: the single-host e2e tests
@@ -170,20 +172,43 @@ out=$(sql "SELECT sha256 FROM job_outputs WHERE job_id = 1 LIMIT 1")
 got=$(on "$nsb" curl -s -f -H "Authorization: Bearer $viewer" "$api/artifacts/$out" | sha256sum | cut -c1-64)
 check "an output reads back from host B with its sha256" $([ -n "$out" ] && [ "$got" = "$out" ]; echo $?)
 
+# ---- a slow link: a download that outlasts the liveness period (3 s) ------------------------------
+# 400 KB through 320 kbit/s from the daemon host: about 10 s in which the
+# worker must keep heartbeating or the broker would take its job away.
+head -c 400000 /dev/urandom >"$tmp/blob.bin"
+blob=$(sha256sum "$tmp/blob.bin" | cut -c1-64)
+on "$nsb" curl -s -f -o /dev/null -X PUT -H "Authorization: Bearer $op" \
+	--data-binary @"$tmp/blob.bin" "$api/artifacts/$blob?kind=blob"
+check "a 400 KB input is uploaded" $?
+for l in va vb; do
+	tc -n "$nsd" qdisc add dev "$l" root tbf rate 320kbit burst 16kbit latency 1s || bail "tc refused"
+done
+submit "{\"jobs\": [$(train_job 5 12 0 | sed "s|\"inputs\": {|&\"blob.bin\": \"$blob\", |")]}"
+wait_for "SELECT state FROM jobs WHERE id = 5" succeeded 1500
+check "a job whose input crawls over a slow link succeeds" $?
+for l in va vb; do tc -n "$nsd" qdisc del dev "$l" root; done
+took=$(sql "SELECT started_ms - leased_ms FROM jobs WHERE id = 5")
+diag "the job waited $took ms for its input before the engine started"
+check "the download outlasted the liveness period (${took} ms > 3000)" $([ "${took:-0}" -gt 3000 ]; echo $?)
+att=$(sql "SELECT attempts FROM jobs WHERE id = 5")
+check "on its first attempt ($att): the broker did not lose the worker" $([ "$att" = 1 ]; echo $?)
+lost=$(grep -c "job(s) requeued" "$tmp/daemon.log")
+check "no worker was declared lost ($lost)" $([ "$lost" = 0 ]; echo $?)
+
 # ---- cut one host off mid-job ----------------------------------------------------------------------
 submit "{\"jobs\": [$(train_job 9 8000 250)]}"
 check "a longer job is submitted" $?
-wait_for "SELECT checkpoint IS NOT NULL AND state = 'running' FROM jobs WHERE id = 5" 1 900
+wait_for "SELECT checkpoint IS NOT NULL AND state = 'running' FROM jobs WHERE id = 6" 1 900
 check "it runs and has uploaded a checkpoint" $?
-victim=$(sql "SELECT worker FROM jobs WHERE id = 5")
+victim=$(sql "SELECT worker FROM jobs WHERE id = 6")
 case $victim in wa) link=va other=wb ;; *) link=vb other=wa ;; esac
 ip -n "$nsd" link set "$link" down
 check "host $victim is cut off (link $link down)" $?
-wait_for "SELECT state = 'succeeded' AND worker = '$other' FROM jobs WHERE id = 5" 1 1500
+wait_for "SELECT state = 'succeeded' AND worker = '$other' FROM jobs WHERE id = 6" 1 1500
 check "its job was requeued and finished on the other host ($other)" $?
-att=$(sql "SELECT attempts FROM jobs WHERE id = 5")
+att=$(sql "SELECT attempts FROM jobs WHERE id = 6")
 check "on a second attempt ($att)" $([ "$att" -ge 2 ]; echo $?)
-[ -f "$tmp/$other/job-5/checkpoints/step-00000000-resume.safetensors" ]
+[ -f "$tmp/$other/job-6/checkpoints/step-00000000-resume.safetensors" ]
 check "it resumed from the checkpoint uploaded before the cut" $?
 lost=$(sql "SELECT state FROM workers WHERE id = '$victim'")
 check "the broker lost $victim ($lost)" $([ "$lost" != up ]; echo $?)

@@ -5,12 +5,14 @@
  *   - central finite differences agree with the analytic gradients of
  *     modula-res (LeakyReLU path), modula-flan and molora (soft routing);
  *   - fixed routing refuses overlapping segments;
- *   - decoding with the KV cache gives the full forward's logits;
+ *   - decoding with the KV cache gives the full forward's logits, and
+ *     exact match accepts the greedy continuation and nothing else;
  *   - a bundle written and loaded again gives bit-identical logits, and a
  *     LoRA exported as PEFT and loaded by lora.c does too. */
 #include "config.h"
 #include "worker/bundle.h"
 #include "worker/decode.h"
+#include "worker/eval.h"
 #include "worker/model.h"
 #include "worker/moe.h"
 #include "worker/rng.h"
@@ -198,6 +200,49 @@ static void s_decode(void)
 	model_destroy(&m);
 }
 
+/* The argmax after ids[0..n) by the full forward. */
+static int s_greedy(model_t *m, const int *ids, int n)
+{
+	int V = m->cfg.vocab_size, best = 0;
+	const float *l;
+
+	model_forward(m, ids, NULL, 1, n, 0, 0);
+	l = m->logits + (size_t)(n - 1) * V;
+	for (int v = 1; v < V; v++)
+		if (l[v] > l[best])
+			best = v;
+	return best;
+}
+
+static void s_exact(void)
+{
+	model_t *m = s_model();
+	moe_config_t c = s_cfg(MOE_RES, 3, 0);
+	moe_t *mo = moe_attach(m, &c, s_names, 3);
+	tokenizer_t *tok = tokenizer_bytes_new();
+	int ids[12] = { 5, 9, 13 }, V = m->cfg.vocab_size;
+	data_record_t rec = { ids, 8, 3 };
+	decode_t *d;
+
+	s_randomize(mo, 2);
+	model_reserve(m, 1, 12);
+	for (int k = 3; k < 8; k++)
+		ids[k] = s_greedy(m, ids, k);
+	d = decode_new(m, 12);
+	TAP_OK(eval_exact(d, tok, V, &rec, ids[7]) == 1, "exact match accepts the greedy continuation");
+	ids[4] = (ids[4] + 1) % V;
+	TAP_OK(eval_exact(d, tok, V, &rec, ids[7]) == 0, "exact match refuses a different token");
+	ids[4] = (ids[4] + V - 1) % V;
+	/* (the answer must not end in a newline for the eos to be compared) */
+	ids[7] = (ids[7] + 1) % V;
+	TAP_OK(ids[6] != '\n' && eval_exact(d, tok, V, &rec, ids[7]) == 0,
+	       "exact match refuses an answer the model does not end");
+	decode_destroy(&d);
+	tokenizer_destroy(&tok);
+	moe_destroy(&mo);
+	model_destroy(&m);
+}
+
 static void s_files(void)
 {
 	char dir[] = "/tmp/modula-units-XXXXXX", base[300], bdir[300], peft[300], cmd[700];
@@ -260,6 +305,7 @@ int main(void)
 	s_fd(MOE_MOLORA);
 	s_routing_errors();
 	s_decode();
+	s_exact();
 	s_files();
 	return tap_done();
 }

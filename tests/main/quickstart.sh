@@ -1,0 +1,98 @@
+#!/bin/sh
+# tests/main/quickstart.sh: the main job's path at toy size, end to end with
+# the real daemon, two real workers and the real engine (no fake engine):
+# tests/main/tiny.json (base, lora, molora, modula-flan, modula-res over two
+# suite domains, the embedded model pretrained by the engine for a few
+# steps) is submitted, watched to completion, compared; compare's figures
+# are checked against the registry; parents' outputs reach their children
+# as artifacts; resubmitting runs nothing and keeps the figures.
+. "$top_srcdir/tests/e2e/e2e_lib.sh"
+
+MODULA="$top_builddir/cli/modula"
+SPEC="$top_srcdir/tests/main/tiny.json"
+out="$tmp/out"
+err="$tmp/err"
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS OMP_WAIT_POLICY
+
+start_daemon
+wait_registry
+MODULA_API="http://127.0.0.1:$http_port"
+MODULA_TOKEN=$("$MODULAD" token create --data "$tmp/data" --role operator)
+export MODULA_API MODULA_TOKEN
+for w in w1 w2; do start_worker "$w"; done
+
+"$MODULA" submit "$SPEC" >"$out" 2>"$err"
+check "submit tiny.json (exit $?)" $?
+sed 's/^/# /' "$out"
+# 5 runs; jobs: corpus + 3 suite domains (data), pretrain (train), base eval,
+# lora and molora (joint stage + eval each), universal (shared by flan and
+# res), 2+2 domain, 2 router, 2 eval.
+grep -q "experiment 1 'tiny': 5 runs, 19 jobs (0 cached, 19 to run)" "$out"
+check "5 runs and 19 jobs, none cached" $?
+n=$(sql "SELECT count(*) FROM jobs WHERE kind = 'stage' AND json_extract(spec, '$.stage') = 'universal'")
+check "flan and res share the universal stage ($n job)" $([ "$n" = 1 ]; echo $?)
+n=$(sql "SELECT count(*) FROM jobs WHERE kind NOT IN ('data', 'train', 'stage', 'eval')")
+check "every job is an engine command: data, train, stage or eval ($n others)" $([ "$n" = 0 ]; echo $?)
+
+"$MODULA" watch 1 --interval 0.5 >"$out" 2>"$err"
+st=$?
+check "watch follows the experiment to its end (exit $st)" $st
+grep -q "19 jobs: 19 succeeded" "$out"
+check "all 19 jobs succeeded with the real engine" $?
+[ "$tap_failed" -eq 0 ] || { cat "$out" "$err" | sed 's/^/# /'; sql "SELECT id, kind, error FROM jobs" | sed 's/^/# /'; show_logs; }
+
+# A child's inputs are its parents' outputs: the router stage of modula-res
+# got the universal expert the universal job uploaded.
+n=$(find "$tmp/w1" "$tmp/w2" -path '*/in/experts/universal.safetensors' | head -n 1)
+u=$(sql "SELECT count(*) FROM job_outputs o JOIN jobs j ON j.id = o.job_id WHERE o.name = 'universal' AND
+	 json_extract(j.spec, '$.stage') = 'universal' AND o.sha256 = '$([ -n "$n" ] && sha256sum <"$n" | cut -d' ' -f1)'")
+[ -n "$n" ] && [ "$u" -ge 1 ]
+check "a stage's input file is its parent's output, by sha256" $?
+n=$(sql "SELECT count(*) FROM evaluations WHERE metric = 'acc'")
+check "five evaluations of three domains each ($n acc figures)" $([ "$n" = 15 ]; echo $?)
+n=$(sql "SELECT count(*) FROM evaluations WHERE domain = 'general' AND metric = 'ppl' AND value > 1")
+check "held-out perplexity for each run ($n)" $([ "$n" = 5 ]; echo $?)
+
+"$MODULA" compare 1 >"$out" 2>"$err"
+check "compare 1 (exit $?)" $?
+sed 's/^/# /' "$out"
+for m in base lora molora modula-flan modula-res; do
+	grep -q "^$m " "$out" || { echo "# no row for $m"; false; } || break
+done
+check "compare has a row per method" $?
+grep -q "^modula-res - modula-flan: avg" "$out"
+check "compare pairs modula-res with modula-flan" $?
+"$MODULA" --json compare 1 >"$tmp/cmp.json" 2>"$err"
+py_ok=$("$PYTHON_TORCH" - "$tmp/cmp.json" "$db" <<'PY'
+import json, math, sqlite3, sys
+cmp = json.load(open(sys.argv[1]))
+db = sqlite3.connect(sys.argv[2])
+bad = 0
+for g in cmp["groups"]:
+    q = ",".join("?" * len(g["runs"]))
+    for d in cmp["domains"] + ["universal"]:
+        vals = [v for (v,) in db.execute("SELECT value FROM evaluations WHERE run_id IN (%s) AND domain = ? "
+                                         "AND metric = 'acc'" % q, g["runs"] + [d])]
+        cell = g["cells"][d if d != "universal" else "universal/acc"]
+        if not vals or abs(cell["mean"] - sum(vals) / len(vals)) > 1e-9:
+            bad += 1
+print("ok" if bad == 0 and len(cmp["groups"]) == 5 else "bad %d" % bad)
+PY
+)
+check "compare's figures are the registry's ($py_ok)" $([ "$py_ok" = ok ]; echo $?)
+
+# Resubmitting runs nothing, and the new experiment has the same figures.
+"$MODULA" submit "$SPEC" >"$out" 2>"$err"
+grep -q "experiment 2 'tiny': 5 runs, 19 jobs (19 cached, 0 to run)" "$out"
+check "resubmitting: every job is cached, nothing runs" $?
+"$MODULA" compare 1 | tail -n +2 >"$tmp/c1"
+"$MODULA" compare 2 | tail -n +2 >"$tmp/c2"
+sed 's/  *[0-9]*:[0-9][0-9]$//' "$tmp/c1" >"$tmp/c1s"
+sed 's/  *[0-9]*:[0-9][0-9]$//' "$tmp/c2" >"$tmp/c2s"
+cmp -s "$tmp/c1s" "$tmp/c2s"
+check "the cached experiment compares the same" $?
+n=$(sql "SELECT count(*) FROM jobs WHERE state = 'succeeded' AND cached_from IS NULL")
+check "still 19 executed jobs after the resubmission ($n)" $([ "$n" = 19 ]; echo $?)
+
+done_testing
