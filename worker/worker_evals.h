@@ -2,7 +2,8 @@
  * engine's eval result (worker/eval.h: "domains" with accuracy and loss,
  * "general" with the perplexity) becomes flat (domain, metric, value)
  * evaluations: DOMAIN/acc, DOMAIN/loss, general/ppl (the average over
- * domains is compare's); flat items pass as they are. A stage's "cost" becomes metric points (tokens,
+ * domains is compare's) and, with a router, DOMAIN/router.L<layer>.<module>.<expert>
+ * (the mean routing weight); flat items pass as they are. A stage's "cost" becomes metric points (tokens,
  * seconds, ...). Not the protocol: worker.c sends them. */
 #ifndef MODULA_WORKER_EVALS_H
 #define MODULA_WORKER_EVALS_H

@@ -41,8 +41,9 @@ for s in $(seq 1 $NJOBS); do "$E2E_TOOL" submit "$db" train 1 "$(spec "$s")" || 
 faults=0 wkills=0 dkills=0 polls=0
 while [ $faults -lt "$FAULTS" ] && [ $polls -lt 3000 ]; do
 	polls=$((polls + 1))
-	[ "$(sql "SELECT count(*) FROM jobs WHERE state <> 'succeeded'" 2>/dev/null)" = 0 ] && break
-	w=$(sql "SELECT worker FROM jobs j WHERE state = 'running' AND
+	[ "$(sql "SELECT count(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed')" 2>/dev/null)" = 0 ] && break
+	# attempts < 2: never cost a job its last of 3 attempts.
+	w=$(sql "SELECT worker FROM jobs j WHERE state = 'running' AND attempts < 2 AND
 		(SELECT max(step) FROM metrics m WHERE m.job_id = j.id AND key = 'loss') BETWEEN 3 AND $((STEPS - 5))
 		ORDER BY random() LIMIT 1" 2>/dev/null)
 	if [ -z "$w" ] || [ ! -f "$tmp/$w.pid" ]; then

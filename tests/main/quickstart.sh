@@ -53,6 +53,21 @@ n=$(sql "SELECT count(*) FROM evaluations WHERE metric = 'acc'")
 check "five evaluations of three domains each ($n acc figures)" $([ "$n" = 15 ]; echo $?)
 n=$(sql "SELECT count(*) FROM evaluations WHERE domain = 'general' AND metric = 'ppl' AND value > 1")
 check "held-out perplexity for each run ($n)" $([ "$n" = 5 ]; echo $?)
+# Router means (router.L<layer>.<module>.<expert>): the routed methods have
+# them, and each domain's weights over the experts of one layer sum to 1.
+n=$(sql "SELECT count(DISTINCT r.method) FROM evaluations e JOIN runs r ON r.id = e.run_id
+	WHERE e.metric LIKE 'router.%' AND r.method IN ('molora', 'modula-flan', 'modula-res')")
+check "router means recorded for molora, modula-flan and modula-res ($n methods)" $([ "$n" = 3 ]; echo $?)
+bad=$("$PYTHON_TORCH" - "$db" <<'PY'
+import collections, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+sums = collections.defaultdict(float)
+for job, dom, metric, v in db.execute("SELECT job_id, domain, metric, value FROM evaluations WHERE metric LIKE 'router.%'"):
+    sums[(job, dom, metric.rsplit('.', 1)[0])] += v
+print(sum(1 for s in sums.values() if abs(s - 1) > 1e-3) if sums else -1)
+PY
+)
+check "each domain's router weights sum to 1 per layer ($bad groups off)" $([ "$bad" = 0 ]; echo $?)
 
 "$MODULA" compare 1 >"$out" 2>"$err"
 check "compare 1 (exit $?)" $?
