@@ -288,6 +288,12 @@ static void s_on_ready(broker_t *b, struct bworker *w, const struct proto_msg *m
 				log_error("broker: %s", err_msg());
 		w->nheld = 0;
 	} else {
+		/* A worker this daemon has not seen (the daemon restarted): the
+		 * registry knows what the id held; requeue it all, and the loop
+		 * below takes back what the worker still runs (queue_reattach
+		 * accepts an attempt requeued and not leased since). */
+		if (queue_release_worker(b->q, id, "the worker reconnected without it", now) == QUEUE_ERR)
+			log_error("broker: %s", err_msg());
 		w = calloc(1, sizeof(*w));
 		if (!w) {
 			log_error("broker: out of memory for a worker");

@@ -14,12 +14,47 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-/* The note that marks the token a daemon hands its workers; the previous
- * run's is revoked at start. */
+/* The note that marks the token a daemon hands its workers. It is kept in
+ * DATA/session.token (mode 0600) so that a restarted daemon keeps honouring
+ * the uploads of the jobs its workers re-attach; a missing or unknown file
+ * gets a fresh token and the old ones are revoked. */
 #define DAEMON_SESSION_NOTE "modulad session (workers)"
+#define DAEMON_SESSION_FILE "session.token"
+
+/* Reuse the session token of DATA/session.token when the registry still
+ * knows it as a worker token, else make a new one and keep it there.
+ * 0, or -1 via err_set(). */
+static int s_session_token(registry_t *r, const char *data_dir, char token[AUTH_TOKEN_LEN + 1])
+{
+	char path[PATH_MAX], *buf = NULL;
+	enum auth_role role = AUTH_NONE;
+	size_t len = 0;
+	mode_t old;
+	int rc;
+
+	if ((size_t)snprintf(path, sizeof path, "%s/" DAEMON_SESSION_FILE, data_dir) >= sizeof path)
+		return err_set("data folder path too long: '%s'", data_dir);
+	if (fsx_read_all(path, &buf, &len) == 0) {
+		if (len == AUTH_TOKEN_LEN && auth_check(r, buf, &role) == 0 && role == AUTH_WORKER) {
+			memcpy(token, buf, AUTH_TOKEN_LEN + 1);
+			free(buf);
+			return 0;
+		}
+		free(buf);
+	}
+	if (auth_token_revoke_note(r, DAEMON_SESSION_NOTE) < 0 ||
+	    auth_token_create(r, AUTH_WORKER, DAEMON_SESSION_NOTE, mtime_wall_ms(), token) < 0)
+		return -1;
+	old = umask(077);
+	rc = fsx_write_atomic(path, token, AUTH_TOKEN_LEN);
+	umask(old);
+	return rc;
+}
 
 static _Atomic(broker_t *) s_broker;
 
@@ -134,8 +169,7 @@ int daemon_run(const struct daemon_opts *o, volatile sig_atomic_t *stop)
 	if (fsx_mkdirs(o->data_dir, 0755) < 0 || !(r = registry_open(db_path)))
 		goto out;
 	log_info("registry %s at schema version %d", db_path, registry_schema_version());
-	if (auth_token_revoke_note(r, DAEMON_SESSION_NOTE) < 0 ||
-	    auth_token_create(r, AUTH_WORKER, DAEMON_SESSION_NOTE, mtime_wall_ms(), token) < 0)
+	if (s_session_token(r, o->data_dir, token) < 0)
 		goto out;
 	/* From here on `r` belongs to the checkpoint thread. */
 	if (s_checkpointer_start(&ckpt, r) < 0)

@@ -24,6 +24,7 @@
 #include "sha256.h"
 #include "version.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -284,12 +285,40 @@ static int s_kind_ok(const char *k)
 	return *k && strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789_-") == strlen(k);
 }
 
+/* Remove the files of `dir` (not recursive; a missing folder is fine).
+ * 0, or -1 via err_set(). */
+static int s_clear_files(const char *dir)
+{
+	char path[PATH_MAX + 300];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return errno == ENOENT ? 0 : err_set("cannot open '%s': %s", dir, strerror(errno));
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path))
+			continue;
+		if (unlink(path) < 0 && errno != EISDIR) {
+			err_set("cannot remove '%s': %s", path, strerror(errno));
+			closedir(d);
+			return -1;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
 /* Prepare WORK/job-ID/job.json and start the engine. The job's folder is
  * the engine's out_dir (a spec's own out_dir is replaced: the worker owns
  * its disk), so the paths of its events are relative to that folder. On a
  * retry the checkpoint to resume from goes to checkpoints/ there, named to
  * sort below the engine's own step-NNNNNNNN files (ckpt_latest() takes the
- * newest valid one). 0, or -1 via err_set() (the job then fails). */
+ * newest valid one). Checkpoints an earlier attempt left in the folder are
+ * removed first: the daemon's checkpoint is the one whose metrics it has,
+ * so resuming from a newer local one would lose the steps in between.
+ * 0, or -1 via err_set() (the job then fails). */
 static int s_engine_start(worker_t *w, struct wjob *j, const cJSON *body)
 {
 	cJSON *spec = cJSON_Duplicate(cJSON_GetObjectItem(body, "spec"), 1);
@@ -302,6 +331,9 @@ static int s_engine_start(worker_t *w, struct wjob *j, const cJSON *body)
 		goto out;
 	if (cJSON_GetObjectItem(spec, "out_dir"))
 		cJSON_ReplaceItemInObject(spec, "out_dir", cJSON_CreateString("."));
+	snprintf(path, sizeof(path), "%s/checkpoints", j->dir);
+	if (s_clear_files(path) < 0)
+		goto out;
 	if (ck) {
 		const char *sha = cJSON_GetObjectItem(ck, "sha256")->valuestring;
 
