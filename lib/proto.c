@@ -293,6 +293,8 @@ int proto_decode(const void *const *data, const size_t *len, int n, int router,
 		return err_set("unknown command (%zu bytes)", len[first + 1]);
 	memcpy(name, data[first + 1], len[first + 1]);
 	name[len[first + 1]] = '\0';
+	if (strlen(name) != len[first + 1])
+		return err_set("unknown command: the command frame holds a NUL byte");
 	for (cmd = 1; cmd < NCMDS; cmd++)
 		if (!strcmp(name, s_cmds[cmd].name))
 			break;

@@ -6,7 +6,8 @@
 #   kind: api | http | zmq | safetensors | tokenizer | dataset | cli
 #   request: POST /jobs        (api: the route below /api/v1; the input is the body)
 #   run: modula-engine ...     (cli: the command line, program names from the build)
-#   status: 400                (api/http: the HTTP status; else the exit status)
+#   status: 400                (api/http: the HTTP status; else the exit status;
+#                               alternatives with '|', an empty one for "no answer")
 #   expect: substring          (must appear in the answer / stderr; may repeat)
 #   ---
 #   the input, byte for byte, up to the end of the file
@@ -112,13 +113,16 @@ run_case() {
 		python3 -c '
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-s.sendall(open(sys.argv[2], "rb").read())
-s.shutdown(socket.SHUT_WR)
+try:
+    s.sendall(open(sys.argv[2], "rb").read())
+    s.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # the server may answer and close before it has read everything
 out = b""
 while True:
     try:
         b = s.recv(65536)
-    except (socket.timeout, ConnectionResetError):
+    except OSError:
         break
     if not b:
         break
@@ -166,7 +170,7 @@ for f in "$top_srcdir"/tests/badinput/cases/*; do
 	: >"$tmp/ans"
 	run_case "$f"
 	kind=$(field kind "$f") got=$(cat "$tmp/status") want=$(field status "$f") bad=""
-	[ "$got" = "$want" ] || bad="status $got, expected $want"
+	case "|$want|" in *"|$got|"*) : ;; *) bad="status $got, expected $want" ;; esac
 	field expect "$f" >"$tmp/expect"
 	while IFS= read -r e; do
 		grep -qF -- "$e" "$tmp/ans" || bad="$bad; no '$e' in the answer"

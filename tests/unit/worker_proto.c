@@ -77,6 +77,15 @@ static void test_hostile(void)
 	       "foreign protocol id refused");
 	TAP_OK(s_refused("MDL1", "EXPLODE", "{}", "unknown command 'EXPLODE'"), "unknown command refused");
 	TAP_OK(s_refused("MDL1", "READ\x01", "{}", "unknown command 'READ?'"), "control bytes in a command are masked");
+	{
+		const void *nd[3] = { "MDL1", "HEARTBEAT\0junk", "{}" };
+		size_t dl[3] = { 4, 14, 2 };
+		struct proto_msg nm;
+		int nrc = proto_decode(nd, dl, 3, 0, 0, &nm);
+
+		proto_msg_clear(&nm);
+		TAP_OK(nrc < 0 && strstr(err_msg(), "NUL byte"), "a command frame with a NUL byte is refused: %s", err_msg());
+	}
 	TAP_OK(s_refused("MDL1", "HEARTBEAT", "{\"a\":", "bad JSON"), "bad JSON refused: %s", err_msg());
 	TAP_OK(s_refused("MDL1", "HEARTBEAT", "[1]", "must be a JSON object"), "non-object body refused");
 	TAP_OK(s_refused("MDL1", "HEARTBEAT", "{\"x\":1}", "unknown field 'x'"), "unknown field refused");
