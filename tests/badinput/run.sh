@@ -9,6 +9,7 @@
 #   status: 400                (api/http: the HTTP status; else the exit status;
 #                               alternatives with '|', an empty one for "no answer")
 #   expect: substring          (must appear in the answer / stderr; may repeat)
+#   pad: 4000000               (append that many 'x' bytes to the input)
 #   ---
 #   the input, byte for byte, up to the end of the file
 #
@@ -64,9 +65,13 @@ snapshot() {
 field() { sed -n '/^---$/q; s/^'"$1"': *//p' "$2"; }
 
 # body FILE OUT: the input after the first "---" line, byte for byte.
+# A header "pad: N" appends N bytes of 'x' to the input, so that huge inputs
+# are made here instead of being stored in the repository.
 body() {
 	off=$(grep -abm1 -x -- '---' "$1" | cut -d: -f1)
 	tail -c +$((off + 5)) "$1" >"$2"
+	pad=$(field pad "$1")
+	[ -z "$pad" ] || head -c "$pad" /dev/zero | tr '\0' x >>"$2"
 }
 
 # --- the daemon, its tokens and the seeded registry -------------------------
