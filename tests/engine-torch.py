@@ -28,16 +28,7 @@ import hfref  # noqa: E402
 
 ENGINE = os.path.join(top_builddir, "worker", "modula-engine")
 HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+from tap import done, ok  # noqa: E402
 
 
 def run(*args):
@@ -124,8 +115,7 @@ def main():
             ok(d <= 2e-5 * max(1.0, b.abs().max().item()),
                f"{name}: logits command, shape {list(a.shape)}, max abs diff {d:.2e}")
         compare(tmp, "llama-full", llama, ["--full"], ["--full"], lora_grads)
-    print(f"1..{n}")
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -15,16 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "ref"))
 import hfref  # noqa: E402
 
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+from tap import done, ok  # noqa: E402
 
 
 def run(*args):
@@ -109,5 +100,4 @@ with tempfile.TemporaryDirectory(prefix="modula-hfref-") as tmp:
     r = run("reference", "--model", llama, "--tokens", "1,2,300", "--out", os.path.join(tmp, "bad.safetensors"))
     ok(r.returncode != 0 and "outside" in r.stderr, "a token outside the vocabulary is refused")
 
-print(f"1..{n}")
-sys.exit(1 if failed else 0)
+sys.exit(done())

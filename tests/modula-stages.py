@@ -33,16 +33,7 @@ import hfref  # noqa: E402
 
 ENGINE = os.path.join(top_builddir, "worker", "modula-engine")
 HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+from tap import done, ok  # noqa: E402
 
 
 def engine(*args):
@@ -146,8 +137,7 @@ def main():
         ok(len(lay) == 14 and all(abs(sum(v) - 1) < 1e-4 for l in lay for v in l["mean"].values())
            and r["routers"]["experts"] == ["math", "code", "logic"],
            "eval reports a router distribution per adapted layer and domain")
-    print(f"1..{n}")
-    sys.exit(1 if failed else 0)
+    sys.exit(done())
 
 
 main()

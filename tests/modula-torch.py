@@ -33,16 +33,7 @@ DUMP = os.path.join(top_builddir, "tests", "modula", "moe_dump")
 HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
 TOKENS = "5,17,3,50,41,9,60,2,33,11;7,7,40,23,1,14,38,12,55,29"
 MASK = "0,0,0,0,1,1,1,1,1,1;0,0,0,0,0,0,1,1,1,1"
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print(f"{'' if cond else 'not '}ok {n} - {what}", flush=True)
+from tap import done, ok  # noqa: E402
 
 
 def maxdiff(a, b):
@@ -130,8 +121,7 @@ def main():
             check(models[0][0], models[0][1], case)
         for case in (CASES[2], CASES[4], CASES[8]):
             check(models[1][0], models[1][1], case)
-    print(f"1..{n}")
-    sys.exit(1 if failed else 0)
+    sys.exit(done())
 
 
 main()

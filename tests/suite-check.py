@@ -24,18 +24,8 @@ import tempfile
 ENGINE = os.path.join(os.environ.get("top_builddir", "."), "worker", "modula-engine")
 DOMAINS = ["universal", "math", "code", "logic", "units"]
 MAX_BYTES = 56
-n_tests = 0
-n_failed = 0
-
-
-def ok(cond, what):
-    global n_tests, n_failed
-    n_tests += 1
-    if not cond:
-        n_failed += 1
-    print(("ok" if cond else "not ok") + " %d - %s" % (n_tests, what))
-    sys.stdout.flush()
-    return cond
+sys.path.insert(0, os.path.join(os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), "..")), "tests", "ref"))
+from tap import done, ok  # noqa: E402
 
 
 def diag(msg):
@@ -231,8 +221,7 @@ def main():
         ok(res.returncode == 2 and "--out" in res.stderr, "suite without --out is a usage error")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % n_tests)
-    return 1 if n_failed else 0
+    return done()
 
 
 if __name__ == "__main__":
