@@ -429,22 +429,6 @@ static void s_micro(srun_t *r, long key, long *ntok)
 		s_scale(r->g[i].params, k[i]);
 }
 
-static int s_output(cJSON *outs, const char *out_dir, const char *name, const char *rel)
-{
-	char path[TRAIN_PATH_MAX + 128], hex[SHA256_HEX_LEN + 1];
-	cJSON *o;
-
-	snprintf(path, sizeof path, "%s/%s", out_dir, rel);
-	if (sha256_file(path, hex) < 0)
-		return -1;
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "name", name);
-	cJSON_AddStringToObject(o, "path", rel);
-	cJSON_AddStringToObject(o, "sha256", hex);
-	cJSON_AddItemToArray(outs, o);
-	return 0;
-}
-
 static int s_finish(srun_t *r, cJSON *outs)
 {
 	const stage_job_t *job = r->job;
@@ -462,18 +446,18 @@ static int s_finish(srun_t *r, cJSON *outs)
 			return -1;
 		snprintf(rel, sizeof rel, "experts/%s.safetensors", mo->exp[e].name);
 		snprintf(path, sizeof path, "%s/%s", od, rel);
-		if (bundle_save_expert(mo, e, path) < 0 || s_output(outs, od, mo->exp[e].name, rel) < 0)
+		if (bundle_save_expert(mo, e, path) < 0 || train_add_output(outs, od, mo->exp[e].name, rel) < 0)
 			return -1;
 	}
 	if (mo->router_trainable) {
 		snprintf(path, sizeof path, "%s/router.safetensors", od);
-		if (bundle_save_router(mo, path) < 0 || s_output(outs, od, "router", "router.safetensors") < 0)
+		if (bundle_save_router(mo, path) < 0 || train_add_output(outs, od, "router", "router.safetensors") < 0)
 			return -1;
 	}
 	if (job->kind == STAGE_ROUTER || job->kind == STAGE_JOINT) {
 		snprintf(path, sizeof path, "%s/bundle", od);
 		if (bundle_write(mo, path, job->t.model) < 0 ||
-		    s_output(outs, od, "bundle", "bundle/" BUNDLE_MANIFEST) < 0)
+		    train_add_output(outs, od, "bundle", "bundle/" BUNDLE_MANIFEST) < 0)
 			return -1;
 	}
 	if (job->cfg.method == MOE_LORA) {
@@ -481,8 +465,8 @@ static int s_finish(srun_t *r, cJSON *outs)
 		snprintf(src, sizeof src, "%s/experts/universal.safetensors", od);
 		snprintf(path, sizeof path, "%s/adapter", od);
 		if (bundle_export_peft(src, path) < 0 ||
-		    s_output(outs, od, "adapter_config", "adapter/adapter_config.json") < 0 ||
-		    s_output(outs, od, "adapter_weights", "adapter/adapter_model.safetensors") < 0)
+		    train_add_output(outs, od, "adapter_config", "adapter/adapter_config.json") < 0 ||
+		    train_add_output(outs, od, "adapter_weights", "adapter/adapter_model.safetensors") < 0)
 			return -1;
 	}
 	return 0;

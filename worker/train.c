@@ -373,9 +373,9 @@ static float s_step(run_t *r, long *ntok)
 	return (float)(loss / job->accum);
 }
 
-static int s_add_output(cJSON *outs, const char *out_dir, const char *name, const char *rel)
+int train_add_output(cJSON *outs, const char *out_dir, const char *name, const char *rel)
 {
-	char path[TRAIN_PATH_MAX + 64], hex[SHA256_HEX_LEN + 1];
+	char path[TRAIN_PATH_MAX + 128], hex[SHA256_HEX_LEN + 1];
 	cJSON *o;
 
 	snprintf(path, sizeof path, "%s/%s", out_dir, rel);
@@ -400,14 +400,14 @@ static int s_finish(run_t *r, FILE *events)
 	if (job->full) {
 		snprintf(dir, sizeof dir, "%s/model", job->out_dir);
 		if (model_save(r->m, dir) < 0 ||
-		    s_add_output(outs, job->out_dir, "model_config", "model/config.json") < 0 ||
-		    s_add_output(outs, job->out_dir, "model_weights", "model/model.safetensors") < 0)
+		    train_add_output(outs, job->out_dir, "model_config", "model/config.json") < 0 ||
+		    train_add_output(outs, job->out_dir, "model_weights", "model/model.safetensors") < 0)
 			goto out;
 	} else {
 		snprintf(dir, sizeof dir, "%s/adapter", job->out_dir);
 		if (lora_save(r->lo, dir) < 0 ||
-		    s_add_output(outs, job->out_dir, "adapter_config", "adapter/adapter_config.json") < 0 ||
-		    s_add_output(outs, job->out_dir, "adapter_weights", "adapter/adapter_model.safetensors") < 0)
+		    train_add_output(outs, job->out_dir, "adapter_config", "adapter/adapter_config.json") < 0 ||
+		    train_add_output(outs, job->out_dir, "adapter_weights", "adapter/adapter_model.safetensors") < 0)
 			goto out;
 	}
 	s_emit(events, ev);

@@ -57,6 +57,11 @@ void train_default_config(model_config_t *c);
 int train_job_parse(const cJSON *j, const char *base_dir, train_job_t *job);
 void train_job_free(train_job_t *job);
 
+/* Append {"name", "path": rel, "sha256"} for the file out_dir/rel to the
+ * done event's `outs` array (the hash is read from the file). 0, or -1 via
+ * err_set() when the file cannot be read. */
+int train_add_output(cJSON *outs, const char *out_dir, const char *name, const char *rel);
+
 /* Run (or resume) the job, printing events. 0, or -1 via err_set(). */
 int train_run(const train_job_t *job, FILE *events);
 
