@@ -6,6 +6,7 @@
 #include "kernels/cuda/kcuda.h"
 #include "err.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,101 @@ static int s_cpu_crossentropy_backward(void *dlogits, const float *dlosses, cons
 	return 0;
 }
 
+/* The fused form on the CPU: the forward, then dlogits over the logits. */
+static int s_cpu_crossentropy_fused(float *losses, void *logits, const float *dlosses,
+				    const int *targets, int n, int v)
+{
+	float *lse = malloc((size_t)(n ? n : 1) * sizeof(float)), *x = logits;
+
+	if (!lse)
+		return err_set("out of memory");
+	op_crossentropy_forward(losses, lse, x, targets, n, v);
+	#pragma omp parallel for schedule(static)
+	for (int i = 0; i < n; i++) {
+		float *row = x + (size_t)i * v, d = dlosses[i];
+		int t = targets[i];
+		for (int j = 0; j < v; j++)
+			row[j] = t < 0 || d == 0.0f ? 0.0f : d * (expf(row[j] - lse[i]) - (j == t ? 1.0f : 0.0f));
+	}
+	free(lse);
+	return 0;
+}
+
+static int s_cpu_router_weight_forward(void *uw, float *s, const void *rlogits, const void *u,
+				       int n, int e, int r, float scale)
+{
+	float *o = uw;
+	const float *x = u;
+
+	op_softmax_forward(s, rlogits, n, e);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < e * r; j++)
+			o[(size_t)i * e * r + j] = scale * s[(size_t)i * e + j / r] * x[(size_t)i * e * r + j];
+	return 0;
+}
+
+/* du += scale s_i duw; drlogits += softmax backward of ds_i = scale sum_j u duw. */
+static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *duw, const float *s,
+					const void *u, int n, int e, int r, float scale)
+{
+	const float *g = duw, *x = u;
+	float *ds = calloc((size_t)n * e + 1, sizeof(float)), *d = du;
+
+	if (!ds)
+		return err_set("out of memory");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < e * r; j++) {
+			size_t o = (size_t)i * e * r + j;
+			ds[(size_t)i * e + j / r] += scale * x[o] * g[o];
+			if (d)
+				d[o] += scale * s[(size_t)i * e + j / r] * g[o];
+		}
+	if (drlogits)
+		op_softmax_backward(drlogits, ds, s, n, e);
+	free(ds);
+	return 0;
+}
+
+static int s_cpu_sumsq(const float *x, size_t n, double *out)
+{
+	double ss = 0.0;
+
+	for (size_t i = 0; i < n; i++)
+		ss += (double)x[i] * x[i];
+	*out = ss;
+	return 0;
+}
+
+static int s_cpu_scale(float *x, float s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] *= s;
+	return 0;
+}
+
+static int s_cpu_adamw(float *w, void *wdt, const float *g, float *m, float *v, size_t n, float lr,
+		       float beta1, float beta2, float eps, float weight_decay, long step)
+{
+	float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
+	float decay = 1.0f - lr * weight_decay, *copy = wdt;
+
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
+	for (size_t j = 0; j < n; j++) {
+		m[j] = beta1 * m[j] + (1.0f - beta1) * g[j];
+		v[j] = beta2 * v[j] + (1.0f - beta2) * g[j] * g[j];
+		float mh = m[j] / bc1, vh = v[j] / bc2;
+		w[j] = w[j] * decay - lr * mh / (sqrtf(vh) + eps);
+		if (copy && copy != w)
+			copy[j] = w[j];
+	}
+	return 0;
+}
+
+static void s_cpu_memory_report(char *buf, size_t n)
+{
+	snprintf(buf, n, "host memory (the CPU backend)");
+}
+
 static const struct kdevice_ops s_cpu_ops = {
 	.dev = KDEV_CPU, .dt = KCUDA_F32,
 	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
@@ -269,6 +365,11 @@ static const struct kdevice_ops s_cpu_ops = {
 	.softmax_forward = s_cpu_softmax_forward, .softmax_backward = s_cpu_softmax_backward,
 	.crossentropy_forward = s_cpu_crossentropy_forward,
 	.crossentropy_backward = s_cpu_crossentropy_backward,
+	.crossentropy_fused = s_cpu_crossentropy_fused,
+	.router_weight_forward = s_cpu_router_weight_forward,
+	.router_weight_backward = s_cpu_router_weight_backward,
+	.convert = s_cpu_copy, .sumsq = s_cpu_sumsq, .scale = s_cpu_scale, .adamw = s_cpu_adamw,
+	.memory_report = s_cpu_memory_report,
 };
 
 /* ---- the CUDA table: kcuda.h with the storage type of the process ----- */
@@ -417,6 +518,31 @@ static int s_cuda_crossentropy_backward(void *dlogits, const float *dlosses, con
 	return kcuda_crossentropy_backward(s_dt, dlogits, dlosses, logits, lse, targets, n, v);
 }
 
+static int s_cuda_crossentropy_fused(float *losses, void *logits, const float *dlosses,
+				     const int *targets, int n, int v)
+{
+	return kcuda_crossentropy_fused(s_dt, losses, logits, dlosses, targets, n, v);
+}
+
+static int s_cuda_router_weight_forward(void *uw, float *s, const void *rlogits, const void *u,
+					int n, int e, int r, float scale)
+{
+	return kcuda_router_weight_forward(s_dt, uw, s, rlogits, u, n, e, r, scale);
+}
+
+static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *duw,
+					 const float *s, const void *u, int n, int e, int r,
+					 float scale)
+{
+	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, s, u, n, e, r, scale);
+}
+
+static int s_cuda_adamw(float *w, void *wdt, const float *g, float *m, float *v, size_t n,
+			float lr, float beta1, float beta2, float eps, float weight_decay, long step)
+{
+	return kcuda_adamw(s_dt, w, wdt, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+}
+
 static struct kdevice_ops s_cuda_ops = {
 	.dev = KDEV_CUDA, .dt = KCUDA_BF16,
 	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
@@ -437,6 +563,11 @@ static struct kdevice_ops s_cuda_ops = {
 	.softmax_forward = s_cuda_softmax_forward, .softmax_backward = s_cuda_softmax_backward,
 	.crossentropy_forward = s_cuda_crossentropy_forward,
 	.crossentropy_backward = s_cuda_crossentropy_backward,
+	.crossentropy_fused = s_cuda_crossentropy_fused,
+	.router_weight_forward = s_cuda_router_weight_forward,
+	.router_weight_backward = s_cuda_router_weight_backward,
+	.convert = kcuda_copy_d2d, .sumsq = kcuda_sumsq, .scale = kcuda_scale, .adamw = s_cuda_adamw,
+	.memory_report = kcuda_memory_report,
 };
 
 const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt)

@@ -92,6 +92,28 @@ struct kdevice_ops {
 				    const int *targets, int n, int v);
 	int (*crossentropy_backward)(void *dlogits, const float *dlosses, const void *logits,
 				     const float *lse, const int *targets, int n, int v);
+	/* kcuda_crossentropy_fused: losses[N], then logits OVERWRITTEN by
+	 * dlosses[n] * (softmax - onehot) (zero rows where the target is
+	 * negative or dlosses is 0). */
+	int (*crossentropy_fused)(float *losses, void *logits, const float *dlosses,
+				  const int *targets, int n, int v);
+	/* The router softmax with expert weighting (kcuda_router_weight_*):
+	 * s = softmax(rlogits[N,E]) (fp32), uw[N,E*R] = scale s_i u. */
+	int (*router_weight_forward)(void *uw, float *s, const void *rlogits, const void *u, int n,
+				     int e, int r, float scale);
+	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, const float *s,
+				      const void *u, int n, int e, int r, float scale);
+	/* Copy n elements within the backend's memory, converting types. */
+	int (*convert)(void *dst, int ddt, const void *src, int sdt, size_t n);
+	/* The optimizer over fp32 tensors (worker/optim.c's formulas):
+	 * *out = sum x^2 (double); x *= s; one AdamW update of master w with
+	 * moments m, v, also writing the dt copy wdt when not NULL. */
+	int (*sumsq)(const float *x, size_t n, double *out);
+	int (*scale)(float *x, float s, size_t n);
+	int (*adamw)(float *w, void *wdt, const float *g, float *m, float *v, size_t n, float lr,
+		     float beta1, float beta2, float eps, float weight_decay, long step);
+	/* One line on the memory the backend holds (CUDA: now, peak, free). */
+	void (*memory_report)(char *buf, size_t n);
 };
 
 /* The op table of backend d. For KDEV_CUDA, dt is the storage type of

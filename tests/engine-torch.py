@@ -8,7 +8,9 @@ On two token rows with a response mask, with LoRA (non-zero A and B, from
 the reference's PEFT folder) on q,k,v,o,gate,up,down, the engine's
 `logits` and `grads` commands must match: logits, loss, and the gradient of
 every LoRA tensor; for the LLaMA model also every base weight's gradient in
-full-parameter mode (no adapter).
+full-parameter mode (no adapter). The LoRA cases run twice: the CPU engine
+(worker/model.c) and the GPU path's code (worker/dmodel.c, --device table)
+over the CPU ops.
 
 fp32 tolerances (the engine computes in fp32, the reference in fp64):
   logits: max |diff| <= 2e-5 * max(1, max |ref|)
@@ -103,6 +105,10 @@ def main():
             adapter = os.path.join(tmp, name + "-adapter")
             compare(tmp, name, model, ["--lora-rank", "4", *extra, "--adapter-out", adapter],
                     ["--adapter", adapter], lora_grads)
+            # the GPU path's code (worker/dmodel.c) over the CPU ops
+            compare(tmp, name + " device path (CPU op table)", model,
+                    ["--lora-rank", "4", *extra], ["--adapter", adapter, "--device", "table"],
+                    lora_grads)
             # the logits command, with the adapter, on the first row alone
             lg = os.path.join(tmp, name + "-logits.safetensors")
             ref1 = os.path.join(tmp, name + "-ref1.safetensors")

@@ -58,12 +58,14 @@ CASES = [
 ]
 
 
-def check(model, arch, case):
+def check(model, arch, case, table=False):
     method, nd, topk, route, train, what = case
+    if table:
+        what += ", device path (CPU op table)"
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "dump.safetensors")
-        p = subprocess.run([DUMP, model, out, method, str(nd), str(topk), route, train, TOKENS, MASK],
-                           capture_output=True, text=True)
+        p = subprocess.run([DUMP, model, out, method, str(nd), str(topk), route, train, TOKENS, MASK]
+                           + (["table"] if table else []), capture_output=True, text=True)
         if p.returncode:
             print(f"# {p.stderr.strip()}")
             ok(False, f"{arch} {what}: moe_dump ran")
@@ -121,6 +123,11 @@ def main():
             check(models[0][0], models[0][1], case)
         for case in (CASES[2], CASES[4], CASES[8]):
             check(models[1][0], models[1][1], case)
+        # the GPU path's code (worker/dmodel.c) over the CPU ops: the methods
+        # and routings it runs, on both models
+        for case in (CASES[0], CASES[4], CASES[5], CASES[11]):
+            for model, arch in models:
+                check(model, arch, case, table=True)
     sys.exit(done())
 
 

@@ -4,9 +4,11 @@
 #include "config.h"
 #include "worker/engine_cli.h"
 #include "worker/bundle.h"
+#include "worker/cmd_bench.h"
 #include "worker/cmd_data.h"
 #include "worker/cmd_modula.h"
 #include "worker/cmd_tokenize.h"
+#include "worker/dmodel.h"
 #include "worker/corpus.h"
 #include "worker/lora.h"
 #include "worker/model.h"
@@ -131,7 +133,7 @@ static int s_parse_rows(const char *s, int **out, int *b, int *t)
 }
 
 typedef struct eval_args {
-	const char *model, *adapter, *tokens, *targets, *out;
+	const char *model, *adapter, *tokens, *targets, *out, *device, *dtype;
 	int full;
 } eval_args_t;
 
@@ -156,6 +158,10 @@ static int s_eval_args(int argc, char **argv, eval_args_t *a, int grads)
 			a->targets = v;
 		else if (!strcmp(k, "--out"))
 			a->out = v;
+		else if (!strcmp(k, "--device"))
+			a->device = v;
+		else if (!strcmp(k, "--dtype"))
+			a->dtype = v;
 		else
 			return err_set("unknown option '%s'", k);
 		i++;
@@ -168,15 +174,30 @@ static int s_eval_args(int argc, char **argv, eval_args_t *a, int grads)
 }
 
 /* Shared by logits and grads: load (the adapter a PEFT LoRA or a MoDULA
- * bundle), check the ids, reserve. */
-static model_t *s_eval_model(const eval_args_t *a, lora_t **lo, moe_t **mo, int **tok, int *b, int *t)
+ * bundle), check the ids, reserve. With --device cuda (or table) the
+ * weights go to the device model *dm and m only describes the shapes. For
+ * grads every adapter tensor trains. */
+static model_t *s_eval_model(const eval_args_t *a, int grads, lora_t **lo, moe_t **mo, int **tok,
+			     int *b, int *t, dmodel_t **dm)
 {
-	model_t *m = model_load(a->model);
+	const struct kdevice_ops *K;
+	model_config_t cfg;
+	char path[4096];
+	model_t *m = NULL;
 
-	if (!m)
+	if (dmodel_backend(a->device, a->dtype, &K) < 0)
+		return NULL;
+	if (K && a->full) {
+		err_set("--full: the device path trains adapters only (use --device cpu)");
+		return NULL;
+	}
+	snprintf(path, sizeof path, "%s/config.json", a->model);
+	if (K ? model_config_load(path, &cfg) < 0 || !(m = model_shape(&cfg)) : !(m = model_load(a->model)))
 		return NULL;
 	if (a->adapter && bundle_is(a->adapter) ? !(*mo = bundle_load(m, a->adapter))
 						: a->adapter && !(*lo = lora_load(m, a->adapter)))
+		goto err;
+	if (grads && *mo && moe_set_trainable(*mo, ~(uint64_t)0, 1) < 0)
 		goto err;
 	if (s_parse_rows(a->tokens, tok, b, t) < 0)
 		goto err;
@@ -185,14 +206,35 @@ static model_t *s_eval_model(const eval_args_t *a, lora_t **lo, moe_t **mo, int 
 			err_set("token id %d outside the vocabulary (%d)", (*tok)[i], m->cfg.vocab_size);
 			goto err;
 		}
-	if (model_reserve(m, *b, *t) < 0)
+	if (!K) {
+		if (model_reserve(m, *b, *t) < 0)
+			goto err;
+		return m;
+	}
+	if (!(*dm = dmodel_load(a->model, K)) ||
+	    (*lo && dmodel_attach_lora(*dm, *lo, &(*lo)->params) < 0) ||
+	    (*mo && dmodel_attach_moe(*dm, *mo, &(*mo)->train) < 0) || dmodel_reserve(*dm, *b, *t) < 0)
 		goto err;
 	return m;
 err:
+	dmodel_destroy(dm);
 	lora_destroy(lo);
 	model_destroy(&m);
 	moe_destroy(mo);
 	return NULL;
+}
+
+/* The logits of the last forward as a host array: the CPU model's own, or
+ * a copy from the device into *buf. */
+static const float *s_host_logits(model_t *m, dmodel_t *dm, int b, int t, float **buf)
+{
+	if (!dm)
+		return m->logits;
+	if (!(*buf = malloc((size_t)b * t * m->cfg.vocab_size * sizeof(float)))) {
+		err_set("out of memory");
+		return NULL;
+	}
+	return dmodel_logits(dm, *buf) < 0 ? NULL : *buf;
 }
 
 static int s_logits(int argc, char **argv)
@@ -202,19 +244,25 @@ static int s_logits(int argc, char **argv)
 	lora_t *lo = NULL;
 	moe_t *mo = NULL;
 	st_writer_t *w = NULL;
+	dmodel_t *dm = NULL;
+	const float *logits;
+	float *buf = NULL;
 	int *tok = NULL, b, t, rc = 1;
 
 	if (s_eval_args(argc, argv, &a, 0) < 0) {
 		fprintf(stderr, "modula-engine logits: %s\nusage: modula-engine logits --model DIR "
-			"[--adapter FILE_OR_DIR] --tokens 1,2,3 --out FILE\n", err_msg());
+			"[--adapter FILE_OR_DIR] --tokens 1,2,3 --out FILE [--device cpu|cuda|auto|table] "
+			"[--dtype bf16|f16|f32]\n", err_msg());
 		return 2;
 	}
-	if (!(m = s_eval_model(&a, &lo, &mo, &tok, &b, &t)))
+	if (!(m = s_eval_model(&a, 0, &lo, &mo, &tok, &b, &t, &dm)))
 		goto out;
-	model_forward(m, tok, NULL, b, t, 0, 0);
+	if (dm ? dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0
+	       : (model_forward(m, tok, NULL, b, t, 0, 0), 0))
+		goto out;
 	int64_t shape[3] = { b, t, m->cfg.vocab_size };
-	if (!(w = st_writer_new()) ||
-	    st_writer_add(w, "logits", ST_F32, b > 1 ? 3 : 2, b > 1 ? shape : shape + 1, m->logits) < 0 ||
+	if (!(logits = s_host_logits(m, dm, b, t, &buf)) || !(w = st_writer_new()) ||
+	    st_writer_add(w, "logits", ST_F32, b > 1 ? 3 : 2, b > 1 ? shape : shape + 1, logits) < 0 ||
 	    st_writer_write(w, a.out) < 0)
 		goto out;
 	rc = 0;
@@ -223,6 +271,8 @@ out:
 		s_fail("logits", 0);
 	st_writer_destroy(&w);
 	free(tok);
+	free(buf);
+	dmodel_destroy(&dm);
 	lora_destroy(&lo);
 	model_destroy(&m);
 	moe_destroy(&mo);
@@ -239,17 +289,22 @@ static int s_grads(int argc, char **argv)
 	lora_t *lo = NULL;
 	moe_t *mo = NULL;
 	st_writer_t *w = NULL;
+	dmodel_t *dm = NULL;
+	const float *logits;
+	float *buf = NULL;
 	int *tok = NULL, *tgt = NULL, b, t, tb, tt, rc = 1;
 	float loss;
+	double dloss;
 	char name[300];
 
 	if (s_eval_args(argc, argv, &a, 1) < 0) {
 		fprintf(stderr, "modula-engine grads: %s\nusage: modula-engine grads --model DIR "
-			"(--adapter FILE_OR_DIR | --full) --tokens 1,2,3 [--targets 2,3,-1] --out FILE\n",
+			"(--adapter FILE_OR_DIR | --full) --tokens 1,2,3 [--targets 2,3,-1] --out FILE "
+			"[--device cpu|cuda|auto|table] [--dtype bf16|f16|f32]\n",
 			err_msg());
 		return 2;
 	}
-	if (!(m = s_eval_model(&a, &lo, &mo, &tok, &b, &t)))
+	if (!(m = s_eval_model(&a, 1, &lo, &mo, &tok, &b, &t, &dm)))
 		goto out;
 	if (a.targets) {
 		if (s_parse_rows(a.targets, &tgt, &tb, &tt) < 0)
@@ -273,15 +328,24 @@ static int s_grads(int argc, char **argv)
 		}
 	if (a.full && model_enable_grads(m) < 0)
 		goto out;
-	if (mo && moe_set_trainable(mo, ~(uint64_t)0, 1) < 0)
-		goto out;
 	const params_t *ps = a.full ? &m->params : mo ? &mo->train : &lo->params;
 	params_zero_grad(ps);
-	loss = model_forward(m, tok, tgt, b, t, 0, 0);
-	model_backward(m, 1.0f);
+	if (dm) {
+		/* the fused cross-entropy overwrites the logits: keep them first */
+		if (dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 ||
+		    !(logits = s_host_logits(m, dm, b, t, &buf)) || dmodel_zero_grad(dm) < 0 ||
+		    dmodel_forward(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 || dmodel_backward(dm) < 0 ||
+		    dmodel_grads_to_host(dm) < 0)
+			goto out;
+		loss = (float)dloss;
+	} else {
+		loss = model_forward(m, tok, tgt, b, t, 0, 0);
+		model_backward(m, 1.0f);
+		logits = m->logits;
+	}
 	int64_t one = 1, lshape[3] = { b, t, m->cfg.vocab_size };
 	if (!(w = st_writer_new()) || st_writer_add(w, "loss", ST_F32, 1, &one, &loss) < 0 ||
-	    st_writer_add(w, "logits", ST_F32, b > 1 ? 3 : 2, b > 1 ? lshape : lshape + 1, m->logits) < 0)
+	    st_writer_add(w, "logits", ST_F32, b > 1 ? 3 : 2, b > 1 ? lshape : lshape + 1, logits) < 0)
 		goto out;
 	for (int i = 0; i < ps->n; i++) {
 		snprintf(name, sizeof name, "grad/%s", ps->v[i].name);
@@ -297,6 +361,8 @@ out:
 	st_writer_destroy(&w);
 	free(tok);
 	free(tgt);
+	free(buf);
+	dmodel_destroy(&dm);
 	lora_destroy(&lo);
 	model_destroy(&m);
 	moe_destroy(&mo);
@@ -310,7 +376,7 @@ static const struct engine_cmd {
 } s_cmds[] = {
 	{ "devices", s_devices, "list the compute devices this build can use" },
 	{ "train", s_train, "JOB.json: run or resume a training job (JSON lines out)" },
-	{ "logits", s_logits, "--model DIR [--adapter P] --tokens 1,2,3 --out FILE" },
+	{ "logits", s_logits, "--model DIR [--adapter P] --tokens 1,2,3 --out FILE [--device D]" },
 	{ "grads", s_grads, "--model DIR (--adapter P | --full) --tokens .. --out FILE (testing)" },
 	{ "tokenize", cmd_tokenize, "--tokenizer FILE|bytes: JSON strings on stdin, ids out" },
 	{ "suite", cmd_suite, "--out DIR [--seed S]: write the multi-domain suite (docs/suite.md)" },
@@ -320,6 +386,7 @@ static const struct engine_cmd {
 	{ "eval", cmd_eval, "JOB.json: loss, exact match, perplexity, router means (docs/modula.md)" },
 	{ "export", cmd_export, "--expert FILE --out DIR: an expert as a PEFT LoRA folder" },
 	{ "import", cmd_import, "--model DIR --peft DIR --out FILE: a PEFT LoRA as an expert" },
+	{ "bench", cmd_bench, "[--model DIR] [--method M] [--device D]: time training steps" },
 };
 
 static void s_usage(FILE *f)

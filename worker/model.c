@@ -160,6 +160,24 @@ err:
 	return NULL;
 }
 
+model_t *model_shape(const model_config_t *cfg)
+{
+	model_t *m;
+	cursor_t count = { 0 };
+
+	if (model_config_check(cfg) < 0)
+		return NULL;
+	if (!(m = calloc(1, sizeof *m)) || !(m->layers = calloc((size_t)cfg->n_layers, sizeof *m->layers))) {
+		free(m);
+		err_set("out of memory describing a model with %d layers", cfg->n_layers);
+		return NULL;
+	}
+	m->cfg = *cfg;
+	s_layout(m, &count);
+	m->n_params = count.off;
+	return m;
+}
+
 static void s_acts_free(model_t *m)
 {
 	if (!m->acts)

@@ -69,6 +69,11 @@ typedef struct model {
 model_t *model_new(const model_config_t *cfg);
 void model_destroy(model_t **m);
 
+/* A model of this configuration without weights: layer shapes only, for
+ * hooking adapter descriptions whose compute runs elsewhere (dmodel.h).
+ * It cannot run forward. NULL via err_set(). */
+model_t *model_shape(const model_config_t *cfg);
+
 /* Hugging Face initialisation: normal(0, 0.02) matrices and embeddings,
  * norms 1, biases 0, from a seeded generator. */
 void model_init_random(model_t *m, uint64_t seed);

@@ -22,7 +22,7 @@
 # failed (NOT RUN is not a failure, and is not a pass either).
 # Every step has a timeout (45 + 100 + 45 + 280 s), so a hang cannot take the
 # whole GPU lease. Not part of `make check` (no GPU there) and not a build:
-# it builds nothing.
+# it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 bundle=${GPU_BUNDLE:-.gpu-bundle}
@@ -94,7 +94,8 @@ else
 fi
 
 say "(2)-(5) against transformers and peft"
-PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" || failed=1
+PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" \
+	--items "${HF_ITEMS:-2,3,4,5}" || failed=1
 
 say "figures (also in $results), ${SECONDS}s in all"
 awk -F'\t' '{ printf "(%s) %-56s %-22s %s\n", $1, $2, $3, $4 }' "$results"

@@ -4,6 +4,9 @@
  *   moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK
  *     ROUTE  soft | e0,e1,... (fixed: expert of each token row)
  *     TRAIN  EXPERT_BITS:ROUTER (e.g. 6:0 trains experts 1 and 2)
+ *   moe_dump ... MASK table
+ *     the same through the device model (worker/dmodel.h) over the CPU
+ *     op table: the GPU path's code, checked here without a GPU.
  * Every expert tensor is drawn from normal(0, 0.15), every router from
  * normal(0, 0.3) (seed 5), so
  * no gradient is trivially zero. OUT holds "logits", "loss" (cross-entropy
@@ -13,6 +16,7 @@
  * LeakyReLU slope 0.1, aux weight 0.1.
  */
 #include "config.h"
+#include "worker/dmodel.h"
 #include "worker/model.h"
 #include "worker/moe.h"
 #include "worker/rng.h"
@@ -55,14 +59,17 @@ int main(int argc, char **argv)
 	static const char *const names[] = { "d1", "d2", "d3", "d4", "d5" };
 	model_t *m = NULL;
 	moe_t *mo = NULL;
+	dmodel_t *dm = NULL;
+	float *dlogits = NULL;
+	double dloss;
 	st_writer_t *w = NULL;
 	moe_config_t c = { 0 };
 	int tok[4096], mask[4096], route[64], n, nm, b = 1, t, rc = 1, router;
 	unsigned long long bits;
 	rng_t r;
 
-	if (argc != 10) {
-		fprintf(stderr, "usage: moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK\n");
+	if (argc != 10 && (argc != 11 || strcmp(argv[10], "table"))) {
+		fprintf(stderr, "usage: moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK [table]\n");
 		return 2;
 	}
 	for (const char *p = argv[8]; *p; p++)
@@ -99,13 +106,29 @@ int main(int argc, char **argv)
 	int tgt[4096];
 	for (int i = 0; i < n; i++)
 		tgt[i] = i % t < t - 1 && mask[i + 1] ? tok[i + 1] : -1;
-	float loss = model_forward(m, tok, tgt, b, t, 0, 1);
-	float aux = moe_aux_loss(mo), total = loss + aux;
-	model_backward(m, 1.0f);
+	float loss, aux = 0.0f, total;
+	const float *logits;
+	if (argc == 11) {
+		size_t nl = (size_t)n * m->cfg.vocab_size;
+		if (!(dm = dmodel_from_host(m, kdevice_ops(KDEV_CPU, 0))) ||
+		    dmodel_attach_moe(dm, mo, &mo->train) < 0 || dmodel_reserve(dm, b, t) < 0 ||
+		    !(dlogits = malloc(nl * sizeof *dlogits)) ||
+		    dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 || dmodel_logits(dm, dlogits) < 0 ||
+		    dmodel_zero_grad(dm) < 0 || dmodel_forward(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 ||
+		    dmodel_backward(dm) < 0 || dmodel_grads_to_host(dm) < 0)
+			goto out;
+		loss = (float)dloss, logits = dlogits;
+	} else {
+		loss = model_forward(m, tok, tgt, b, t, 0, 1);
+		aux = moe_aux_loss(mo);
+		model_backward(m, 1.0f);
+		logits = m->logits;
+	}
+	total = loss + aux;
 	int64_t one = 1, ls[3] = { b, t, m->cfg.vocab_size };
 	if (!(w = st_writer_new()) || st_writer_add(w, "loss", ST_F32, 1, &one, &total) < 0 ||
 	    st_writer_add(w, "aux", ST_F32, 1, &one, &aux) < 0 ||
-	    st_writer_add(w, "logits", ST_F32, 3, ls, m->logits) < 0)
+	    st_writer_add(w, "logits", ST_F32, 3, ls, logits) < 0)
 		goto out;
 	for (int e = 0; e < mo->n_exp; e++)
 		if (mo->exp[e].rank && s_add_all(w, &mo->exp[e].params, mo->exp[e].name) < 0)
@@ -117,6 +140,8 @@ out:
 	if (rc)
 		fprintf(stderr, "moe_dump: %s\n", err_msg());
 	st_writer_destroy(&w);
+	dmodel_destroy(&dm);
+	free(dlogits);
 	model_destroy(&m);
 	moe_destroy(&mo);
 	return rc;

@@ -1,0 +1,278 @@
+/* cmd_bench.c: `modula-engine bench`, the training-step benchmark of the
+ * engine on one device: random tokens (next-token targets, as PyTorch's
+ * labels=input_ids), a fixed batch shape, warm-up steps, then timed steps
+ * of forward, backward and AdamW; one JSON line out with tokens/s, the step
+ * time and the device's memory. tests/gpu/hf_check.py runs it next to
+ * PyTorch + PEFT; tests/bench/ runs it on the CPU.
+ *
+ * Not a test and not a tuner: it checks nothing but that the loss is
+ * finite, and it reports what it measured.
+ */
+#include "config.h"
+#include "worker/cmd_bench.h"
+#include "worker/dmodel.h"
+#include "worker/lora.h"
+#include "worker/model.h"
+#include "worker/moe.h"
+#include "worker/optim.h"
+#include "worker/rng.h"
+#include "worker/train.h"
+#include "kernels/cuda/kcuda.h"
+#include "err.h"
+#include "jsonu.h"
+#include "mtime.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define D_BENCH(x) do { if ((x) < 0) return -1; } while (0)
+
+typedef struct bench_args {
+	const char *model, *method, *device, *dtype;
+	int batch, seq, rank, experts, expert_rank, steps, warmup;
+	float alpha;
+	uint64_t seed;
+} bench_args_t;
+
+static int s_int(const char *k, const char *v, int lo, int *out)
+{
+	char *end;
+	long x = strtol(v, &end, 10);
+
+	if (end == v || *end || x < lo || x > 1 << 20)
+		return err_set("%s: expected an integer >= %d, got '%s'", k, lo, v);
+	*out = (int)x;
+	return 0;
+}
+
+static int s_args(int argc, char **argv, bench_args_t *a)
+{
+	*a = (bench_args_t){ .model = "random", .method = "lora", .device = "auto", .batch = 8,
+			     .seq = 512, .rank = 16, .alpha = 32.0f, .experts = 4, .expert_rank = 8,
+			     .steps = 10, .warmup = 3, .seed = 1 };
+	for (int i = 1; i < argc; i += 2) {
+		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int x;
+		if (!v)
+			return err_set("option '%s' needs a value", k);
+		if (!strcmp(k, "--model"))
+			a->model = v;
+		else if (!strcmp(k, "--method"))
+			a->method = v;
+		else if (!strcmp(k, "--device"))
+			a->device = v;
+		else if (!strcmp(k, "--dtype"))
+			a->dtype = v;
+		else if (!strcmp(k, "--batch"))
+			D_BENCH(s_int(k, v, 1, &a->batch));
+		else if (!strcmp(k, "--seq"))
+			D_BENCH(s_int(k, v, 2, &a->seq));
+		else if (!strcmp(k, "--rank"))
+			D_BENCH(s_int(k, v, 1, &a->rank));
+		else if (!strcmp(k, "--alpha") && s_int(k, v, 1, &x) == 0)
+			a->alpha = (float)x;
+		else if (!strcmp(k, "--experts"))
+			D_BENCH(s_int(k, v, 1, &a->experts));
+		else if (!strcmp(k, "--expert-rank"))
+			D_BENCH(s_int(k, v, 1, &a->expert_rank));
+		else if (!strcmp(k, "--steps"))
+			D_BENCH(s_int(k, v, 1, &a->steps));
+		else if (!strcmp(k, "--warmup"))
+			D_BENCH(s_int(k, v, 0, &a->warmup));
+		else if (!strcmp(k, "--seed") && s_int(k, v, 0, &x) == 0)
+			a->seed = (uint64_t)x;
+		else if (strcmp(k, "--alpha") && strcmp(k, "--seed"))
+			return err_set("unknown option '%s'", k);
+		else
+			return -1;
+	}
+	return 0;
+}
+
+/* What one step needs, on either engine. */
+typedef struct bench {
+	model_t *hm;            /* the CPU engine's model, or a shape (device path) */
+	dmodel_t *dm;           /* the device path, or NULL */
+	lora_t *lo;
+	moe_t *mo;
+	const params_t *train;
+	optim_t *opt;           /* the CPU engine's optimizer */
+	optim_config_t oc;
+	long step;
+} bench_t;
+
+static int s_setup(bench_t *b, const bench_args_t *a, const struct kdevice_ops *K)
+{
+	model_config_t cfg;
+	char path[4096];
+	int random = !strcmp(a->model, "random");
+	lora_config_t lc = { .rank = a->rank, .alpha = a->alpha, .targets = (1u << MODEL_NSLOTS) - 1 };
+
+	if (random) {
+		train_default_config(&cfg);
+	} else {
+		snprintf(path, sizeof path, "%s/config.json", a->model);
+		D_BENCH(model_config_load(path, &cfg));
+	}
+	if (a->seq > cfg.max_seq)
+		return err_set("--seq %d is longer than the model's max_seq %d", a->seq, cfg.max_seq);
+	if (K && !random) {
+		if (!(b->dm = dmodel_load(a->model, K)) || !(b->hm = model_shape(&cfg)))
+			return -1;
+	} else {
+		if (!(b->hm = random ? model_new(&cfg) : model_load(a->model)))
+			return -1;
+		if (random)
+			model_init_random(b->hm, a->seed);
+		if (K) {
+			if (!(b->dm = dmodel_from_host(b->hm, K)))
+				return -1;
+			model_destroy(&b->hm);
+			if (!(b->hm = model_shape(&cfg)))
+				return -1;
+		}
+	}
+	if (!strcmp(a->method, "lora")) {
+		if (!(b->lo = lora_attach(b->hm, &lc, a->seed)))
+			return -1;
+		b->train = &b->lo->params;
+	} else {
+		moe_config_t mc = { .n_domain = a->experts, .universal = lc, .slope = 0.01f,
+				    .domain = { .rank = a->expert_rank, .alpha = 2.0f * a->expert_rank } };
+		const char *names[MOE_MAX_EXPERTS];
+		char nb[MOE_MAX_EXPERTS][16];
+		D_BENCH(moe_method_parse(a->method, &mc.method));
+		if (a->experts >= MOE_MAX_EXPERTS)
+			return err_set("--experts %d: at most %d", a->experts, MOE_MAX_EXPERTS - 1);
+		for (int i = 0; i < a->experts; i++) {
+			snprintf(nb[i], sizeof nb[i], "domain%d", i + 1);
+			names[i] = nb[i];
+		}
+		if (!(b->mo = moe_attach(b->hm, &mc, names, a->seed)))
+			return -1;
+		b->train = &b->mo->train;
+	}
+	b->oc = (optim_config_t){ .lr = 2e-4f, .min_lr_ratio = 1.0f, .beta1 = 0.9f, .beta2 = 0.999f,
+				  .eps = 1e-8f, .weight_decay = 0.0f, .clip = 1.0f };
+	if (b->dm)
+		return b->lo ? dmodel_attach_lora(b->dm, b->lo, b->train)
+			     : dmodel_attach_moe(b->dm, b->mo, b->train);
+	if (!(b->opt = optim_new(b->train, &b->oc)))
+		return -1;
+	return model_reserve(b->hm, a->batch, a->seq);
+}
+
+static int s_step(bench_t *b, const int *tok, const int *tgt, const bench_args_t *a, double *loss)
+{
+	b->step++;
+	if (!b->dm) {
+		params_zero_grad(b->train);
+		*loss = model_forward(b->hm, tok, tgt, a->batch, a->seq, (uint64_t)b->step, 1);
+		model_backward(b->hm, 1.0f);
+		optim_clip(b->opt);
+		optim_step(b->opt, b->oc.lr);
+		return 0;
+	}
+	D_BENCH(dmodel_zero_grad(b->dm));
+	D_BENCH(dmodel_forward(b->dm, tok, tgt, a->batch, a->seq, 1.0f, loss));
+	D_BENCH(dmodel_backward(b->dm));
+	return dmodel_step(b->dm, &b->oc, b->oc.lr, b->step, NULL);
+}
+
+static void s_free(bench_t *b)
+{
+	optim_destroy(&b->opt);
+	dmodel_destroy(&b->dm);
+	lora_destroy(&b->lo);
+	moe_destroy(&b->mo);
+	model_destroy(&b->hm);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	bench_args_t a;
+	bench_t b = { 0 };
+	const struct kdevice_ops *K;
+	int *tok = NULL, *tgt = NULL, rc = 1;
+	double loss0 = 0, loss = 0, t0 = 0, secs;
+	char mem[256] = "", *line;
+	cJSON *o;
+	rng_t r;
+
+	if (s_args(argc, argv, &a) < 0 || dmodel_backend(a.device, a.dtype, &K) < 0) {
+		fprintf(stderr, "modula-engine bench: %s\nusage: modula-engine bench [--model DIR|random] "
+			"[--method lora|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
+			"[--alpha 32] [--experts 4] [--expert-rank 8] [--steps 10] [--warmup 3] "
+			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1]\n", err_msg());
+		return 2;
+	}
+	size_t n = (size_t)a.batch * a.seq;
+	if (s_setup(&b, &a, K) < 0 || (b.dm && dmodel_reserve(b.dm, a.batch, a.seq) < 0))
+		goto out;
+	if (!(tok = malloc(n * sizeof *tok)) || !(tgt = malloc(n * sizeof *tgt))) {
+		err_set("out of memory");
+		goto out;
+	}
+	rng_seed(&r, a.seed);
+	for (size_t i = 0; i < n; i++)
+		tok[i] = (int)(rng_uniform(&r) * (b.hm->cfg.vocab_size - 1));
+	for (size_t i = 0; i < n; i++)
+		tgt[i] = (int)(i % a.seq) == a.seq - 1 ? -1 : tok[i + 1];
+	for (int s = 0; s < a.warmup + a.steps; s++) {
+		if (s == a.warmup) {
+			if (b.dm && dmodel_sync(b.dm) < 0)
+				goto out;
+			t0 = mtime_s();
+		}
+		if (s_step(&b, tok, tgt, &a, &loss) < 0)
+			goto out;
+		if (s == 0)
+			loss0 = loss;
+		fprintf(stderr, "\rbench: step %d/%d, loss %.4f", s + 1, a.warmup + a.steps, loss);
+	}
+	if (b.dm && dmodel_sync(b.dm) < 0)
+		goto out;
+	secs = (mtime_s() - t0) / a.steps;
+	fputc('\n', stderr);
+	if (!isfinite(loss)) {
+		err_set("the loss is %g after %d steps", loss, a.warmup + a.steps);
+		goto out;
+	}
+	if (b.dm)
+		dmodel_memory(b.dm, mem, sizeof mem);
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "device", K ? kdevice_name(K->dev) : "cpu");
+	cJSON_AddStringToObject(o, "path", K ? "dmodel" : "model");
+	cJSON_AddStringToObject(o, "dtype", K ? kcuda_dtype_name(K->dt) : "f32");
+	cJSON_AddStringToObject(o, "model", a.model);
+	cJSON_AddStringToObject(o, "method", a.method);
+	cJSON_AddNumberToObject(o, "batch", a.batch);
+	cJSON_AddNumberToObject(o, "seq", a.seq);
+	cJSON_AddNumberToObject(o, "rank", a.rank);
+	if (b.mo) {
+		cJSON_AddNumberToObject(o, "experts", a.experts);
+		cJSON_AddNumberToObject(o, "expert_rank", a.expert_rank);
+	}
+	cJSON_AddNumberToObject(o, "trainable_params", (double)params_numel(b.train, 1));
+	cJSON_AddNumberToObject(o, "steps", a.steps);
+	cJSON_AddNumberToObject(o, "warmup", a.warmup);
+	cJSON_AddNumberToObject(o, "step_ms", secs * 1e3);
+	cJSON_AddNumberToObject(o, "tokens_per_s", (double)n / secs);
+	cJSON_AddNumberToObject(o, "loss_first", loss0);
+	cJSON_AddNumberToObject(o, "loss_last", loss);
+	cJSON_AddStringToObject(o, "memory", mem);
+	if ((line = jsonu_print(o)))
+		printf("%s\n", line);
+	free(line);
+	cJSON_Delete(o);
+	rc = 0;
+out:
+	if (rc)
+		fprintf(stderr, "modula-engine bench: %s\n", err_msg());
+	free(tok);
+	free(tgt);
+	s_free(&b);
+	return rc;
+}

@@ -1,0 +1,963 @@
+/* dmodel.c: the decoder over the op table; see dmodel.h. The order of the
+ * ops is model.c's; what differs is where tensors live (the backend's
+ * memory, in its storage type), that every op can fail, and that the base
+ * is always frozen. */
+#include "config.h"
+#include "worker/dmodel.h"
+#include "worker/safetensors.h"
+#include "kernels/cuda/kcuda.h"
+#include "err.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define D_TRY(x) do { if ((x) < 0) return -1; } while (0)
+#define D_PTR(x) do { if (!(x)) return -1; } while (0)
+
+/* A group of adapter tensors in one allocation (stacked experts share one):
+ * `cur` in the storage type (what the ops read), the fp32 master, and when
+ * any member trains its gradient and moments. */
+typedef struct dbuf {
+	size_t n;
+	void *cur;
+	float *master, *grad, *m, *v;
+} dbuf_t;
+
+/* One host tensor inside a dbuf: elements [off, off + n). `transposed`:
+ * the host holds [rows, cols] and the device [cols, rows] (B matrices). */
+typedef struct dparam {
+	param_t *host;
+	dbuf_t *buf;
+	size_t off;
+	int transposed;
+	int train_index;        /* in the optimizer's list, or -1 when frozen */
+} dparam_t;
+
+/* The adapter on one linear layer. */
+typedef struct dad {
+	int res, nores;
+	int in, out;
+	int r0;                 /* the LoRA / universal expert */
+	float s0;
+	dbuf_t a0, b0t;         /* A0 [r0, in], B0^T [r0, out] */
+	int e, r;               /* Res: domain experts of rank r */
+	float sd, slope;
+	dbuf_t a, bt, wr;       /* A [e*r, out], B^T [e*r, out], router [e, in] */
+	void *u0, *h, *z, *zl, *zw;   /* saved for backward, [N, ...] */
+	float *s;               /* router probabilities [N, e] */
+} dad_t;
+
+typedef struct dlin {
+	void *w, *b;
+	int in, out;
+	dad_t *ad;
+} dlin_t;
+
+typedef struct dlayer {
+	void *ln1, *ln2;
+	dlin_t lin[MODEL_NSLOTS];
+	/* activations kept for backward */
+	void *a1, *q, *k, *v, *y, *mid, *a2, *gate, *up, *sw;
+	float *rstd1, *rstd2, *att;
+} dlayer_t;
+
+struct dmodel {
+	const struct kdevice_ops *K;
+	model_config_t cfg;
+	void *wte, *norm, *head;
+	dlayer_t *l;
+	dparam_t *p;
+	int np, pcap;
+	dbuf_t **bufs;
+	int nbufs, bcap;
+	void **owned;           /* everything allocated through K */
+	int nowned, ocap;
+	/* activations, reserved for [max_b, max_t] */
+	int max_b, max_t, b, t, ntargets;
+	void **res, *lnf, *logits, *tmp;
+	float *rstdf, *losses, *lse, *dlosses, *cosv, *sinv;
+	int *tok, *tgt;
+	void *dres, *dln, *dq, *dk, *dv, *dy, *dgate, *dup, *dsw;
+	void *x1, *x2, *x3, *xr, *xh, *xu;  /* adapter scratch */
+	int *htgt;
+	float *hlosses, *hdl;
+	void **acts;            /* the reservation's buffers */
+	int nacts, acap;
+};
+
+static size_t s_dts(const dmodel_t *m)
+{
+	return kcuda_dtype_size(m->K->dt);
+}
+
+static void *s_at(const dmodel_t *m, void *base, size_t off)
+{
+	return (char *)base + off * s_dts(m);
+}
+
+static int s_push(void ***v, int *n, int *cap, void *p)
+{
+	if (*n == *cap) {
+		int nc = *cap ? 2 * *cap : 64;
+		void **nv = realloc(*v, (size_t)nc * sizeof *nv);
+		if (!nv)
+			return err_set("out of memory");
+		*v = nv, *cap = nc;
+	}
+	(*v)[(*n)++] = p;
+	return 0;
+}
+
+/* n elements of type dt in the backend's memory, freed with the model. */
+static void *s_alloc(dmodel_t *m, size_t n, int dt)
+{
+	void *p = m->K->alloc(n ? n : 1, dt);
+
+	if (p && s_push(&m->owned, &m->nowned, &m->ocap, p) < 0) {
+		m->K->free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* The same for the reservation (freed when it grows). */
+static void *s_act(dmodel_t *m, size_t n, int dt)
+{
+	void *p = m->K->alloc(n ? n : 1, dt);
+
+	if (p && s_push(&m->acts, &m->nacts, &m->acap, p) < 0) {
+		m->K->free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void dmodel_destroy(dmodel_t **pm)
+{
+	dmodel_t *m = pm ? *pm : NULL;
+
+	if (!m)
+		return;
+	for (int i = 0; i < m->nacts; i++)
+		m->K->free(m->acts[i]);
+	for (int i = 0; i < m->nowned; i++)
+		m->K->free(m->owned[i]);
+	for (int l = 0; m->l && l < m->cfg.n_layers; l++)
+		for (int s = 0; s < MODEL_NSLOTS; s++)
+			free(m->l[l].lin[s].ad);
+	free(m->bufs);          /* the dbufs live in the adapters */
+	free(m->acts);
+	free(m->owned);
+	free(m->p);
+	free(m->l);
+	free(m->res);
+	free(m->htgt);
+	free(m->hlosses);
+	free(m->hdl);
+	free(m);
+	*pm = NULL;
+}
+
+const model_config_t *dmodel_config(const dmodel_t *m)
+{
+	return &m->cfg;
+}
+
+/* ---- the base weights --------------------------------------------------- */
+
+/* Calls fn(m, name, device tensor, ndim, shape, ctx) for every base weight,
+ * in model.c's order and with its Hugging Face names. */
+typedef int (*s_weight_fn)(dmodel_t *m, const char *name, void *dst, int ndim,
+			   const int64_t *shape, void *ctx);
+
+static int s_each_weight(dmodel_t *m, s_weight_fn fn, void *ctx)
+{
+	const model_config_t *g = &m->cfg;
+	int64_t C = g->dim, V = g->vocab_size;
+	char name[160];
+
+	D_TRY(fn(m, "model.embed_tokens.weight", m->wte, 2, (int64_t[]){ V, C }, ctx));
+	for (int l = 0; l < g->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+		D_TRY(fn(m, name, L->ln1, 1, (int64_t[]){ C, 0 }, ctx));
+		snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+		D_TRY(fn(m, name, L->ln2, 1, (int64_t[]){ C, 0 }, ctx));
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			dlin_t *lin = &L->lin[s];
+			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, model_slot_module(s),
+				 model_slot_name(s));
+			D_TRY(fn(m, name, lin->w, 2, (int64_t[]){ lin->out, lin->in }, ctx));
+			if (lin->b) {
+				snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", l,
+					 model_slot_name(s));
+				D_TRY(fn(m, name, lin->b, 1, (int64_t[]){ lin->out, 0 }, ctx));
+			}
+		}
+	}
+	D_TRY(fn(m, "model.norm.weight", m->norm, 1, (int64_t[]){ C, 0 }, ctx));
+	if (!g->tie_embeddings)
+		D_TRY(fn(m, "lm_head.weight", m->head, 2, (int64_t[]){ V, C }, ctx));
+	return 0;
+}
+
+static dmodel_t *s_new(const model_config_t *cfg, const struct kdevice_ops *K)
+{
+	model_t *shape = model_shape(cfg);
+	dmodel_t *m = NULL;
+	int dt = K->dt;
+	size_t C = cfg->dim, V = cfg->vocab_size;
+
+	if (!shape)
+		return NULL;
+	if (!(m = calloc(1, sizeof *m)) || !(m->l = calloc((size_t)cfg->n_layers, sizeof *m->l))) {
+		err_set("out of memory");
+		goto err;
+	}
+	m->K = K, m->cfg = *cfg;
+	if (!(m->wte = s_alloc(m, V * C, dt)) || !(m->norm = s_alloc(m, C, dt)))
+		goto err;
+	m->head = m->wte;
+	if (!cfg->tie_embeddings && !(m->head = s_alloc(m, V * C, dt)))
+		goto err;
+	for (int l = 0; l < cfg->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		if (!(L->ln1 = s_alloc(m, C, dt)) || !(L->ln2 = s_alloc(m, C, dt)))
+			goto err;
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			const model_linear_t *hl = &shape->layers[l].lin[s];
+			dlin_t *lin = &L->lin[s];
+			lin->in = hl->in, lin->out = hl->out;
+			if (!(lin->w = s_alloc(m, (size_t)hl->in * hl->out, dt)))
+				goto err;
+			if (cfg->qkv_bias && s <= MODEL_V && !(lin->b = s_alloc(m, (size_t)hl->out, dt)))
+				goto err;
+		}
+	}
+	model_destroy(&shape);
+	return m;
+err:
+	model_destroy(&shape);
+	dmodel_destroy(&m);
+	return NULL;
+}
+
+static int s_kdt(enum st_dtype d)
+{
+	return d == ST_BF16 ? KCUDA_BF16 : d == ST_F16 ? KCUDA_F16 : d == ST_F32 ? KCUDA_F32 : -1;
+}
+
+static int s_load_one(dmodel_t *m, const char *name, void *dst, int ndim, const int64_t *shape,
+		      void *ctx)
+{
+	const st_tensor_t *t = st_set_need(ctx, name, ndim, shape);
+	size_t n = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+
+	if (!t)
+		return -1;
+	if (m->K->dev == KDEV_CPU)
+		return st_to_f32(t, dst);
+	if (s_kdt(t->dtype) < 0)
+		return err_set("tensor '%s' is %s: the GPU path reads F32, F16 and BF16", name,
+			       st_dtype_name(t->dtype));
+	return m->K->upload(dst, m->K->dt, t->data, s_kdt(t->dtype), n);
+}
+
+dmodel_t *dmodel_load(const char *dir, const struct kdevice_ops *K)
+{
+	char path[4096];
+	model_config_t cfg;
+	dmodel_t *m = NULL;
+	st_set_t *set = NULL;
+
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	if (model_config_load(path, &cfg) < 0)
+		return NULL;
+	if (!(m = s_new(&cfg, K)) || !(set = st_set_open(dir)) || s_each_weight(m, s_load_one, set) < 0 ||
+	    K->sync() < 0) {
+		err_prefix("loading model '%s' on %s", dir, kdevice_name(K->dev));
+		dmodel_destroy(&m);
+	}
+	st_set_close(&set);
+	return m;
+}
+
+static int s_copy_host(dmodel_t *m, const char *name, void *dst, int ndim, const int64_t *shape,
+		       void *ctx)
+{
+	const param_t *p = params_find(ctx, name);
+
+	if (!p)
+		return err_set("host model has no tensor '%s'", name);
+	return m->K->upload(dst, m->K->dt, p->data, KCUDA_F32, p->n);
+}
+
+dmodel_t *dmodel_from_host(const model_t *hm, const struct kdevice_ops *K)
+{
+	dmodel_t *m = s_new(&hm->cfg, K);
+
+	if (m && (s_each_weight(m, s_copy_host, (void *)&hm->params) < 0 || K->sync() < 0))
+		dmodel_destroy(&m);
+	return m;
+}
+
+/* ---- adapters: placing the host tensors ------------------------------- */
+
+static int s_buf_alloc(dmodel_t *m, dbuf_t *b, size_t n, int trains)
+{
+	b->n = n;
+	D_PTR(b->master = s_alloc(m, n, KCUDA_F32));
+	b->cur = b->master;
+	if (m->K->dt != KCUDA_F32)
+		D_PTR(b->cur = s_alloc(m, n, m->K->dt));
+	if (trains)
+		D_PTR((b->grad = s_alloc(m, n, KCUDA_F32)) && (b->m = s_alloc(m, n, KCUDA_F32)) &&
+		      (b->v = s_alloc(m, n, KCUDA_F32)));
+	return s_push((void ***)&m->bufs, &m->nbufs, &m->bcap, b);
+}
+
+static int s_train_index(const params_t *train, const param_t *p)
+{
+	for (int i = 0; train && i < train->n; i++)
+		if (train->v[i].data == p->data)
+			return i;
+	return -1;
+}
+
+static int s_add_param(dmodel_t *m, param_t *host, dbuf_t *b, size_t off, int transposed,
+		       const params_t *train)
+{
+	dparam_t *d;
+
+	if (m->np == m->pcap) {
+		int nc = m->pcap ? 2 * m->pcap : 64;
+		dparam_t *nv = realloc(m->p, (size_t)nc * sizeof *nv);
+		if (!nv)
+			return err_set("out of memory");
+		m->p = nv, m->pcap = nc;
+	}
+	d = &m->p[m->np++];
+	*d = (dparam_t){ host, b, off, transposed, s_train_index(train, host) };
+	if (d->train_index >= 0 && !host->grad)
+		return err_set("tensor '%s' is in the optimizer's list without a gradient", host->name);
+	return 0;
+}
+
+static void s_peft_name(char *dst, size_t n, int layer, int slot, const char *what)
+{
+	snprintf(dst, n, "base_model.model.model.layers.%d.%s.%s.%s.weight", layer,
+		 model_slot_module(slot), model_slot_name(slot), what);
+}
+
+static param_t *s_need(const params_t *p, int layer, int slot, const char *what, int64_t d0,
+		       int64_t d1)
+{
+	char name[192];
+	param_t *x;
+
+	s_peft_name(name, sizeof name, layer, slot, what);
+	if (!(x = params_find(p, name)) || x->ndim != 2 || x->shape[0] != d0 || x->shape[1] != d1) {
+		err_set("adapter tensor '%s' missing or not [%lld, %lld]", name, (long long)d0,
+			(long long)d1);
+		return NULL;
+	}
+	return x;
+}
+
+static float s_scale(float alpha, int rank, int rslora)
+{
+	return alpha / (rslora ? sqrtf((float)rank) : (float)rank);
+}
+
+/* The universal/LoRA pair of one layer from host params. */
+static int s_place_pair(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
+			const params_t *train)
+{
+	param_t *a = s_need(p, layer, slot, "lora_A", ad->r0, ad->in);
+	param_t *b = s_need(p, layer, slot, "lora_B", ad->out, ad->r0);
+
+	D_PTR(a && b);
+	D_TRY(s_buf_alloc(m, &ad->a0, a->n, s_train_index(train, a) >= 0));
+	D_TRY(s_buf_alloc(m, &ad->b0t, b->n, s_train_index(train, b) >= 0));
+	D_TRY(s_add_param(m, a, &ad->a0, 0, 0, train));
+	return s_add_param(m, b, &ad->b0t, 0, 1, train);
+}
+
+static dad_t *s_new_ad(dmodel_t *m, int layer, int slot)
+{
+	dlin_t *lin = &m->l[layer].lin[slot];
+	dad_t *ad;
+
+	if (lin->ad) {
+		err_set("layer %d %s already carries an adapter", layer, model_slot_name(slot));
+		return NULL;
+	}
+	if (!(ad = calloc(1, sizeof *ad))) {
+		err_set("out of memory");
+		return NULL;
+	}
+	ad->in = lin->in, ad->out = lin->out;
+	lin->ad = ad;
+	return ad;
+}
+
+int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
+{
+	if (lo->cfg.dropout > 0.0f)
+		return err_set("LoRA dropout %g: the GPU path has no dropout yet (set it to 0, or "
+			       "use --device cpu)", lo->cfg.dropout);
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			dad_t *ad;
+			if (!(lo->cfg.targets & (1u << s)))
+				continue;
+			D_PTR(ad = s_new_ad(m, l, s));
+			ad->r0 = lo->cfg.rank;
+			ad->s0 = s_scale(lo->cfg.alpha, lo->cfg.rank, lo->cfg.rslora);
+			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train));
+		}
+	return dmodel_sync_from_host(m, NULL);
+}
+
+/* A Res layer's domain experts, stacked, and its router. */
+static int s_place_experts(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
+			   const params_t *train)
+{
+	int trains_a = 0, trains_b = 0, trains_r;
+	char name[192];
+	param_t *router;
+	size_t na = (size_t)ad->r * ad->out;
+
+	for (int i = 1; i < mo->n_exp; i++) {
+		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out);
+		param_t *b = s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r);
+		D_PTR(a && b);
+		trains_a |= s_train_index(train, a) >= 0, trains_b |= s_train_index(train, b) >= 0;
+	}
+	s_peft_name(name, sizeof name, layer, slot, "router");
+	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
+		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
+	trains_r = s_train_index(train, router) >= 0;
+	D_TRY(s_buf_alloc(m, &ad->a, na * ad->e, trains_a));
+	D_TRY(s_buf_alloc(m, &ad->bt, na * ad->e, trains_b));
+	D_TRY(s_buf_alloc(m, &ad->wr, router->n, trains_r));
+	for (int i = 1; i < mo->n_exp; i++) {
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out),
+				  &ad->a, na * (i - 1), 0, train));
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
+				  &ad->bt, na * (i - 1), 1, train));
+	}
+	return s_add_param(m, router, &ad->wr, 0, 0, train);
+}
+
+int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
+{
+	const moe_config_t *c = &mo->cfg;
+	const moe_expert_t *u = &mo->exp[0];
+	int res = c->method == MOE_RES || c->method == MOE_RES_NORES;
+
+	if (c->method != MOE_LORA && !res)
+		return err_set("method %s: the GPU path runs lora, modula-res and modula-res-nores "
+			       "(use --device cpu)", moe_method_name(c->method));
+	if (mo->fixed)
+		return err_set("fixed (segment) routing: the GPU path runs soft routing only");
+	if (c->top_k)
+		return err_set("top-k routing: the GPU path runs dense soft routing only");
+	if (!u->rank)
+		return err_set("the GPU path needs a universal expert");
+	for (int i = 2; i < mo->n_exp; i++)
+		if (mo->exp[i].rank != mo->exp[1].rank || mo->exp[i].alpha != mo->exp[1].alpha ||
+		    mo->exp[i].rslora != mo->exp[1].rslora)
+			return err_set("domain experts of different ranks or scales ('%s', '%s'): the GPU "
+				       "path stacks them and needs one rank", mo->exp[1].name,
+				       mo->exp[i].name);
+	if (res && (mo->n_exp < 2 || mo->n_route != mo->n_exp - 1 || mo->route_base != 1))
+		return err_set("modula-res on the GPU needs domain experts and a router over them");
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			char name[192];
+			dad_t *ad;
+			s_peft_name(name, sizeof name, l, s, "lora_A");
+			if (!params_find(&u->params, name))
+				continue;
+			D_PTR(ad = s_new_ad(m, l, s));
+			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
+			D_TRY(s_place_pair(m, ad, &u->params, l, s, train));
+			if (!res)
+				continue;
+			ad->res = 1, ad->nores = c->method == MOE_RES_NORES;
+			ad->e = mo->n_exp - 1, ad->r = mo->exp[1].rank, ad->slope = c->slope;
+			ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
+			D_TRY(s_place_experts(m, ad, mo, l, s, train));
+		}
+	return dmodel_sync_from_host(m, NULL);
+}
+
+/* ---- host <-> device for the adapter tensors --------------------------- */
+
+static void s_transpose(float *dst, const float *src, int64_t rows, int64_t cols)
+{
+	for (int64_t i = 0; i < rows; i++)
+		for (int64_t j = 0; j < cols; j++)
+			dst[j * rows + i] = src[i * cols + j];
+}
+
+/* The device layout of host values `src` (for this param) into tmp. */
+static const float *s_dev_layout(const dparam_t *d, const float *src, float *tmp)
+{
+	if (!d->transposed)
+		return src;
+	s_transpose(tmp, src, d->host->shape[0], d->host->shape[1]);
+	return tmp;
+}
+
+static int s_up(dmodel_t *m, const dparam_t *d, float *dev, const float *src, float *tmp, int dt)
+{
+	return m->K->upload(dt == KCUDA_F32 ? (void *)(dev + d->off) : s_at(m, dev, d->off), dt,
+			    s_dev_layout(d, src, tmp), KCUDA_F32, d->host->n);
+}
+
+static int s_down(dmodel_t *m, const dparam_t *d, const float *dev, float *dst, float *tmp)
+{
+	D_TRY(m->K->download(d->transposed ? tmp : dst, KCUDA_F32, dev + d->off, KCUDA_F32,
+			     d->host->n));
+	if (d->transposed)
+		s_transpose(dst, tmp, d->host->shape[1], d->host->shape[0]);
+	return 0;
+}
+
+static float *s_tmp(const dmodel_t *m)
+{
+	size_t n = 1;
+	float *t;
+
+	for (int i = 0; i < m->np; i++)
+		n = m->p[i].host->n > n ? m->p[i].host->n : n;
+	if (!(t = malloc(n * sizeof(float))))
+		err_set("out of memory");
+	return t;
+}
+
+int dmodel_sync_from_host(dmodel_t *m, const optim_t *opt)
+{
+	float *tmp = s_tmp(m);
+	int rc = -1;
+
+	if (!tmp)
+		return -1;
+	for (int i = 0; i < m->np; i++) {
+		const dparam_t *d = &m->p[i];
+		if (s_up(m, d, d->buf->master, d->host->data, tmp, KCUDA_F32) < 0 ||
+		    (d->buf->cur != d->buf->master &&
+		     s_up(m, d, d->buf->cur, d->host->data, tmp, m->K->dt) < 0))
+			goto out;
+		if (opt && d->train_index >= 0 &&
+		    (s_up(m, d, d->buf->m, opt->m[d->train_index], tmp, KCUDA_F32) < 0 ||
+		     s_up(m, d, d->buf->v, opt->v[d->train_index], tmp, KCUDA_F32) < 0))
+			goto out;
+	}
+	rc = m->K->sync();
+out:
+	free(tmp);
+	return rc;
+}
+
+int dmodel_sync_to_host(dmodel_t *m, optim_t *opt)
+{
+	float *tmp = s_tmp(m);
+	int rc = -1;
+
+	if (!tmp)
+		return -1;
+	for (int i = 0; i < m->np; i++) {
+		const dparam_t *d = &m->p[i];
+		if (d->train_index < 0)
+			continue;
+		if (s_down(m, d, d->buf->master, d->host->data, tmp) < 0)
+			goto out;
+		if (opt && (s_down(m, d, d->buf->m, opt->m[d->train_index], tmp) < 0 ||
+			    s_down(m, d, d->buf->v, opt->v[d->train_index], tmp) < 0))
+			goto out;
+	}
+	rc = 0;
+out:
+	free(tmp);
+	return rc;
+}
+
+/* ---- reservation ------------------------------------------------------- */
+
+static size_t s_max(size_t a, size_t b)
+{
+	return a > b ? a : b;
+}
+
+int dmodel_reserve(dmodel_t *m, int b, int t)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt;
+	size_t N = (size_t)b * t, C = g->dim, QD = (size_t)g->n_heads * g->head_dim;
+	size_t KD = (size_t)g->n_kv_heads * g->head_dim, F = g->ffn_dim, V = g->vocab_size;
+	size_t er = 1, e = 1, r0 = 1, outmax = s_max(s_max(C, F), QD);
+
+	if (b <= 0 || t <= 0 || t > g->max_seq)
+		return err_set("batch shape [%d, %d] out of range (max sequence %d)", b, t, g->max_seq);
+	if (m->acts && b <= m->max_b && t <= m->max_t)
+		return 0;
+	for (int i = 0; i < m->nacts; i++)
+		K->free(m->acts[i]);
+	m->nacts = 0;
+	free(m->res);
+	free(m->htgt), free(m->hlosses), free(m->hdl);
+	if (!(m->res = calloc((size_t)g->n_layers + 1, sizeof *m->res)) ||
+	    !(m->htgt = malloc(N * sizeof(int))) || !(m->hlosses = malloc(N * sizeof(float))) ||
+	    !(m->hdl = malloc(N * sizeof(float))))
+		return err_set("out of memory");
+	for (int l = 0; l < g->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		D_PTR((L->a1 = s_act(m, N * C, dt)) && (L->rstd1 = s_act(m, N, KCUDA_F32)) &&
+		      (L->q = s_act(m, N * QD, dt)) && (L->k = s_act(m, N * KD, dt)) &&
+		      (L->v = s_act(m, N * KD, dt)) &&
+		      (L->att = s_act(m, K->attention_saved(b, t, g->n_heads), KCUDA_F32)) &&
+		      (L->y = s_act(m, N * QD, dt)) && (L->mid = s_act(m, N * C, dt)) &&
+		      (L->a2 = s_act(m, N * C, dt)) && (L->rstd2 = s_act(m, N, KCUDA_F32)) &&
+		      (L->gate = s_act(m, N * F, dt)) && (L->up = s_act(m, N * F, dt)) &&
+		      (L->sw = s_act(m, N * F, dt)));
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			dad_t *ad = L->lin[s].ad;
+			if (!ad)
+				continue;
+			r0 = s_max(r0, (size_t)ad->r0);
+			D_PTR(ad->u0 = s_act(m, N * ad->r0, dt));
+			if (!ad->res)
+				continue;
+			er = s_max(er, (size_t)ad->e * ad->r), e = s_max(e, (size_t)ad->e);
+			D_PTR((ad->h = s_act(m, N * ad->out, dt)) && (ad->z = s_act(m, N * ad->e * ad->r, dt)) &&
+			      (ad->zl = s_act(m, N * ad->e * ad->r, dt)) &&
+			      (ad->zw = s_act(m, N * ad->e * ad->r, dt)) &&
+			      (ad->s = s_act(m, N * ad->e, KCUDA_F32)));
+		}
+	}
+	for (int l = 0; l <= g->n_layers; l++)
+		D_PTR(m->res[l] = s_act(m, N * C, dt));
+	D_PTR((m->lnf = s_act(m, N * C, dt)) && (m->rstdf = s_act(m, N, KCUDA_F32)) &&
+	      (m->logits = s_act(m, N * V, dt)) && (m->losses = s_act(m, N, KCUDA_F32)) &&
+	      (m->lse = s_act(m, N, KCUDA_F32)) && (m->dlosses = s_act(m, N, KCUDA_F32)) &&
+	      (m->tok = s_act(m, N, KCUDA_I32)) && (m->tgt = s_act(m, N, KCUDA_I32)) &&
+	      (m->tmp = s_act(m, N * C, dt)) && (m->dres = s_act(m, N * C, dt)) &&
+	      (m->dln = s_act(m, N * C, dt)) && (m->dq = s_act(m, N * QD, dt)) &&
+	      (m->dk = s_act(m, N * KD, dt)) && (m->dv = s_act(m, N * KD, dt)) &&
+	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
+	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
+	      (m->x1 = s_act(m, N * er, dt)) && (m->x2 = s_act(m, N * er, dt)) &&
+	      (m->x3 = s_act(m, N * er, dt)) && (m->xr = s_act(m, N * e, dt)) &&
+	      (m->xh = s_act(m, N * outmax, dt)) && (m->xu = s_act(m, N * r0, dt)) &&
+	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
+	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
+	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
+	m->max_b = b, m->max_t = t;
+	return 0;
+}
+
+/* ---- forward and backward ---------------------------------------------- */
+
+static int s_ad_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r;
+
+	D_TRY(K->gemm(ad->u0, dt, x, ad->a0.cur, n, ad->r0, ad->in, 0, 1, 1.0f, 0.0f));
+	if (!ad->res)
+		return K->gemm(y, dt, ad->u0, ad->b0t.cur, n, ad->out, ad->r0, 0, 0, ad->s0, 1.0f);
+	/* h = s0 u0 B0^T; y += h; z = h A^T; zl = LeakyReLU(z);
+	 * zw = sd softmax(x W_R^T)_i zl_i; y += zw B^T */
+	D_TRY(K->gemm(ad->h, dt, ad->u0, ad->b0t.cur, n, ad->out, ad->r0, 0, 0, ad->s0, 0.0f));
+	if (!ad->nores)
+		D_TRY(K->residual_forward(y, y, ad->h, (size_t)n * ad->out));
+	D_TRY(K->gemm(ad->z, dt, ad->h, ad->a.cur, n, er, ad->out, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->leakyrelu_forward(ad->zl, ad->z, ad->slope, (size_t)n * er));
+	D_TRY(K->gemm(m->xr, dt, x, ad->wr.cur, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->router_weight_forward(ad->zw, ad->s, m->xr, ad->zl, n, ad->e, ad->r, ad->sd));
+	return K->gemm(y, dt, ad->zw, ad->bt.cur, n, ad->out, er, 0, 0, 1.0f, 1.0f);
+}
+
+/* dx (may be NULL) += J^T dy; adapter gradients += (where they train). */
+static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r;
+	const void *dh = dy;
+
+	if (ad->res) {
+		void *dzw = m->x1, *dzl = m->x2, *dz = m->x3, *drl = m->xr, *dhh = m->xh;
+		D_TRY(K->gemm(dzw, dt, dy, ad->bt.cur, n, er, ad->out, 0, 1, 1.0f, 0.0f));
+		if (ad->bt.grad)
+			D_TRY(K->gemm(ad->bt.grad, KCUDA_F32, ad->zw, dy, er, ad->out, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
+		D_TRY(K->zero(dzl, (size_t)n * er, dt));
+		D_TRY(K->router_weight_backward(drl, dzl, dzw, ad->s, ad->zl, n, ad->e, ad->r, ad->sd));
+		D_TRY(K->zero(dz, (size_t)n * er, dt));
+		D_TRY(K->leakyrelu_backward(dz, dzl, ad->z, ad->slope, (size_t)n * er));
+		if (ad->a.grad)
+			D_TRY(K->gemm(ad->a.grad, KCUDA_F32, dz, ad->h, er, ad->out, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm(dhh, dt, dz, ad->a.cur, n, ad->out, er, 0, 0, 1.0f, 0.0f));
+		if (!ad->nores)
+			D_TRY(K->residual_forward(dhh, dhh, dy, (size_t)n * ad->out));
+		if (ad->wr.grad)
+			D_TRY(K->gemm(ad->wr.grad, KCUDA_F32, drl, x, ad->e, ad->in, n, 1, 0, 1.0f, 1.0f));
+		if (dx)
+			D_TRY(K->gemm(dx, dt, drl, ad->wr.cur, n, ad->in, ad->e, 0, 0, 1.0f, 1.0f));
+		dh = dhh;
+	}
+	/* h = s0 (x A0^T) B0^T: du = s0 dh B0, dB0^T += s0 u0^T dh, dA0 += du^T x, dx += du A0 */
+	D_TRY(K->gemm(m->xu, dt, dh, ad->b0t.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
+	if (ad->b0t.grad)
+		D_TRY(K->gemm(ad->b0t.grad, KCUDA_F32, ad->u0, dh, ad->r0, ad->out, n, 1, 0, ad->s0, 1.0f));
+	if (ad->a0.grad)
+		D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, m->xu, x, ad->r0, ad->in, n, 1, 0, 1.0f, 1.0f));
+	if (dx)
+		D_TRY(K->gemm(dx, dt, m->xu, ad->a0.cur, n, ad->in, ad->r0, 0, 0, 1.0f, 1.0f));
+	return 0;
+}
+
+static int s_lin_forward(dmodel_t *m, dlin_t *lin, void *out, const void *inp, int n)
+{
+	D_TRY(m->K->matmul_forward(out, inp, lin->w, lin->b, n, lin->in, lin->out));
+	return lin->ad ? s_ad_forward(m, lin->ad, out, inp, n) : 0;
+}
+
+static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout, const void *inp,
+			  int n)
+{
+	if (dinp)
+		D_TRY(m->K->matmul_backward(dinp, NULL, NULL, dout, inp, lin->w, n, lin->in, lin->out));
+	return lin->ad ? s_ad_backward(m, lin->ad, dinp, dout, inp, n) : 0;
+}
+
+int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, int t, float gscale,
+		   double *loss)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	int N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads, HS = g->head_dim;
+	int V = g->vocab_size;
+	double sum = 0.0;
+
+	if (!m->acts || b > m->max_b || t > m->max_t)
+		return err_set("batch [%d, %d] larger than the reservation [%d, %d]", b, t, m->max_b,
+			       m->max_t);
+	for (int i = 0; i < N; i++)
+		if (tokens[i] < 0 || tokens[i] >= V)
+			return err_set("token id %d outside the vocabulary (%d)", tokens[i], V);
+	if (t != m->t)
+		D_TRY(K->rope_table(m->cosv, m->sinv, t, HS, 0, g->rope_theta));
+	m->b = b, m->t = t, m->ntargets = 0;
+	D_TRY(K->upload(m->tok, KCUDA_I32, tokens, KCUDA_I32, (size_t)N));
+	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
+	for (int l = 0; l < g->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, N, C, g->rms_eps));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], L->q, L->a1, N));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_K], L->k, L->a1, N));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_V], L->v, L->a1, N));
+		D_TRY(K->rope_forward(L->q, m->cosv, m->sinv, b, t, NH, HS));
+		D_TRY(K->rope_forward(L->k, m->cosv, m->sinv, b, t, NKV, HS));
+		D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, b, t, NH, NKV, HS));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, L->y, N));
+		D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)N * C));
+		D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, N, C, g->rms_eps));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, N));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, N));
+		D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)N * g->ffn_dim));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, N));
+		D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)N * C));
+	}
+	D_TRY(K->rmsnorm_forward(m->lnf, m->rstdf, m->res[g->n_layers], m->norm, N, C, g->rms_eps));
+	D_TRY(K->matmul_forward(m->logits, m->lnf, m->head, NULL, N, C, V));
+	if (!targets)
+		return K->sync();
+	for (int i = 0; i < N; i++)
+		m->ntargets += targets[i] >= 0;
+	for (int i = 0; i < N; i++)
+		m->hdl[i] = targets[i] >= 0 && gscale > 0 ? gscale / (float)m->ntargets : 0.0f;
+	D_TRY(K->upload(m->tgt, KCUDA_I32, targets, KCUDA_I32, (size_t)N));
+	if (gscale > 0) {
+		D_TRY(K->upload(m->dlosses, KCUDA_F32, m->hdl, KCUDA_F32, (size_t)N));
+		D_TRY(K->crossentropy_fused(m->losses, m->logits, m->dlosses, m->tgt, N, V));
+	} else {
+		D_TRY(K->crossentropy_forward(m->losses, m->lse, m->logits, m->tgt, N, V));
+	}
+	D_TRY(K->download(m->hlosses, KCUDA_F32, m->losses, KCUDA_F32, (size_t)N));
+	for (int i = 0; i < N; i++)
+		if (targets[i] >= 0)
+			sum += m->hlosses[i];
+	if (loss)
+		*loss = m->ntargets ? sum / m->ntargets : 0.0;
+	if (gscale <= 0)
+		m->ntargets = 0;        /* nothing for backward */
+	return 0;
+}
+
+int dmodel_target_count(const dmodel_t *m)
+{
+	return m->ntargets;
+}
+
+int dmodel_logits(dmodel_t *m, float *out)
+{
+	return m->K->download(out, KCUDA_F32, m->logits, m->K->dt,
+			      (size_t)m->b * m->t * m->cfg.vocab_size);
+}
+
+int dmodel_backward(dmodel_t *m)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
+	int HS = g->head_dim, V = g->vocab_size, dt = K->dt;
+	size_t NC = (size_t)N * C, NF = (size_t)N * g->ffn_dim;
+	size_t NQ = (size_t)N * NH * HS, NK = (size_t)N * NKV * HS;
+
+	if (!m->ntargets)
+		return 0;
+	/* the fused cross-entropy left dlogits in m->logits */
+	D_TRY(K->zero(m->dln, NC, dt));
+	D_TRY(K->matmul_backward(m->dln, NULL, NULL, m->logits, m->lnf, m->head, N, C, V));
+	D_TRY(K->zero(m->dres, NC, dt));
+	D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[g->n_layers], m->norm, m->rstdf, N, C));
+	for (int l = g->n_layers - 1; l >= 0; l--) {
+		dlayer_t *L = &m->l[l];
+		int need_dx = l > 0;
+		D_TRY(K->zero(m->dsw, NF, dt));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N));
+		D_TRY(K->zero(m->dgate, NF, dt));
+		D_TRY(K->zero(m->dup, NF, dt));
+		D_TRY(K->swiglu_backward(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
+		D_TRY(K->zero(m->dln, NC, dt));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_GATE], m->dln, m->dgate, L->a2, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_UP], m->dln, m->dup, L->a2, N));
+		D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, L->mid, L->ln2, L->rstd2, N, C));
+		D_TRY(K->zero(m->dy, NQ, dt));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N));
+		D_TRY(K->zero(m->dq, NQ, dt));
+		D_TRY(K->zero(m->dk, NK, dt));
+		D_TRY(K->zero(m->dv, NK, dt));
+		D_TRY(K->attention_backward(m->dq, m->dk, m->dv, m->dy, L->y, L->att, L->q, L->k, L->v,
+					    b, t, NH, NKV, HS));
+		D_TRY(K->rope_backward(m->dq, m->cosv, m->sinv, b, t, NH, HS));
+		D_TRY(K->rope_backward(m->dk, m->cosv, m->sinv, b, t, NKV, HS));
+		if (need_dx)
+			D_TRY(K->zero(m->dln, NC, dt));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_Q], need_dx ? m->dln : NULL, m->dq, L->a1, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_K], need_dx ? m->dln : NULL, m->dk, L->a1, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_V], need_dx ? m->dln : NULL, m->dv, L->a1, N));
+		if (need_dx)
+			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
+	}
+	return 0;
+}
+
+/* ---- the optimizer ----------------------------------------------------- */
+
+int dmodel_zero_grad(dmodel_t *m)
+{
+	for (int i = 0; i < m->nbufs; i++)
+		if (m->bufs[i]->grad)
+			D_TRY(m->K->zero(m->bufs[i]->grad, m->bufs[i]->n, KCUDA_F32));
+	return 0;
+}
+
+/* The trainable params in the optimizer's order. */
+static int s_by_train_index(const void *a, const void *b)
+{
+	const dparam_t *x = a, *y = b;
+
+	return (x->train_index > y->train_index) - (x->train_index < y->train_index);
+}
+
+int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm)
+{
+	const struct kdevice_ops *K = m->K;
+	double ss = 0.0;
+	float gn;
+
+	qsort(m->p, (size_t)m->np, sizeof *m->p, s_by_train_index);
+	for (int i = 0; i < m->np; i++) {
+		const dparam_t *d = &m->p[i];
+		double part;
+		if (d->train_index < 0)
+			continue;
+		D_TRY(K->sumsq(d->buf->grad + d->off, d->host->n, &part));
+		ss += part;
+	}
+	gn = (float)sqrt(ss);
+	if (norm)
+		*norm = gn;
+	for (int i = 0; i < m->np; i++) {
+		const dparam_t *d = &m->p[i];
+		dbuf_t *bf = d->buf;
+		if (d->train_index < 0)
+			continue;
+		if (c->clip > 0.0f && gn > c->clip)
+			D_TRY(K->scale(bf->grad + d->off, c->clip / (gn + 1e-6f), d->host->n));
+		D_TRY(K->adamw(bf->master + d->off,
+			       bf->cur == bf->master ? NULL : s_at(m, bf->cur, d->off),
+			       bf->grad + d->off, bf->m + d->off, bf->v + d->off, d->host->n, lr,
+			       c->beta1, c->beta2, c->eps, c->weight_decay, step));
+	}
+	return 0;
+}
+
+int dmodel_grads_to_host(dmodel_t *m)
+{
+	float *tmp = s_tmp(m);
+	int rc = -1;
+
+	if (!tmp)
+		return -1;
+	for (int i = 0; i < m->np; i++) {
+		const dparam_t *d = &m->p[i];
+		if (d->train_index >= 0 && s_down(m, d, d->buf->grad, d->host->grad, tmp) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(tmp);
+	return rc;
+}
+
+int dmodel_backend(const char *device, const char *dtype, const struct kdevice_ops **K)
+{
+	int req, dt = KCUDA_BF16;
+	enum kdevice d;
+
+	*K = NULL;
+	if (dtype && strcmp(dtype, "bf16") && strcmp(dtype, "f16") && strcmp(dtype, "f32"))
+		return err_set("unknown --dtype '%s': use bf16, f16 or f32", dtype);
+	if (dtype)
+		dt = !strcmp(dtype, "f32") ? KCUDA_F32 : !strcmp(dtype, "f16") ? KCUDA_F16 : KCUDA_BF16;
+	if (!device || !strcmp(device, "cpu"))
+		return 0;
+	if (!strcmp(device, "table")) {
+		*K = kdevice_ops(KDEV_CPU, KCUDA_F32);
+		return 0;
+	}
+	D_TRY(kdevice_parse(device, &req));
+	D_TRY(kdevice_resolve(req, &d));
+	if (d == KDEV_CUDA)
+		*K = kdevice_ops(KDEV_CUDA, dt);
+	return 0;
+}
+
+int dmodel_sync(dmodel_t *m)
+{
+	return m->K->sync();
+}
+
+void dmodel_memory(const dmodel_t *m, char *buf, size_t n)
+{
+	m->K->memory_report(buf, n);
+}

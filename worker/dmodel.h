@@ -1,0 +1,102 @@
+/* dmodel.h: the LLaMA-family decoder of model.h written once against the op
+ * table of kernels/device.h, so that it runs on the GPU (the CUDA table,
+ * bf16 storage, fp32 accumulation) and, for tests, on the CPU table.
+ *
+ * Adapter mode only: the base weights are frozen (no weight gradient is
+ * ever computed for them) and the adapters train. Two adapter kinds per
+ * linear layer, taken from the host descriptions the CPU engine already
+ * builds (lora.h, moe.h), so names, initialisation and files are the same:
+ *   LoRA         y = W0 x + s0 B0 A0 x
+ *   MoDULA-Res   h = s0 B0 A0 x;  y = W0 x + h + sum_i s_i sd B_i LeakyReLU(A_i h),
+ *                s = softmax(W_R x)  (-nores: without "+ h")
+ * The domain experts of a Res layer are stacked: A [E*r, out] and B^T
+ * [E*r, out], so the experts cost two products and one fused router
+ * kernel whatever E is (docs/cuda.md). B is kept transposed on the device;
+ * the host copies keep PEFT's [out, r].
+ *
+ * Trainable tensors have an fp32 master, a copy in the storage type that
+ * the ops read, an fp32 gradient and the AdamW moments, all on the device.
+ * dmodel_sync_to_host() brings masters and moments back into the host
+ * params and optimizer (for checkpoints and the savers);
+ * dmodel_sync_from_host() sends them (after a resume).
+ *
+ * Not here: full-parameter training, LoRA dropout, MoLoRA/Flan routing,
+ * fixed (segment) routing, a KV cache. Those run on the CPU engine.
+ */
+#ifndef MODULA_DMODEL_H
+#define MODULA_DMODEL_H
+
+#include "kernels/device.h"
+#include "worker/lora.h"
+#include "worker/model.h"
+#include "worker/moe.h"
+#include "worker/optim.h"
+
+typedef struct dmodel dmodel_t;
+
+/* The backend of --device NAME and --dtype TYPE: "cpu" gives *K = NULL (the
+ * CPU engine of model.c, not this path); "cuda" the CUDA table in TYPE
+ * (bf16 by default, f16, f32), or an error saying why there is no GPU;
+ * "auto" CUDA when a GPU answers, else NULL; "table" this path over the CPU
+ * table (f32; for testing the GPU path's logic without a GPU). TYPE may be
+ * NULL. 0, or -1 via err_set(). */
+int dmodel_backend(const char *device, const char *dtype, const struct kdevice_ops **K);
+
+/* DIR/config.json and its safetensors straight into the backend's memory:
+ * on CUDA a bf16 (or fp16, fp32) tensor is copied as it is stored and
+ * converted on the device to the storage type. NULL via err_set(). */
+dmodel_t *dmodel_load(const char *dir, const struct kdevice_ops *K);
+/* The same from a host model's weights (random models, tests). */
+dmodel_t *dmodel_from_host(const model_t *hm, const struct kdevice_ops *K);
+void dmodel_destroy(dmodel_t **m);
+
+const model_config_t *dmodel_config(const dmodel_t *m);
+
+/* Put the adapters of a host description on the device: every tensor of
+ * lo->params (or of mo's experts and routers) is copied; those listed in
+ * `train` (the optimizer's list, whose moments dmodel_sync_* move) train,
+ * the others are frozen. The host description must have been
+ * attached to a model of the same configuration (model_shape() is
+ * enough). 0, or -1 via err_set() for what the device path cannot run. */
+int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train);
+int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train);
+
+/* Room for batches up to [b, t]. 0 or -1. */
+int dmodel_reserve(dmodel_t *m, int b, int t);
+
+/* Forward over host tokens[b,t]. Without targets only the logits are made
+ * (dmodel_logits reads them). With targets, *loss is the mean cross-entropy
+ * over the positions with a target; when gscale > 0 the gradient of
+ * gscale * loss is prepared for dmodel_backward (and the logits are
+ * overwritten by it). 0, or -1 via err_set(). */
+int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, int t, float gscale,
+		   double *loss);
+/* Accumulate the adapters' gradients of the last forward. 0 or -1. */
+int dmodel_backward(dmodel_t *m);
+/* Positions with a target in the last forward. */
+int dmodel_target_count(const dmodel_t *m);
+/* The last forward's logits [b*t, V] as fp32 into host memory. 0 or -1. */
+int dmodel_logits(dmodel_t *m, float *out);
+
+/* Zero the adapters' gradients. 0 or -1. */
+int dmodel_zero_grad(dmodel_t *m);
+/* Clip by global norm (c->clip) and one AdamW update number `step` (from
+ * 1) at learning rate lr, as optim_clip + optim_step. *norm gets the norm
+ * before clipping (may be NULL). 0 or -1. */
+int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm);
+
+/* Masters (and, when opt is not NULL, the moments) device -> host, and
+ * back. 0 or -1. */
+int dmodel_sync_to_host(dmodel_t *m, optim_t *opt);
+int dmodel_sync_from_host(dmodel_t *m, const optim_t *opt);
+
+/* The adapters' gradients device -> host (param->grad of the host
+ * descriptions), for the tests and `modula-engine grads`. 0 or -1. */
+int dmodel_grads_to_host(dmodel_t *m);
+
+/* Wait for queued work (a kernel fault shows here). 0 or -1. */
+int dmodel_sync(dmodel_t *m);
+/* One line on the backend's memory (CUDA: held now, peak, free). */
+void dmodel_memory(const dmodel_t *m, char *buf, size_t n);
+
+#endif
