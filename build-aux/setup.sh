@@ -11,7 +11,7 @@ MODULA_PKGS_BUILD="build-essential autoconf automake pkg-config libsqlite3-dev l
  libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev libopenblas-dev libpcre2-dev libssl-dev
  libutf8proc-dev clang libclang-rt-14-dev
  fortunes"
-MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2 sqlite3 curl chromium shellcheck valgrind"
+MODULA_PKGS_TEST="python3 python3-torch python3-numpy iproute2 sqlite3 curl jq chromium shellcheck valgrind"
 
 setup_say() { printf '==> %s\n' "$*" >&2; }
 

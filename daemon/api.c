@@ -1,6 +1,7 @@
 /* api.c: see api.h. Routes below /api/v1, each a small function from a
- * request to JSON. Lists share one pager (s_list) and one row-to-JSON
- * conversion (s_row_json): a column holding JSON text is returned as JSON.
+ * request to JSON. Lists share one pager (s_list: filters, an allow-list of
+ * sort columns, keyset paging) and one row-to-JSON conversion (s_row_json):
+ * a column holding JSON text is returned as JSON.
  */
 #include "config.h"
 #include "daemon/api.h"
@@ -178,7 +179,7 @@ static cJSON *s_rows(registry_t *r, sqlite3_stmt *st)
 	return a;
 }
 
-/* ---- lists with filters and paging ----------------------------------------- */
+/* ---- lists with filters, sorting and paging -------------------------------- */
 
 struct filter {
 	const char *param;   /* query parameter */
@@ -186,16 +187,28 @@ struct filter {
 	int is_int;
 };
 
+/* A column a list may be sorted by: `sort=param` orders by `expr`, then
+ * by id. Only these fixed texts ever reach the SQL; each expr is never
+ * NULL (ifnull() where the column may be) so that the keyset condition
+ * (expr, id) > (?, ?) holds for every row, and each has an index on
+ * (expr, id) (schema/002_list_sort.sql) so a page is a range of it. */
+struct sort_key {
+	const char *param;
+	const char *expr;
+};
+
 struct list_spec {
-	const char *select;  /* "SELECT ... FROM t" (the table's key column is `id`) */
+	const char *table;   /* the table, whose key column is `id` */
+	const char *select;  /* "SELECT ... FROM table" */
 	struct filter filters[6];
+	struct sort_key sorts[8]; /* besides id, which every list sorts by */
 };
 
 /* Shared query parameters of every list. */
 static int s_list_args(const struct list_spec *ls, const struct api_req *req, struct api_resp *resp)
 {
-	const char *allowed[12] = { "limit", "after", "order" };
-	size_t n = 3;
+	const char *allowed[12] = { "limit", "after", "order", "sort" };
+	size_t n = 4;
 
 	for (const struct filter *f = ls->filters; f->param; f++)
 		allowed[n++] = f->param;
@@ -203,20 +216,75 @@ static int s_list_args(const struct list_spec *ls, const struct api_req *req, st
 	return s_check_args(req, resp, allowed);
 }
 
-/* GET of a list: filters, then `after` (an id cursor) and `limit`;
- * `order=desc` lists newest first. Answers {"items": [...], "next": id|null}. */
+/* The sort expression `sort=` names: "id" when absent; NULL with a 400
+ * filled in when the list has no such sort. */
+static const char *s_sort_expr(const struct list_spec *ls, const struct api_req *req, struct api_resp *resp)
+{
+	const char *v = s_arg(req, "sort");
+	char names[256];
+	size_t len;
+
+	if (!v || strcmp(v, "id") == 0)
+		return "id";
+	for (const struct sort_key *k = ls->sorts; k->param; k++)
+		if (strcmp(v, k->param) == 0)
+			return k->expr;
+	len = (size_t)snprintf(names, sizeof names, "id");
+	for (const struct sort_key *k = ls->sorts; k->param && len < sizeof names; k++)
+		len += (size_t)snprintf(names + len, sizeof names - len, ", %s", k->param);
+	api_error(resp, 400, "query parameter 'sort': cannot sort %s by '%.60s': expected one of %s", ls->table, v,
+		  names);
+	return NULL;
+}
+
+/* The sort value of the cursor row `after` (for a sort other than id): a
+ * copy to sqlite3_value_free(), or NULL with resp filled in. */
+static sqlite3_value *s_cursor_value(const struct list_spec *ls, const char *expr, const struct api_req *req,
+				     long long after, struct api_resp *resp)
+{
+	char sql[API_SQL_MAX];
+	sqlite3_value *v = NULL;
+	sqlite3_stmt *st;
+	int rc;
+
+	snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE id = ?", expr, ls->table);
+	if (!(st = registry_stmt(req->r, sql))) {
+		s_db_error(resp);
+		return NULL;
+	}
+	sqlite3_bind_int64(st, 1, after);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && !(v = sqlite3_value_dup(sqlite3_column_value(st, 0))))
+		api_error(resp, 500, "out of memory reading the cursor");
+	else if (rc == SQLITE_DONE)
+		api_error(resp, 400, "query parameter 'after': no row %lld in %s to continue a sorted list from "
+			  "(start again without 'after')", after, ls->table);
+	else if (rc != SQLITE_ROW) {
+		registry_err(req->r, "reading the cursor");
+		s_db_error(resp);
+	}
+	sqlite3_reset(st);
+	return v;
+}
+
+/* GET of a list: filters, then `sort` (a column of the list's allow-list,
+ * id by default) in `order` (asc, or desc), then `after` (the id of the
+ * row the page starts after: keyset paging on (sort value, id), so every
+ * page is a seek into an index, whatever its depth) and `limit`. Answers
+ * {"items": [...], "next": id|null}. */
 static void s_list(const struct list_spec *ls, const struct api_req *req, struct api_resp *resp)
 {
 	char sql[API_SQL_MAX];
-	const char *order = s_arg(req, "order");
+	const char *order = s_arg(req, "order"), *expr, *dir;
 	long long limit, after;
 	int desc, k, nb = 0, bind_int[8];
 	const char *bind[8];
+	sqlite3_value *cursor = NULL;
 	sqlite3_stmt *st;
 	cJSON *items, *o;
 	size_t len;
 
-	if (s_list_args(ls, req, resp) < 0 ||
+	if (s_list_args(ls, req, resp) < 0 || !(expr = s_sort_expr(ls, req, resp)) ||
 	    s_arg_int(req, resp, "limit", API_LIMIT_DEFAULT, 1, API_LIMIT_MAX, &limit) < 0 ||
 	    s_arg_int(req, resp, "after", 0, 0, INT64_MAX, &after) < 0)
 		return;
@@ -225,6 +293,7 @@ static void s_list(const struct list_spec *ls, const struct api_req *req, struct
 		return;
 	}
 	desc = order && strcmp(order, "desc") == 0;
+	dir = desc ? "DESC" : "ASC";
 	len = (size_t)snprintf(sql, sizeof sql, "%s WHERE 1", ls->select);
 	for (const struct filter *f = ls->filters; f->param; f++) {
 		const char *v = s_arg(req, f->param);
@@ -237,16 +306,27 @@ static void s_list(const struct list_spec *ls, const struct api_req *req, struct
 		bind[nb] = v;
 		bind_int[nb++] = f->is_int;
 	}
-	if (after)
-		len += (size_t)snprintf(sql + len, sizeof sql - len, desc ? " AND id < ?" : " AND id > ?");
-	k = snprintf(sql + len, sizeof sql - len, " ORDER BY id %s LIMIT ?", desc ? "DESC" : "ASC");
+	if (strcmp(expr, "id") == 0) {
+		if (after)
+			len += (size_t)snprintf(sql + len, sizeof sql - len, desc ? " AND id < ?" : " AND id > ?");
+		k = snprintf(sql + len, sizeof sql - len, " ORDER BY id %s LIMIT ?", dir);
+	} else {
+		if (after && !(cursor = s_cursor_value(ls, expr, req, after, resp)))
+			return;
+		/* The first condition is implied by the second: it is there so
+		 * SQLite seeks an index on an expression instead of scanning it. */
+		if (after)
+			len += (size_t)snprintf(sql + len, sizeof sql - len, " AND %s %s ? AND (%s, id) %s (?, ?)", expr,
+						desc ? "<=" : ">=", expr, desc ? "<" : ">");
+		k = snprintf(sql + len, sizeof sql - len, " ORDER BY %s %s, id %s LIMIT ?", expr, dir, dir);
+	}
 	if (k < 0 || (size_t)k >= sizeof sql - len) {
 		api_error(resp, 500, "list query too long");
-		return;
+		goto out;
 	}
 	if (!(st = registry_stmt(req->r, sql))) {
 		s_db_error(resp);
-		return;
+		goto out;
 	}
 	for (int i = 0; i < nb; i++) {
 		if (bind_int[i])
@@ -254,12 +334,16 @@ static void s_list(const struct list_spec *ls, const struct api_req *req, struct
 		else
 			sqlite3_bind_text(st, i + 1, bind[i], -1, SQLITE_TRANSIENT);
 	}
+	if (cursor) {
+		sqlite3_bind_value(st, ++nb, cursor);
+		sqlite3_bind_value(st, ++nb, cursor);
+	}
 	if (after)
 		sqlite3_bind_int64(st, ++nb, after);
 	sqlite3_bind_int64(st, nb + 1, limit);
 	if (!(items = s_rows(req->r, st))) {
 		s_db_error(resp);
-		return;
+		goto out;
 	}
 	o = cJSON_CreateObject();
 	k = cJSON_GetArraySize(items);
@@ -270,6 +354,8 @@ static void s_list(const struct list_spec *ls, const struct api_req *req, struct
 		cJSON_AddNullToObject(o, "next");
 	cJSON_AddItemToObject(o, "items", items);
 	s_reply(resp, 200, o);
+out:
+	sqlite3_value_free(cursor);
 }
 
 static const char s_job_cols[] =
@@ -279,44 +365,54 @@ static const char s_job_cols[] =
 	"created_ms, ready_ms, leased_ms, started_ms, finished_ms FROM jobs";
 
 static const struct list_spec s_jobs = {
-	s_job_cols,
+	"jobs", s_job_cols,
 	{ { "state", "state = ?", 0 }, { "kind", "kind = ?", 0 }, { "run", "run_id = ?", 1 },
 	  { "worker", "worker = ?", 0 }, { NULL, NULL, 0 } },
+	{ { "state", "state" }, { "kind", "kind" }, { "priority", "priority" }, { "run", "ifnull(run_id, 0)" },
+	  { "created_ms", "created_ms" }, { NULL, NULL } },
 };
 static const struct list_spec s_experiments = {
-	"SELECT id, name, created_ms FROM experiments", { { "name", "name = ?", 0 }, { NULL, NULL, 0 } },
+	"experiments", "SELECT id, name, created_ms FROM experiments",
+	{ { "name", "name = ?", 0 }, { NULL, NULL, 0 } },
+	{ { "name", "name" }, { "created_ms", "created_ms" }, { NULL, NULL } },
 };
 static const struct list_spec s_runs = {
-	"SELECT id, experiment_id AS experiment, method, seed, params, created_ms FROM runs",
+	"runs", "SELECT id, experiment_id AS experiment, method, seed, params, created_ms FROM runs",
 	{ { "experiment", "experiment_id = ?", 1 }, { "method", "method = ?", 0 }, { "seed", "seed = ?", 1 },
 	  { NULL, NULL, 0 } },
+	{ { "experiment", "ifnull(experiment_id, 0)" }, { "method", "method" }, { "seed", "seed" },
+	  { "created_ms", "created_ms" }, { NULL, NULL } },
 };
 static const struct list_spec s_evaluations = {
-	"SELECT id, run_id AS run, job_id AS job, domain, metric, value, created_ms FROM evaluations",
+	"evaluations", "SELECT id, run_id AS run, job_id AS job, domain, metric, value, created_ms FROM evaluations",
 	{ { "run", "run_id = ?", 1 }, { "job", "job_id = ?", 1 }, { "domain", "domain = ?", 0 },
 	  { "metric", "metric = ?", 0 }, { NULL, NULL, 0 } },
+	{ { NULL, NULL } },
 };
 static const struct list_spec s_models = {
-	"SELECT id, name, artifact, config, created_ms FROM base_models", { { "name", "name = ?", 0 }, { NULL, NULL, 0 } },
+	"base_models", "SELECT id, name, artifact, config, created_ms FROM base_models",
+	{ { "name", "name = ?", 0 }, { NULL, NULL, 0 } }, { { NULL, NULL } },
 };
 static const struct list_spec s_datasets = {
-	"SELECT id, name, domain, split, artifact, rows, created_ms FROM datasets",
-	{ { "domain", "domain = ?", 0 }, { "split", "split = ?", 0 }, { NULL, NULL, 0 } },
+	"datasets", "SELECT id, name, domain, split, artifact, rows, created_ms FROM datasets",
+	{ { "domain", "domain = ?", 0 }, { "split", "split = ?", 0 }, { NULL, NULL, 0 } }, { { NULL, NULL } },
 };
 static const struct list_spec s_experts = {
-	"SELECT id, name, role, domain, rank, base_model, artifact, job_id AS job, created_ms FROM experts",
+	"experts", "SELECT id, name, role, domain, rank, base_model, artifact, job_id AS job, created_ms FROM experts",
 	{ { "role", "role = ?", 0 }, { "domain", "domain = ?", 0 }, { "job", "job_id = ?", 1 }, { NULL, NULL, 0 } },
+	{ { NULL, NULL } },
 };
 static const struct list_spec s_routers = {
-	"SELECT id, name, kind, base_model, artifact, job_id AS job, created_ms FROM routers",
-	{ { "job", "job_id = ?", 1 }, { NULL, NULL, 0 } },
+	"routers", "SELECT id, name, kind, base_model, artifact, job_id AS job, created_ms FROM routers",
+	{ { "job", "job_id = ?", 1 }, { NULL, NULL, 0 } }, { { NULL, NULL } },
 };
 static const struct list_spec s_events = {
-	"SELECT id, t_ms, kind, job_id AS job, actor, detail FROM events",
-	{ { "job", "job_id = ?", 1 }, { "kind", "kind = ?", 0 }, { NULL, NULL, 0 } },
+	"events", "SELECT id, t_ms, kind, job_id AS job, actor, detail FROM events",
+	{ { "job", "job_id = ?", 1 }, { "kind", "kind = ?", 0 }, { NULL, NULL, 0 } }, { { NULL, NULL } },
 };
 static const struct list_spec s_artifacts = {
-	"SELECT id, sha256, size, kind, created_ms FROM artifacts", { { "kind", "kind = ?", 0 }, { NULL, NULL, 0 } },
+	"artifacts", "SELECT id, sha256, size, kind, created_ms FROM artifacts",
+	{ { "kind", "kind = ?", 0 }, { NULL, NULL, 0 } }, { { NULL, NULL } },
 };
 
 /* One row of `select` with id = ? as an object, or NULL (err_msg set, or

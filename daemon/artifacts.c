@@ -8,24 +8,42 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* One version of a stored file, and whether it hashed to its name. */
+struct verified {
+	char sha[SHA256_HEX_LEN + 1]; /* "" marks a free slot */
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+	int ok;
+};
 
 struct artifacts {
 	char root[PATH_MAX - 160];   /* DATA/artifacts; room left for names below it */
 	char tmp[PATH_MAX - 160];    /* DATA/artifacts/tmp */
+	pthread_mutex_t lock;        /* guards seen */
+	struct verified *seen;       /* open addressing by name; capacity a power of 2 */
+	size_t seen_cap, seen_n;
 };
+
+#define ARTIFACTS_HASH_BUF (1u << 20)
 
 struct artifact_upload {
 	artifacts_t *a;
 	char sha[SHA256_HEX_LEN + 1];
 	char tmp[PATH_MAX];
-	sha256_t *h;
+	sha256_t *h;                 /* hashes from byte 0 as bytes arrive; NULL: hash the file at commit */
 	int fd;
 	int64_t size;
+	int resumable;               /* tmp is partial.SHA: kept when the upload stops unfinished */
 };
 
 artifacts_t *artifacts_new(const char *data_dir)
@@ -45,6 +63,7 @@ artifacts_t *artifacts_new(const char *data_dir)
 	}
 	if (fsx_mkdirs(a->tmp, 0755) < 0)
 		goto err;
+	pthread_mutex_init(&a->lock, NULL);
 	return a;
 err:
 	free(a);
@@ -55,8 +74,145 @@ void artifacts_destroy(artifacts_t **a)
 {
 	if (!a || !*a)
 		return;
+	pthread_mutex_destroy(&(*a)->lock);
+	free((*a)->seen);
 	free(*a);
 	*a = NULL;
+}
+
+/* The slot of `sha` in seen (its own, or the free one it would take).
+ * Caller holds the lock; seen_cap > 0. */
+static struct verified *s_seen_slot(const artifacts_t *a, const char *sha)
+{
+	size_t i = 0;
+
+	for (int k = 0; k < 8; k++) /* the name is a hash: its first hex digits are spread enough */
+		i = i << 4 | (size_t)(sha[k] <= '9' ? sha[k] - '0' : sha[k] - 'a' + 10);
+	for (;; i++) {
+		struct verified *v = &a->seen[i & (a->seen_cap - 1)];
+		if (!v->sha[0] || strcmp(v->sha, sha) == 0)
+			return v;
+	}
+}
+
+/* Remember the verdict on one version of a file (replacing the one
+ * before). Caller holds the lock. Out of memory only forgets. */
+static void s_seen_put(artifacts_t *a, const struct verified *v)
+{
+	struct verified *slot;
+
+	if (2 * (a->seen_n + 1) > a->seen_cap) {
+		size_t cap = a->seen_cap ? 2 * a->seen_cap : 256;
+		struct verified *old = a->seen, *grown = calloc(cap, sizeof *grown);
+		size_t old_cap = a->seen_cap;
+		if (!grown)
+			return;
+		a->seen = grown;
+		a->seen_cap = cap;
+		for (size_t i = 0; i < old_cap; i++)
+			if (old[i].sha[0])
+				*s_seen_slot(a, old[i].sha) = old[i];
+		free(old);
+	}
+	slot = s_seen_slot(a, v->sha);
+	if (!slot->sha[0])
+		a->seen_n++;
+	*slot = *v;
+}
+
+/* Fill `v` with the identity of the open file `fd` of `sha`. */
+static int s_identity(int fd, const char *sha, struct verified *v)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) < 0)
+		return err_set("cannot stat artifact '%s': %s", sha, strerror(errno));
+	memset(v, 0, sizeof *v);
+	memcpy(v->sha, sha, sizeof v->sha);
+	v->dev = sb.st_dev;
+	v->ino = sb.st_ino;
+	v->size = sb.st_size;
+	v->mtime = sb.st_mtim;
+	return 0;
+}
+
+static int s_same_version(const struct verified *x, const struct verified *y)
+{
+	return x->dev == y->dev && x->ino == y->ino && x->size == y->size && x->mtime.tv_sec == y->mtime.tv_sec &&
+	       x->mtime.tv_nsec == y->mtime.tv_nsec;
+}
+
+/* The SHA-256 of the whole open file `fd` (read with pread: the file
+ * offset is left alone), as hex. 0, or -1 via err_set(). */
+static int s_hash_fd(int fd, const char *sha, char hex[SHA256_HEX_LEN + 1])
+{
+	uint8_t d[SHA256_LEN];
+	sha256_t *h = sha256_new();
+	char *buf = malloc(ARTIFACTS_HASH_BUF);
+	off_t off = 0;
+	ssize_t k;
+	int rc = -1;
+
+	if (!h || !buf) {
+		if (!h)
+			err_prefix("hashing artifact '%s'", sha);
+		else
+			err_set("out of memory hashing artifact '%s'", sha);
+		goto out;
+	}
+	while ((k = pread(fd, buf, ARTIFACTS_HASH_BUF, off)) != 0) {
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			err_set("cannot read artifact '%s': %s", sha, strerror(errno));
+			goto out;
+		}
+		if (sha256_update(h, buf, (size_t)k) < 0)
+			goto out;
+		off += k;
+	}
+	if (sha256_final(h, d) < 0)
+		goto out;
+	sha256_hex(d, hex);
+	rc = 0;
+out:
+	free(buf);
+	sha256_destroy(&h);
+	return rc;
+}
+
+int artifacts_verify(artifacts_t *a, const char *sha256, int fd, int *found)
+{
+	struct verified now, *known;
+	char got[SHA256_HEX_LEN + 1];
+	int ok = -1;
+
+	if (found)
+		*found = 0;
+	if (s_identity(fd, sha256, &now) < 0)
+		return -1;
+	pthread_mutex_lock(&a->lock);
+	known = a->seen_cap ? s_seen_slot(a, sha256) : NULL;
+	if (known && known->sha[0] && s_same_version(known, &now))
+		ok = known->ok;
+	pthread_mutex_unlock(&a->lock);
+	if (ok == 1)
+		return 0;
+	if (ok == 0)
+		return err_set("artifact '%s' is corrupt in the store (%lld bytes; found so before): upload it again "
+			       "to replace it", sha256, (long long)now.size);
+	if (s_hash_fd(fd, sha256, got) < 0)
+		return -1;
+	now.ok = strcmp(got, sha256) == 0;
+	pthread_mutex_lock(&a->lock);
+	s_seen_put(a, &now);
+	pthread_mutex_unlock(&a->lock);
+	if (now.ok)
+		return 0;
+	if (found)
+		*found = 1;
+	return err_set("artifact '%s' is corrupt in the store: its %lld bytes hash to '%s': upload it again to "
+		       "replace it", sha256, (long long)now.size, got);
 }
 
 int artifacts_path(const artifacts_t *a, const char *sha256, char *dst, size_t n)
@@ -103,13 +259,83 @@ err:
 	return NULL;
 }
 
+static int s_partial_path(const artifacts_t *a, const char *sha256, char *dst, size_t n)
+{
+	if (!sha256_is_hex(sha256))
+		return err_set("bad artifact name '%.80s': expected a sha256 as 64 lowercase hex digits", sha256);
+	if ((size_t)snprintf(dst, n, "%s/partial.%s", a->tmp, sha256) >= n)
+		return err_set("upload path too long for '%s'", sha256);
+	return 0;
+}
+
+int64_t artifacts_resume_held(artifacts_t *a, const char *sha256)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+
+	if (s_partial_path(a, sha256, path, sizeof path) < 0)
+		return -1;
+	if (stat(path, &sb) == 0)
+		return (int64_t)sb.st_size;
+	if (errno == ENOENT)
+		return 0;
+	return err_set("cannot stat '%s': %s", path, strerror(errno));
+}
+
+artifact_upload_t *artifacts_resume(artifacts_t *a, const char *sha256, int64_t offset, int64_t *held)
+{
+	artifact_upload_t *u = calloc(1, sizeof *u);
+	struct stat sb;
+
+	*held = -1;
+	if (!u) {
+		err_set("out of memory continuing an upload");
+		return NULL;
+	}
+	u->a = a;
+	u->fd = -1;
+	u->resumable = 1;
+	memcpy(u->sha, sha256, sizeof u->sha);
+	if (s_partial_path(a, sha256, u->tmp, sizeof u->tmp) < 0)
+		goto err;
+	u->fd = open(u->tmp, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (u->fd < 0) {
+		err_set("cannot open '%s': %s", u->tmp, strerror(errno));
+		goto err;
+	}
+	if (flock(u->fd, LOCK_EX | LOCK_NB) < 0) {
+		err_set("another part of the upload of '%s' is being received now: wait for it, then ask how many "
+			"bytes are held", sha256);
+		goto err;
+	}
+	if (fstat(u->fd, &sb) < 0) {
+		err_set("cannot stat '%s': %s", u->tmp, strerror(errno));
+		goto err;
+	}
+	*held = u->size = (int64_t)sb.st_size;
+	if (offset != u->size) {
+		err_set("the upload of '%s' holds %lld bytes, this part starts at byte %lld: send from byte %lld",
+			sha256, (long long)u->size, (long long)offset, (long long)u->size);
+		goto err;
+	}
+	if (offset == 0 && !(u->h = sha256_new()))
+		goto err;
+	return u;
+err:
+	if (u->fd >= 0)
+		close(u->fd);
+	sha256_destroy(&u->h);
+	free(u);
+	return NULL;
+}
+
 int artifacts_upload_write(artifact_upload_t *u, const void *data, size_t len)
 {
 	const char *p = data;
 
 	if (u->size + (int64_t)len > ARTIFACTS_MAX_BYTES)
 		return err_set("artifact '%s' is larger than %lld bytes", u->sha, (long long)ARTIFACTS_MAX_BYTES);
-	if (sha256_update(u->h, data, len) < 0)
+	if (u->h && sha256_update(u->h, data, len) < 0)
 		return -1;
 	u->size += (int64_t)len;
 	while (len > 0) {
@@ -130,9 +356,11 @@ void artifacts_upload_abort(artifact_upload_t **up)
 
 	if (!u)
 		return;
+	if (u->resumable && u->fd >= 0 && fsync(u->fd) < 0)
+		u->resumable = 0; /* what is held is unknown: start over */
 	if (u->fd >= 0)
 		close(u->fd);
-	if (u->tmp[0])
+	if (u->tmp[0] && !u->resumable)
 		unlink(u->tmp);
 	sha256_destroy(&u->h);
 	free(u);
@@ -164,12 +392,15 @@ int artifacts_upload_commit(artifact_upload_t **up, registry_t *r, const char *k
 	artifact_upload_t *u = *up;
 	uint8_t d[SHA256_LEN];
 	char got[SHA256_HEX_LEN + 1], path[PATH_MAX], dir[PATH_MAX];
+	struct verified v;
 	int rc = -1;
 
-	if (sha256_final(u->h, d) < 0)
+	if (u->h ? sha256_final(u->h, d) < 0 : s_hash_fd(u->fd, u->sha, got) < 0)
 		goto out;
-	sha256_hex(d, got);
+	if (u->h)
+		sha256_hex(d, got);
 	if (strcmp(got, u->sha) != 0) {
+		u->resumable = 0; /* wrong bytes are not worth resuming */
 		err_set("artifact content does not match its name: expected sha256 '%s', received '%s' "
 			"(%lld bytes): upload it again", u->sha, got, (long long)u->size);
 		goto out;
@@ -190,6 +421,12 @@ int artifacts_upload_commit(artifact_upload_t **up, registry_t *r, const char *k
 	u->tmp[0] = '\0';
 	if (fsx_fsync_dir(dir) < 0 || s_register(r, u->sha, u->size, kind, now_ms) < 0)
 		goto out;
+	if (s_identity(u->fd, u->sha, &v) == 0) { /* hashed while it arrived: no need to read it again */
+		v.ok = 1;
+		pthread_mutex_lock(&u->a->lock);
+		s_seen_put(u->a, &v);
+		pthread_mutex_unlock(&u->a->lock);
+	}
 	if (size_out)
 		*size_out = u->size;
 	rc = 0;
@@ -224,7 +461,7 @@ static void s_sweep_tmp(const artifacts_t *a, int64_t now_ms, int64_t min_age_ms
 	if (!d)
 		return;
 	while ((e = readdir(d))) {
-		if (strncmp(e->d_name, "upload.", 7) != 0 ||
+		if ((strncmp(e->d_name, "upload.", 7) != 0 && strncmp(e->d_name, "partial.", 8) != 0) ||
 		    snprintf(path, sizeof path, "%s/%s", a->tmp, e->d_name) >= (int)sizeof path)
 			continue;
 		if (stat(path, &sb) == 0 && (int64_t)sb.st_mtime * 1000 < now_ms - min_age_ms)

@@ -50,7 +50,19 @@ struct thread_db {
 	queue_t *q;
 };
 
-enum route_class { ROUTE_API, ROUTE_METRICS, ROUTE_UPLOAD, ROUTE_DOWNLOAD, ROUTE_STATIC };
+/* ROUTE_PART and ROUTE_HELD are the resumable uploads: PUT and GET of
+ * /api/v1/artifacts/SHA/upload (docs/api.md). */
+enum route_class { ROUTE_API, ROUTE_METRICS, ROUTE_UPLOAD, ROUTE_DOWNLOAD, ROUTE_PART, ROUTE_HELD, ROUTE_STATIC };
+
+#define HTTP_UPLOAD_SUFFIX "/upload"
+
+/* A part of a resumable upload: Content-Range: bytes FIRST-LAST/TOTAL, or
+ * bytes STAR/TOTAL (no body: commit what is held). */
+struct part {
+	int64_t first, end, total;   /* end = LAST + 1 */
+	int64_t got;                 /* body bytes written so far */
+	int commit_only;
+};
 
 struct request {
 	enum route_class route;
@@ -60,6 +72,7 @@ struct request {
 	size_t len, cap;
 	int too_big;
 	artifact_upload_t *up;
+	struct part part;
 	char sha[SHA256_HEX_LEN + 1];
 };
 
@@ -111,7 +124,7 @@ static int s_is_read(const char *method)
 /* The role a request needs. */
 static enum auth_role s_needed(const http_t *h, const struct request *rq, const char *method)
 {
-	if (rq->route == ROUTE_UPLOAD)
+	if (rq->route == ROUTE_UPLOAD || rq->route == ROUTE_PART || rq->route == ROUTE_HELD)
 		return AUTH_WORKER;
 	if (!s_is_read(method))
 		return AUTH_OPERATOR;
@@ -120,8 +133,15 @@ static enum auth_role s_needed(const http_t *h, const struct request *rq, const 
 
 static void s_classify(struct request *rq, const char *url, const char *method)
 {
+	size_t n = strlen(url), k = strlen(HTTP_ARTIFACTS), ks = strlen(HTTP_UPLOAD_SUFFIX);
+	int resumable = n > k + ks && strncmp(url, HTTP_ARTIFACTS, k) == 0 && strcmp(url + n - ks, HTTP_UPLOAD_SUFFIX) == 0;
+
 	if (strcmp(url, "/metrics") == 0)
 		rq->route = ROUTE_METRICS;
+	else if (resumable && strcmp(method, "PUT") == 0)
+		rq->route = ROUTE_PART;
+	else if (resumable && s_is_read(method))
+		rq->route = ROUTE_HELD;
 	else if (strncmp(url, HTTP_ARTIFACTS, strlen(HTTP_ARTIFACTS)) == 0 && strcmp(method, "PUT") == 0)
 		rq->route = ROUTE_UPLOAD;
 	else if (strncmp(url, HTTP_ARTIFACTS, strlen(HTTP_ARTIFACTS)) == 0 && s_is_read(method) &&
@@ -131,6 +151,51 @@ static void s_classify(struct request *rq, const char *url, const char *method)
 		rq->route = ROUTE_API;
 	else
 		rq->route = ROUTE_STATIC;
+}
+
+/* Content-Range of a part: "bytes FIRST-LAST/TOTAL" or "bytes STAR/TOTAL".
+ * 0, or -1 with a 400 filled in. */
+static int s_part_range(struct request *rq, const char *v)
+{
+	long long a, b, t;
+	int k = -1;
+
+	if (v && sscanf(v, "bytes */%lld%n", &t, &k) == 1 && k == (int)strlen(v) && t >= 0) {
+		rq->part = (struct part){ .first = t, .end = t, .total = t, .commit_only = 1 };
+		return 0;
+	}
+	k = -1;
+	if (!v || sscanf(v, "bytes %lld-%lld/%lld%n", &a, &b, &t, &k) != 3 || k != (int)strlen(v) || a < 0 ||
+	    b < a || b >= t) {
+		api_error(&rq->resp, 400, "Content-Range: expected 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL', "
+			  "got '%.80s'", v ? v : "(none)");
+		return -1;
+	}
+	if (t > ARTIFACTS_MAX_BYTES) {
+		api_error(&rq->resp, 413, "artifact '%s' is larger than %lld bytes", rq->sha,
+			  (long long)ARTIFACTS_MAX_BYTES);
+		return -1;
+	}
+	rq->part = (struct part){ .first = a, .end = b + 1, .total = t };
+	return 0;
+}
+
+/* The first call of a part: check its range and open the upload at its
+ * first byte (a part that does not start where the held bytes end: 409). */
+static void s_part_begin(http_t *h, struct request *rq, struct MHD_Connection *c)
+{
+	int64_t held;
+
+	if (s_part_range(rq, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Range")) < 0) {
+		rq->refused = 1;
+		return;
+	}
+	if (rq->part.commit_only)
+		return;
+	if (!(rq->up = artifacts_resume(h->ctx.store, rq->sha, rq->part.first, &held))) {
+		api_error(&rq->resp, held >= 0 || strstr(err_msg(), "another part") ? 409 : 500, "%s", err_msg());
+		rq->refused = 1;
+	}
 }
 
 /* First call: everything that can be decided before the body arrives. */
@@ -161,7 +226,7 @@ static void s_begin(http_t *h, struct request *rq, struct MHD_Connection *c, con
 		rq->refused = 1;
 		return;
 	}
-	if (rq->route != ROUTE_UPLOAD) { /* refuse an announced oversized body before reading it */
+	if (rq->route != ROUTE_UPLOAD && rq->route != ROUTE_PART) { /* refuse an announced oversized body first */
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > h->max_body) {
 			rq->too_big = 1;
@@ -169,20 +234,23 @@ static void s_begin(http_t *h, struct request *rq, struct MHD_Connection *c, con
 			return;
 		}
 	}
-	if (rq->route == ROUTE_UPLOAD || rq->route == ROUTE_DOWNLOAD) {
+	if (rq->route == ROUTE_UPLOAD || rq->route == ROUTE_DOWNLOAD || rq->route == ROUTE_PART ||
+	    rq->route == ROUTE_HELD) {
 		const char *name = url + strlen(HTTP_ARTIFACTS);
-		if (!sha256_is_hex(name)) {
+		size_t len = strlen(name) - (rq->route == ROUTE_PART || rq->route == ROUTE_HELD ? strlen(HTTP_UPLOAD_SUFFIX) : 0);
+		if (len != SHA256_HEX_LEN || (memcpy(rq->sha, name, len), rq->sha[len] = '\0', !sha256_is_hex(rq->sha))) {
 			api_error(&rq->resp, 400, "bad artifact name '%.100s': expected its sha256 as 64 lowercase "
 				  "hex digits", name);
 			rq->refused = 1;
 			return;
 		}
-		memcpy(rq->sha, name, sizeof rq->sha);
 	}
 	if (rq->route == ROUTE_UPLOAD && !(rq->up = artifacts_upload_begin(h->ctx.store, rq->sha))) {
 		api_error(&rq->resp, 500, "%s", err_msg());
 		rq->refused = 1;
 	}
+	if (rq->route == ROUTE_PART)
+		s_part_begin(h, rq, c);
 }
 
 /* A piece of the body. */
@@ -190,7 +258,14 @@ static void s_body(http_t *h, struct request *rq, const char *data, size_t size)
 {
 	if (rq->refused || rq->too_big)
 		return;
+	if (rq->up && rq->route == ROUTE_PART && (int64_t)size > rq->part.end - rq->part.first - rq->part.got) {
+		api_error(&rq->resp, 400, "the body is longer than its Content-Range (%lld bytes); the bytes past "
+			  "it were not kept", (long long)(rq->part.end - rq->part.first));
+		size = (size_t)(rq->part.end - rq->part.first - rq->part.got);
+		rq->refused = 1;
+	}
 	if (rq->up) {
+		rq->part.got += (int64_t)size;
 		if (artifacts_upload_write(rq->up, data, size) < 0) {
 			api_error(&rq->resp, strstr(err_msg(), "larger than") ? 413 : 500, "%s", err_msg());
 			artifacts_upload_abort(&rq->up);
@@ -313,17 +388,128 @@ static enum MHD_Result s_static(http_t *h, struct MHD_Connection *c, const char 
 	return s_queue_file(c, fd, s_mime(path));
 }
 
+/* A stored artifact that no longer hashes to its name: logged, and kept
+ * in the audit log (events: artifact.corrupt) the first time it is found. */
+static void s_corrupt(http_t *h, const struct request *rq, const char *why)
+{
+	struct thread_db *t = s_thread_db(h);
+	char detail[128];
+
+	log_error("http: %s", why);
+	snprintf(detail, sizeof detail, "{\"sha256\":\"%s\"}", rq->sha);
+	if (!t || registry_begin(t->r) < 0)
+		goto err;
+	if (registry_event(t->r, mtime_wall_ms(), "artifact.corrupt", 0, "http", detail) < 0) {
+		registry_rollback(t->r);
+		goto err;
+	}
+	if (registry_commit(t->r) == 0)
+		return;
+err:
+	log_error("http: cannot record the corrupt artifact '%s' in the registry: %s", rq->sha, err_msg());
+}
+
+/* Range of a download: "bytes=FIRST-" or "bytes=FIRST-LAST" (one range;
+ * other forms are ignored and the whole file is sent, as RFC 9110
+ * allows). 1 with [*first, *end) set, 0 for the whole file, -1 when
+ * FIRST is past the end (416). */
+static int s_range(struct MHD_Connection *c, int64_t size, int64_t *first, int64_t *end)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+	long long a, b = -1;
+	int k = -1;
+
+	if (!v)
+		return 0;
+	if (!((sscanf(v, "bytes=%lld-%n", &a, &k) == 1 && k == (int)strlen(v)) ||
+	      (sscanf(v, "bytes=%lld-%lld%n", &a, &b, &k) == 2 && k == (int)strlen(v) && b >= a)) || a < 0)
+		return 0;
+	if (a >= size)
+		return -1;
+	*first = a;
+	*end = b < 0 || b >= size ? size : b + 1;
+	return 1;
+}
+
+/* Answer with [first, end) of the open artifact file `fd` (taken over):
+ * 200 for all of it, else 206 with its Content-Range. */
+static enum MHD_Result s_queue_artifact(struct MHD_Connection *c, int fd, int64_t size, int ranged, int64_t first,
+					int64_t end)
+{
+	struct MHD_Response *mr;
+	enum MHD_Result ret;
+	char cr[96];
+
+	if (!(mr = MHD_create_response_from_fd_at_offset64((uint64_t)(end - first), fd, (uint64_t)first))) {
+		close(fd);
+		return MHD_NO;
+	}
+	MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+	if (ranged) {
+		snprintf(cr, sizeof cr, "bytes %lld-%lld/%lld", (long long)first, (long long)end - 1, (long long)size);
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+	}
+	ret = MHD_queue_response(c, ranged ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, mr);
+	MHD_destroy_response(mr);
+	return ret;
+}
+
 static enum MHD_Result s_download(http_t *h, struct MHD_Connection *c, struct request *rq)
 {
 	char path[PATH_MAX];
-	int fd;
+	int64_t first = 0, end;
+	struct stat sb;
+	int fd, found, ranged;
 
 	if (artifacts_path(h->ctx.store, rq->sha, path, sizeof path) < 0 ||
 	    (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
 		api_error(&rq->resp, 404, "no artifact '%s'", rq->sha);
 		return s_queue(c, &rq->resp);
 	}
-	return s_queue_file(c, fd, "application/octet-stream");
+	if (artifacts_verify(h->ctx.store, rq->sha, fd, &found) < 0) {
+		close(fd);
+		api_error(&rq->resp, 500, "%s", err_msg());
+		if (found)
+			s_corrupt(h, rq, err_msg());
+		return s_queue(c, &rq->resp);
+	}
+	if (fstat(fd, &sb) < 0) {
+		close(fd);
+		api_error(&rq->resp, 500, "cannot stat artifact '%s': %s", rq->sha, strerror(errno));
+		return s_queue(c, &rq->resp);
+	}
+	end = (int64_t)sb.st_size;
+	if ((ranged = s_range(c, end, &first, &end)) < 0) {
+		close(fd);
+		api_error(&rq->resp, 416, "Range: artifact '%s' has %lld bytes, the range starts past them", rq->sha,
+			  (long long)sb.st_size);
+		return s_queue(c, &rq->resp);
+	}
+	return s_queue_artifact(c, fd, (int64_t)sb.st_size, ranged, first, end);
+}
+
+/* The answer of a resumable upload's GET or of a part that did not end
+ * it: {"sha256", "offset": bytes held, "complete": in the store}. */
+static void s_held(http_t *h, struct request *rq, int64_t held)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	cJSON *o = cJSON_CreateObject();
+	int complete = artifacts_path(h->ctx.store, rq->sha, path, sizeof path) == 0 && stat(path, &sb) == 0;
+
+	if (!complete && held < 0 && (held = artifacts_resume_held(h->ctx.store, rq->sha)) < 0) {
+		api_error(&rq->resp, 500, "%s", err_msg());
+		cJSON_Delete(o);
+		return;
+	}
+	cJSON_AddStringToObject(o, "sha256", rq->sha);
+	cJSON_AddNumberToObject(o, "offset", (double)(complete ? (int64_t)sb.st_size : held));
+	cJSON_AddBoolToObject(o, "complete", complete);
+	rq->resp.body = jsonu_print(o);
+	rq->resp.status = 200;
+	rq->resp.type = "application/json";
+	cJSON_Delete(o);
 }
 
 static void s_upload_done(struct thread_db *t, struct request *rq, int64_t now_ms, const char *kind)
@@ -347,6 +533,37 @@ static void s_upload_done(struct thread_db *t, struct request *rq, int64_t now_m
 	rq->resp.status = 201;
 	rq->resp.type = "application/json";
 	cJSON_Delete(o);
+}
+
+/* The last call of a part: the whole artifact is held -> commit it (201,
+ * as a plain upload); else keep the bytes and say how many are held. */
+static void s_part_done(http_t *h, struct thread_db *t, struct request *rq, int64_t now_ms, const char *kind)
+{
+	struct part *p = &rq->part;
+	int64_t held;
+
+	if (p->commit_only) {
+		if (!(rq->up = artifacts_resume(h->ctx.store, rq->sha, p->total, &held))) {
+			if (held >= 0)
+				api_error(&rq->resp, 409, "the upload of '%s' holds %lld of its %lld bytes: send the rest "
+					  "first", rq->sha, (long long)held, (long long)p->total);
+			else
+				api_error(&rq->resp, strstr(err_msg(), "another part") ? 409 : 500, "%s", err_msg());
+			return;
+		}
+	} else if (p->got < p->end - p->first) {
+		api_error(&rq->resp, 400, "the body has %lld bytes, its Content-Range announced %lld; the daemon "
+			  "holds %lld: ask GET .../upload and send from there", (long long)p->got,
+			  (long long)(p->end - p->first), (long long)(p->first + p->got));
+		artifacts_upload_abort(&rq->up);
+		return;
+	}
+	if (p->end < p->total) {
+		artifacts_upload_abort(&rq->up);
+		s_held(h, rq, p->end);
+		return;
+	}
+	s_upload_done(t, rq, now_ms, kind);
 }
 
 /* Last call: run the request and queue the answer. */
@@ -373,6 +590,10 @@ static enum MHD_Result s_respond(http_t *h, struct MHD_Connection *c, const char
 	req.now_ms = mtime_wall_ms();
 	if (rq->route == ROUTE_UPLOAD)
 		s_upload_done(t, rq, req.now_ms, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "kind"));
+	else if (rq->route == ROUTE_HELD)
+		s_held(h, rq, -1);
+	else if (rq->route == ROUTE_PART)
+		s_part_done(h, t, rq, req.now_ms, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "kind"));
 	else if (rq->route == ROUTE_METRICS)
 		api_metrics(&req, &rq->resp);
 	else {
@@ -475,7 +696,11 @@ http_t *http_start(const struct http_opts *o)
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;
 	const union MHD_DaemonInfo *info;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+	/* poll(), not epoll: libmicrohttpd 0.9.75 with epoll leaves a client
+	 * that vanished in the middle of a request body in CLOSE-WAIT until the
+	 * connection timeout, and with it the part of a resumable upload it
+	 * was sending (tests/daemon/resume.sh); with poll() it sees the EOF. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	http_t *h;
 	int v6 = 0;
 

@@ -191,31 +191,49 @@ static int s_transient(CURLcode rc)
 	}
 }
 
-/* One try: upload the file `path` to `url`, or download `url` into `path`
- * (truncated first). 0 on a 2xx (or a file:// success); -1 via err_set(),
- * with *retry set when another try may do better. */
-static int s_once(wstore_t *s, const char *url, const char *token, const char *what, const char *path,
-		  int upload, int *retry)
+/* A transfer: its URL (BASE/SHA, or BASE/SHA/upload for a resumable
+ * upload), token, the local file and, for messages, what it does. */
+struct xfer {
+	const char *url;
+	const char *token;
+	const char *path;
+	const char *what;
+};
+
+/* A reply body kept in memory (small: JSON). */
+struct reply {
+	char buf[1024];
+	size_t len;
+};
+
+static size_t s_keep(char *p, size_t size, size_t n, void *arg)
 {
-	struct curl_slist *h = NULL;
+	struct reply *r = arg;
+	size_t k = size * n, room = sizeof(r->buf) - 1 - r->len;
+
+	memcpy(r->buf + r->len, p, k < room ? k : room);
+	r->len += k < room ? k : room;
+	r->buf[r->len] = '\0';
+	return k;
+}
+
+/* Perform the request set up on s->curl with the options every request
+ * shares (`h`: extra headers, the token is added), then reset the handle.
+ * 0 on a 2xx (or a file:// success), *code the HTTP status; -1 via
+ * err_set() with *retry set when another try may do better. */
+static int s_perform(wstore_t *s, const struct xfer *x, struct curl_slist *h, long *code, int *retry)
+{
 	char auth[512];
-	struct stat st;
-	long code = 0;
 	CURLcode rc;
-	FILE *f;
 	int ret = -1;
 
 	*retry = 0;
-	f = fopen(path, upload ? "rb" : "wb");
-	if (!f || (upload && fstat(fileno(f), &st) < 0)) {
-		err_set("cannot open '%s': %s", path, strerror(errno));
-		goto out;
-	}
-	if (token) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	*code = 0;
+	if (x->token) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", x->token);
 		h = curl_slist_append(h, auth);
 	}
-	curl_easy_setopt(s->curl, CURLOPT_URL, url);
+	curl_easy_setopt(s->curl, CURLOPT_URL, x->url);
 	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -224,44 +242,188 @@ static int s_once(wstore_t *s, const char *url, const char *token, const char *w
 	curl_easy_setopt(s->curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(s->curl, CURLOPT_XFERINFOFUNCTION, s_xferinfo);
 	curl_easy_setopt(s->curl, CURLOPT_XFERINFODATA, s);
-	if (upload) {
-		curl_easy_setopt(s->curl, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(s->curl, CURLOPT_READDATA, f);
-		curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
-		curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_discard);
-	} else {
-		curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, f);
-	}
 	rc = curl_easy_perform(s->curl);
-	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, code);
 	curl_easy_reset(s->curl);
 	if (rc != CURLE_OK) {
 		*retry = s_transient(rc);
-		err_set("cannot %s '%s': %s", what, url, curl_easy_strerror(rc));
-		goto out;
+		err_set("cannot %s '%s': %s", x->what, x->url, curl_easy_strerror(rc));
+	} else if (*code != 0 && (*code < 200 || *code > 299)) {
+		*retry = *code >= 500 || *code == 408 || *code == 429;
+		err_set("cannot %s '%s': HTTP %ld", x->what, x->url, *code);
+	} else {
+		ret = 0;
 	}
-	if (code != 0 && (code < 200 || code > 299)) {
-		*retry = code >= 500 || code == 408 || code == 429;
-		err_set("cannot %s '%s': HTTP %ld", what, url, code);
-		goto out;
-	}
-	ret = 0;
-out:
 	curl_slist_free_all(h);
-	if (f && fclose(f) != 0 && ret == 0)
-		ret = err_set("cannot write '%s': %s", path, strerror(errno));
 	return ret;
 }
 
-/* s_once() until it works, a refusal, or WSTORE_TRIES tries. */
-static int s_transfer(wstore_t *s, const char *url, const char *token, const char *what, const char *path,
-		      int upload)
+/* The body of a download, into the file only when the status is a 2xx:
+ * an error's body must not become part of a partial file that is resumed. */
+struct sink {
+	FILE *f;
+	CURL *curl;
+};
+
+static size_t s_write_ok(char *p, size_t size, size_t n, void *arg)
+{
+	struct sink *k = arg;
+	long code = 0;
+
+	curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, &code);
+	if (code != 0 && (code < 200 || code > 299))
+		return size * n;
+	return fwrite(p, size, n, k->f) * size;
+}
+
+/* One try of a download into x->path, continuing a partial file: the
+ * bytes already there are asked for no more (Range: bytes=N-). A store
+ * that cannot resume (no 206, or 416) truncates the file and tries again. */
+static int s_get_once(wstore_t *s, const struct xfer *x, int *retry)
+{
+	FILE *f = fopen(x->path, "ab");
+	struct sink k = { f, s->curl };
+	off_t have;
+	long code;
+	int ret;
+
+	*retry = 0;
+	if (!f || fseeko(f, 0, SEEK_END) < 0 || (have = ftello(f)) < 0) {
+		err_set("cannot open '%s': %s", x->path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	if (have > 0) {
+		log_info("worker: resuming the download of '%s' at byte %lld", x->url, (long long)have);
+		curl_easy_setopt(s->curl, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)have);
+	}
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_write_ok);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &k);
+	ret = s_perform(s, x, NULL, &code, retry);
+	if (fclose(f) != 0 && ret == 0)
+		ret = err_set("cannot write '%s': %s", x->path, strerror(errno));
+	if (ret < 0 && have > 0 && (code == 416 || strstr(err_msg(), "range") || strstr(err_msg(), "Range"))) {
+		log_warn("worker: %s; downloading it whole", err_msg());
+		*retry = truncate(x->path, 0) == 0;
+	}
+	return ret;
+}
+
+/* One try of a plain upload of the whole file (a file:// store). */
+static int s_put_whole_once(wstore_t *s, const struct xfer *x, int *retry)
+{
+	FILE *f = fopen(x->path, "rb");
+	struct stat st;
+	long code;
+	int ret;
+
+	*retry = 0;
+	if (!f || fstat(fileno(f), &st) < 0) {
+		err_set("cannot open '%s': %s", x->path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	curl_easy_setopt(s->curl, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_READDATA, f);
+	curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_discard);
+	ret = s_perform(s, x, NULL, &code, retry);
+	fclose(f);
+	return ret;
+}
+
+/* How many bytes of the upload x->url the daemon holds (GET .../upload,
+ * docs/api.md); *complete when the artifact is in the store already. */
+static int s_held(wstore_t *s, const struct xfer *x, long long *held, int *complete, int *retry)
+{
+	struct xfer q = { x->url, x->token, x->path, "ask how much the store holds of" };
+	struct reply r = { .len = 0 };
+	cJSON *o;
+	long code;
+
+	r.buf[0] = '\0';
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_keep);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &r);
+	if (s_perform(s, &q, NULL, &code, retry) < 0)
+		return -1;
+	o = cJSON_Parse(r.buf);
+	if (!cJSON_IsNumber(cJSON_GetObjectItem(o, "offset"))) {
+		cJSON_Delete(o);
+		*retry = 1;
+		return err_set("cannot %s '%s': unexpected answer '%.100s'", q.what, q.url, r.buf);
+	}
+	*held = (long long)cJSON_GetObjectItem(o, "offset")->valuedouble;
+	*complete = cJSON_IsTrue(cJSON_GetObjectItem(o, "complete"));
+	cJSON_Delete(o);
+	return 0;
+}
+
+/* One try of a resumable upload: ask how many bytes the daemon holds,
+ * then send only the rest as one part (Content-Range: bytes N-LAST/SIZE,
+ * or bytes STAR/SIZE to commit when it holds them all). A part refused
+ * because it no longer starts where the held bytes end (409) is retried. */
+static int s_put_once(wstore_t *s, const struct xfer *x, int *retry)
+{
+	struct curl_slist *h = NULL;
+	char range[128];
+	long long held = 0;
+	struct stat st;
+	int complete = 0, ret = -1;
+	long code;
+	FILE *f;
+
+	*retry = 0;
+	if (!(f = fopen(x->path, "rb")) || fstat(fileno(f), &st) < 0) {
+		err_set("cannot open '%s': %s", x->path, strerror(errno));
+		goto out;
+	}
+	if (s_held(s, x, &held, &complete, retry) < 0)
+		goto out;
+	if (complete) {
+		ret = 0;
+		goto out;
+	}
+	if (held > (long long)st.st_size || fseeko(f, (off_t)held, SEEK_SET) < 0) {
+		*retry = 0;
+		err_set("cannot %s '%s': the store holds %lld bytes of this %lld-byte file", x->what, x->url, held,
+			(long long)st.st_size);
+		goto out;
+	}
+	if (held > 0)
+		log_info("worker: resuming the upload to '%s' at byte %lld of %lld", x->url, held, (long long)st.st_size);
+	if (held == (long long)st.st_size)
+		snprintf(range, sizeof(range), "Content-Range: bytes */%lld", held);
+	else
+		snprintf(range, sizeof(range), "Content-Range: bytes %lld-%lld/%lld", held, (long long)st.st_size - 1,
+			 (long long)st.st_size);
+	h = curl_slist_append(h, range);
+	curl_easy_setopt(s->curl, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_READDATA, f);
+	curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(st.st_size - held));
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, s_discard);
+	ret = s_perform(s, x, h, &code, retry);
+	if (ret < 0 && code == 409)
+		*retry = 1;
+	else if (ret == 0 && code != 201) {
+		*retry = 1;
+		ret = err_set("cannot %s '%s': HTTP %ld, the artifact is not complete yet", x->what, x->url, code);
+	}
+out:
+	if (f)
+		fclose(f);
+	return ret;
+}
+
+/* once() until it works, a refusal, or WSTORE_TRIES tries. */
+static int s_transfer(wstore_t *s, const struct xfer *x, int (*once)(wstore_t *, const struct xfer *, int *))
 {
 	long delay = s->backoff_ms;
 	int retry;
 
 	for (int n = 1;; n++) {
-		if (s_once(s, url, token, what, path, upload, &retry) == 0)
+		if (once(s, x, &retry) == 0)
 			return 0;
 		if (!retry || n >= WSTORE_TRIES)
 			return -1;
@@ -276,6 +438,8 @@ int wstore_put(wstore_t *s, const char *base_url, const char *token, const char 
 	       const char *sha)
 {
 	char url[4096], hex[SHA256_HEX_LEN + 1], cached[PATH_MAX + 80];
+	int local = strncmp(base_url, "file:", 5) == 0;
+	struct xfer x = { url, token, path, "upload to" };
 
 	if (!sha256_is_hex(sha))
 		return err_set("bad sha256 '%.80s' for '%s'", sha, path);
@@ -283,7 +447,13 @@ int wstore_put(wstore_t *s, const char *base_url, const char *token, const char 
 		return -1;
 	if (strcmp(hex, sha))
 		return err_set("'%s' does not match its sha256 (%s, the engine said %s)", path, hex, sha);
-	if (s_url(url, sizeof(url), base_url, sha) < 0 || s_transfer(s, url, token, "upload to", path, 1) < 0)
+	if (s_url(url, sizeof(url), base_url, sha) < 0)
+		return -1;
+	if (!local && strlen(url) + sizeof("/upload") > sizeof(url))
+		return err_set("artifact URL too long: '%s'", base_url);
+	if (!local)
+		strcat(url, "/upload");
+	if (s_transfer(s, &x, local ? s_put_whole_once : s_put_once) < 0)
 		return -1;
 	snprintf(cached, sizeof(cached), "%s/%s", s->cache, sha);
 	return s_copy(path, cached);
@@ -293,7 +463,9 @@ int wstore_get(wstore_t *s, const char *base_url, const char *token, const char 
 	       const char *dst)
 {
 	char url[4096], hex[SHA256_HEX_LEN + 1], cached[PATH_MAX + 80], part[PATH_MAX + 96];
-	int rc;
+	struct xfer x = { url, token, part, "download" };
+	struct stat st;
+	int rc, resumed;
 
 	if (!sha256_is_hex(sha))
 		return err_set("bad sha256 '%.80s'", sha);
@@ -304,15 +476,27 @@ int wstore_get(wstore_t *s, const char *base_url, const char *token, const char 
 		if (s_url(url, sizeof(url), base_url, sha) < 0)
 			return -1;
 		snprintf(part, sizeof(part), "%s.part", cached);
-		rc = s_transfer(s, url, token, "download", part, 0);
-		if (rc == 0 && sha256_file(part, hex) < 0)
-			rc = -1;
-		else if (rc == 0 && strcmp(hex, sha))
-			rc = err_set("download of %s is corrupt (its sha256 is %s)", sha, hex);
+		/* A partial file left by an earlier try (or worker) is resumed;
+		 * if the whole then does not match, it goes once more from 0. */
+		for (;;) {
+			resumed = stat(part, &st) == 0 && st.st_size > 0;
+			rc = s_transfer(s, &x, s_get_once);
+			if (rc == 0 && sha256_file(part, hex) < 0)
+				rc = -1;
+			else if (rc == 0 && strcmp(hex, sha))
+				rc = err_set("download of %s is corrupt (its sha256 is %s)", sha, hex);
+			if (rc == 0 || !resumed || strncmp(err_msg(), "download of", 11) != 0)
+				break;
+			log_warn("worker: %s after resuming a partial file; downloading it whole", err_msg());
+			unlink(part);
+		}
 		if (rc == 0 && rename(part, cached) < 0)
 			rc = err_set("cannot rename '%s': %s", part, strerror(errno));
 		if (rc < 0) {
-			unlink(part);
+			/* Keep what arrived of an interrupted transfer for the next
+			 * try; wrong bytes are not worth resuming. */
+			if (strncmp(err_msg(), "cannot download", 15) != 0)
+				unlink(part);
 			return -1;
 		}
 		s->downloads++;

@@ -1,20 +1,25 @@
 /* worker_store.h: modula-worker's side of the artifact store: upload a file
  * under its sha256, download one into a local cache, both with libcurl.
  *
- * The store is the daemon's (HTTP PUT / GET BASE/SHA256, docs/api.md) or a
- * folder (file:///path: the same names under it). Every file that passes
- * through is kept in the cache (WORK/cache/SHA256), so a retry on the same
+ * The store is the daemon's (HTTP GET BASE/SHA256, resumable uploads to
+ * BASE/SHA256/upload, docs/api.md) or a folder (file:///path: the same
+ * names under it). Every file that passes through is kept in the cache (WORK/cache/SHA256), so a retry on the same
  * machine does not download its checkpoint again, and jobs that share an
  * input (a base model, a dataset) download it once per machine. Downloads
  * are checked against their sha256 before they are used.
  *
  * Transfers that fail on the way (connection refused or dropped, a stalled
- * link, a 5xx) are tried again from the start with a backoff (0.5 s doubling,
- * WSTORE_TRIES tries): the daemon has no ranged uploads, and it hashes every
- * upload and refuses a body whose sha256 is not its name, so a whole retry
- * is the robust resume. A refusal (4xx) is not retried. While a transfer
- * runs or waits, the tick hook is called about every second, so the worker
- * keeps heartbeating through long uploads.
+ * link, a 5xx) are tried again with a backoff (0.5 s doubling, WSTORE_TRIES
+ * tries), and each try resumes where the last one stopped: a download goes
+ * on from the partial file it left (Range: bytes=N-; the whole is checked
+ * against its sha256 at the end, and fetched once more from 0 if a resumed
+ * file does not match); an upload asks the daemon how many bytes it holds
+ * (GET BASE/SHA256/upload) and sends only the rest as one part
+ * (PUT BASE/SHA256/upload, Content-Range; docs/api.md), the daemon checking
+ * the sha256 of the whole. A file:// store gets whole copies. A refusal
+ * (4xx) is not retried. While a transfer runs or waits, the tick hook is
+ * called about every second, so the worker keeps heartbeating through long
+ * uploads.
  *
  * Not a store: the daemon keeps the index and decides what to delete.
  */

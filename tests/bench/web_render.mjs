@@ -83,6 +83,9 @@ const row = (what, ms, base) => rows.push([what, ms.toFixed(1), base.toFixed(1),
 row('runs list, 100 per page', (await view('#/runs')).ms, await bare(() => get('/runs?limit=100&order=desc')));
 row('runs list, 1000 per page', (await view('#/runs?limit=1000')).ms, await bare(() => get('/runs?limit=1000&order=desc')));
 row('runs list, filtered (method)', (await view('#/runs?method=modula-res')).ms, await bare(() => get('/runs?limit=100&order=desc&method=modula-res')));
+row('runs list, sorted (method, desc)', (await view('#/runs?sort=method&order=desc')).ms, await bare(() => get('/runs?limit=100&order=desc&sort=method')));
+const deep = sql(`SELECT id FROM runs ORDER BY seed, id LIMIT 1 OFFSET ${RUNS - 100};`).trim();
+row('runs list, sorted (seed), last page', (await view(`#/runs?sort=seed&order=asc&after=${deep}`)).ms, await bare(() => get(`/runs?limit=100&order=asc&sort=seed&after=${deep}`)));
 const c = await view(`#/compare?runs=${cmp.join(',')}`);
 const apiRuns = await bare(() => pool(cmp, 8, (id) => get(`/runs/${id}`)));
 const apiCurves = await bare(() => pool(cmp, 8, (id) => get(`/runs/${id}/metrics?key=loss&after_step=-1&limit=100000`)));

@@ -1,8 +1,9 @@
 #!/bin/sh
 # tests/deploy/store.sh: the worker's artifact store client against a store
-# that drops connections (flaky_http.py): an upload cut mid-body is tried
-# again and lands whole (the store checks its sha256), the tick hook runs
-# while it backs off, a download cut short is tried again and checked, two
+# that drops connections (flaky_http.py): an upload cut mid-body is resumed
+# and lands whole, sending each byte once (the store checks its sha256), the
+# tick hook runs while it backs off, a download cut short is resumed from
+# where it stopped and checked, two
 # fetches of one artifact download it once (the cache), and a refusal
 # (4xx) is not retried. Not here: the daemon (tests/multihost/netns.sh).
 . "$top_srcdir/tests/lib.sh"
@@ -31,6 +32,7 @@ check "an upload whose connection drops twice succeeds" $?
 st=$(stats)
 diag "store: $st"
 check "on the third try, whole" $(echo "$st" | grep -q '"put": 3, "put_ok": 1'; echo $?)
+check "each byte sent once: the tries resumed where the cut ones stopped" $(stats | grep -q '"put_bytes": 300000,'; echo $?)
 grep -q "trying again" "$tmp/put.err"
 check "the retries are logged" $?
 ticks=$(sed -n 's/^ticks //p' "$tmp/put.out")
@@ -42,7 +44,8 @@ cmp -s "$tmp/big.bin" "$tmp/d1" && cmp -s "$tmp/big.bin" "$tmp/d2"
 check "both copies are whole" $?
 dl=$(sed -n 's/^downloads //p' "$tmp/get.out")
 check "two fetches of one artifact download it once ($dl)" $([ "$dl" = 1 ]; echo $?)
-check "two GETs on the wire: the cut one and its retry" $(stats | grep -q '"get": 2}'; echo $?)
+check "two GETs on the wire: the cut one and its retry" $(stats | grep -q '"get": 2,'; echo $?)
+check "the retry asked only for the rest (Range)" $(stats | grep -q '"get_bytes": 300000}'; echo $?)
 
 "$TOOL" get "$tmp/cache-down" "$url" "$(echo x | sha256sum | cut -c1-64)" "$tmp/d3" >/dev/null 2>"$tmp/404.err"
 check "a missing artifact fails" $([ $? -ne 0 ]; echo $?)

@@ -5,7 +5,8 @@
  *                                         number of downloads
  *
  * The backoff starts at 50 ms; every line printed is "ticks N" (the tick
- * hook's calls) then "downloads N". Not a test by itself.
+ * hook's calls) then "downloads N". The token is $STORE_TOKEN ("tok" when
+ * unset). Not a test by itself.
  */
 #include "config.h"
 #include "worker/worker_store.h"
@@ -13,6 +14,7 @@
 #include "sha256.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void s_tick(void *arg)
@@ -23,6 +25,7 @@ static void s_tick(void *arg)
 int main(int argc, char **argv)
 {
 	char sha[SHA256_HEX_LEN + 1];
+	const char *token = getenv("STORE_TOKEN") ? getenv("STORE_TOKEN") : "tok";
 	wstore_t *s;
 	long ticks = 0;
 	int rc = 1;
@@ -36,11 +39,11 @@ int main(int argc, char **argv)
 	wstore_set_backoff(s, 50);
 	wstore_set_tick(s, s_tick, &ticks);
 	if (!strcmp(argv[1], "put")) {
-		if (sha256_file(argv[4], sha) < 0 || wstore_put(s, argv[3], "tok", argv[4], sha) < 0)
+		if (sha256_file(argv[4], sha) < 0 || wstore_put(s, argv[3], token, argv[4], sha) < 0)
 			goto out;
 	} else {
 		for (int i = 5; i < argc; i++)
-			if (wstore_get(s, argv[3], "tok", argv[4], argv[i]) < 0)
+			if (wstore_get(s, argv[3], token, argv[4], argv[i]) < 0)
 				goto out;
 	}
 	rc = 0;

@@ -160,7 +160,7 @@ try {
 	is('compare: for a loss the smallest average is the best', lossBest,
 		lossAvg.reduce((k, v, i) => (v !== null && (k < 0 || v < lossAvg[k]) ? i : k), -1));
 
-	// runs list: 257 runs, cursor paging, filters, sort
+	// runs list: 257 runs, cursor paging, filters, sorts by the server
 	await open('/runs');
 	let ids = await texts('[data-testid=runs] tbody tr td:first-child');
 	is('runs: a page of 100, newest first', [ids.length, Number(ids[0])], [100, maxRun]);
@@ -176,8 +176,34 @@ try {
 	is('runs: previous page', Number(ids[0]), maxRun);
 	await open('/runs?method=modula-res');
 	is('runs: filter by method', (await texts('[data-testid=runs] tbody tr td:first-child')).map(Number), done6.filter((r) => r.method === 'modula-res').map((r) => r.id).reverse());
-	await open('/runs?method=modula-flan&sort=seed&dir=desc');
+	await open('/runs?method=modula-flan&sort=seed&order=desc');
 	is('runs: sort by seed', await texts('[data-testid=runs] tbody tr td:nth-child(4)'), ['3', '2', '1']);
+	// Sorting by a column covers all 257 runs, not the page: the first row
+	// after a click is sqlite3's first row of the whole table.
+	const firstOf = (order) => sql(`SELECT id || ' ' || method FROM runs ORDER BY ${order} LIMIT 1;`).trim();
+	const clickHeader = async (key) => {
+		await page.evaluate(() => { document.getElementById('view').dataset.ready = '0'; });
+		await page.click(`[data-testid=runs] th[data-key=${key}]`);
+		await page.waitForSelector('#view[data-ready="1"]');
+	};
+	const firstRow = async () => (await texts('[data-testid=runs] tbody tr:first-child td')).filter((_, i) => i === 0 || i === 2).join(' ');
+	await open('/runs');
+	await clickHeader('method');
+	is('runs: a click on method sorts every run, ascending', await firstRow(), firstOf('method, id'));
+	await clickHeader('method');
+	is('runs: a second click sorts descending (a row far from the first page)', await firstRow(), firstOf('method DESC, id DESC'));
+	ok('runs: the URL keeps the sort', page.url().includes('sort=method') && page.url().includes('order=desc'), page.url());
+	await clickHeader('seed');
+	is('runs: sort by seed over every run', await firstRow(), firstOf('seed, id'));
+	const pager = async (which) => {
+		await page.evaluate(() => { document.getElementById('view').dataset.ready = '0'; });
+		await page.click(`[data-testid=${which}]`);
+		await page.waitForSelector('#view[data-ready="1"]');
+		return firstRow();
+	};
+	const nth = (k) => sql(`SELECT id || ' ' || method FROM runs ORDER BY seed, id LIMIT 1 OFFSET ${k};`).trim();
+	is('runs: the next pages of a sort continue it', [await pager('next'), await pager('next')], [nth(100), nth(200)]);
+	is('runs: and previous goes back page by page', [await pager('prev'), await pager('prev')], [nth(100), nth(0)]);
 	await open('/runs');
 	await shot('runs');
 

@@ -59,16 +59,17 @@ function s_auth() {
 	return t ? { Authorization: 'Bearer ' + t } : {};
 }
 
-// The page before the one that starts at `first` (an id) in `order`:
-// ask the other way round from that id and reverse. Returns the cursor
-// that reopens it ('' for the first page).
+// The page before the one whose first row is `first` (an id), for any
+// sort: ask the other way round from that row; the cursor that reopens
+// that page is the row before it, one more step the other way round.
+// Returns '' when the page before is the first page.
 export async function prevCursor(path, params, first, limit) {
-	const desc = params.order === 'desc';
-	const back = await get(path, { ...params, order: desc ? 'asc' : 'desc', after: first, limit });
-	if (back.items.length < limit)
+	const back = { ...params, order: params.order === 'desc' ? 'asc' : 'desc' };
+	const page = await get(path, { ...back, after: first, limit });
+	if (page.items.length < limit)
 		return '';
-	const ids = back.items.map((x) => x.id);
-	return desc ? Math.max(...ids) + 1 : Math.min(...ids) - 1;
+	const before = await get(path, { ...back, after: page.items[page.items.length - 1].id, limit: 1 });
+	return before.items.length ? before.items[0].id : '';
 }
 
 // Every item of a list (follows `next`), for small lists only.

@@ -1,5 +1,6 @@
 // views/lists.js: the list pages (experiments, runs, jobs) and one
-// experiment's page (its runs and the ways to compare them).
+// experiment's page (its runs and the ways to compare them). A column of a
+// list page with `sort: true` is one the API sorts by (docs/api.md).
 import { get } from '../api.js';
 import { pagedList } from '../list.js';
 import { badge, card, fmtAgo, fmtTime, h, shortJson, sortRows, table } from '../ui.js';
@@ -40,12 +41,12 @@ export async function renderExperiment(root, ctx) {
 				'MoDULA-Flan vs MoDULA-Res')),
 		Object.entries(methods).map(([m, n]) => h('a', { href: `#/compare?exp=${e.id}&methods=${encodeURIComponent(m)}` }, `${m} (${n})`)))));
 	const sort = ctx.params.get('sort') || 'id';
-	const asc = ctx.params.get('dir') !== 'desc';
+	const asc = ctx.params.get('order') !== 'desc';
 	const cols = [idLink('runs'), { key: 'method', label: 'method', sort: true }, { key: 'seed', label: 'seed', num: true, sort: true },
 		{ key: 'params', label: 'params', sort: (r) => JSON.stringify(r.params), cls: () => 'wrap mono', render: (r) => shortJson(r.params, 200) }];
 	const rows = sortRows([...e.runs], cols.find((c) => c.key === sort) || cols[0], asc);
 	root.append(card(`Runs (${e.runs.length})`, table(cols, rows, { sort: { key: sort, asc }, attrs: { 'data-testid': 'runs' },
-		onSort: (k) => ctx.go(`/experiments/${e.id}`, { sort: k, dir: sort === k && asc ? 'desc' : 'asc' }) })));
+		onSort: (k) => ctx.go(`/experiments/${e.id}`, { sort: k, order: sort === k && asc ? 'desc' : 'asc' }) })));
 	root.append(card('Spec', h('pre', null, JSON.stringify(e.spec, null, 2))));
 }
 
@@ -60,7 +61,7 @@ export async function renderRuns(root, ctx) {
 			{ key: 'experiment', label: 'experiment', num: true, sort: true, render: (r) => r.experiment ? h('a', { href: `#/experiments/${r.experiment}` }, r.experiment) : '' },
 			{ key: 'method', label: 'method', sort: true },
 			{ key: 'seed', label: 'seed', num: true, sort: true },
-			{ key: 'params', label: 'params', sort: (r) => JSON.stringify(r.params), cls: () => 'wrap mono', render: (r) => shortJson(r.params) },
+			{ key: 'params', label: 'params', cls: () => 'wrap mono', render: (r) => shortJson(r.params) },
 			{ key: 'created_ms', label: 'created', sort: true, render: (r) => fmtTime(r.created_ms) }],
 	});
 	const ids = [...el.querySelectorAll('tbody tr td:first-child')].map((td) => td.textContent);
@@ -79,8 +80,8 @@ export async function renderJobs(root, ctx) {
 			{ key: 'state', label: 'state', sort: true, render: (r) => badge(r.state) },
 			{ key: 'run', label: 'run', num: true, sort: true, render: (r) => r.run ? h('a', { href: `#/runs/${r.run}` }, r.run) : '' },
 			{ key: 'priority', label: 'prio', num: true, sort: true },
-			{ key: 'attempts', label: 'tries', num: true, sort: true, render: (r) => `${r.attempts}/${r.max_attempts}` },
-			{ key: 'worker', label: 'worker', sort: true, render: (r) => r.lease_owner || r.worker || '' },
+			{ key: 'attempts', label: 'tries', num: true, render: (r) => `${r.attempts}/${r.max_attempts}` },
+			{ key: 'worker', label: 'worker', render: (r) => r.lease_owner || r.worker || '' },
 			{ key: 'created_ms', label: 'created', sort: true, render: (r) => fmtAgo(r.created_ms) },
 			{ key: 'error', label: 'error', cls: () => 'wrap', render: (r) => shortJson(r.error || '', 80) }],
 	})));
