@@ -253,7 +253,7 @@ cJSON *compare_build(const cJSON *data, const char *metric)
 		cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "evaluations")) {
 			const char *dom = cli_str(e, "domain", "?"), *met = cli_str(e, "metric", "?");
 			snprintf(col, sizeof col, "%s/%s", dom, met);
-			if (s_is_general(dom))
+			if (s_is_general(dom) && strncmp(met, "router.", 7))
 				s_add_unique(general, col);
 			else if (!strcmp(met, metric))
 				s_add_unique(domains, dom);

@@ -17,7 +17,8 @@
  * differ only by seed). Columns: each domain's `metric` (domains other
  * than "universal" and "general"), "avg" (per run, the mean over its
  * domains; then mean ± std over the group's seeds), every metric of the
- * "universal" and "general" domains ("universal/acc"), and the cost
+ * "universal" and "general" domains ("universal/acc"; the router means
+ * "router.L..." are not capability figures and left out), and the cost
  * "tokens", "flops", "wall_s". std is the sample standard deviation (n-1),
  * 0 for one seed. A pair compares a modula-res group with the modula-flan
  * group of the same scope and hyper-parameters, seed by seed (res - flan);

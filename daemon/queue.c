@@ -8,8 +8,10 @@
  */
 #include "config.h"
 #include "daemon/queue.h"
+#include "daemon/job_catalog.h"
 #include "err.h"
 #include "jsonu.h"
+#include "log.h"
 #include "sha256.h"
 
 #include <stdio.h>
@@ -729,6 +731,15 @@ static int s_finish(queue_t *q, int64_t id, int attempt, const struct queue_resu
 	sqlite3_bind_int64(st, 3, now_ms);
 	if (s_done(q, st) < 0 || s_record_result(q, id, j.run_id, res, now_ms) < 0)
 		return QUEUE_ERR;
+	/* the catalogue rows are a by-product: without them the job still succeeds */
+	if (registry_begin(q->r) < 0)
+		return QUEUE_ERR;
+	if (job_catalog_add(q->r, id, now_ms) < 0) {
+		log_warn("job %lld: no registry rows for its outputs: %s", (long long)id, err_msg());
+		registry_rollback(q->r);
+	} else if (registry_commit(q->r) < 0) {
+		return QUEUE_ERR;
+	}
 	return s_promote_dependents(q, id, now_ms);
 }
 

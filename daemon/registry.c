@@ -299,3 +299,82 @@ int registry_event(registry_t *r, int64_t now_ms, const char *kind, int64_t job_
 	sqlite3_bind_text(st, 5, detail, -1, SQLITE_STATIC);
 	return registry_step_done(r, st);
 }
+
+/* ---- catalogue rows ------------------------------------------------------ */
+
+#define S_ARTIFACT(n) "(SELECT sha256 FROM artifacts WHERE sha256 = ?" #n ")"
+
+static void s_bind_id(sqlite3_stmt *st, int col, int64_t id)
+{
+	if (id > 0)
+		sqlite3_bind_int64(st, col, id);
+	else
+		sqlite3_bind_null(st, col);
+}
+
+int registry_add_dataset(registry_t *r, const struct registry_dataset *d, int64_t now_ms)
+{
+	sqlite3_stmt *st = registry_stmt(r, "INSERT OR IGNORE INTO datasets (name, domain, split, artifact, rows, "
+					    "created_ms) VALUES (?1, ?2, ?3, " S_ARTIFACT(4) ", ?5, ?6)");
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, d->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, d->domain, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, d->split, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, d->sha256, -1, SQLITE_STATIC);
+	if (d->rows >= 0)
+		sqlite3_bind_int64(st, 5, d->rows);
+	sqlite3_bind_int64(st, 6, now_ms);
+	return registry_step_done(r, st);
+}
+
+int registry_add_base_model(registry_t *r, const char *name, const char *sha256, const char *config_json,
+			    int64_t now_ms)
+{
+	sqlite3_stmt *st = registry_stmt(r, "INSERT OR IGNORE INTO base_models (name, artifact, config, created_ms) "
+					    "VALUES (?1, " S_ARTIFACT(2) ", ?3, ?4)");
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, config_json, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now_ms);
+	return registry_step_done(r, st);
+}
+
+int registry_add_expert(registry_t *r, const struct registry_expert *e, int64_t now_ms)
+{
+	sqlite3_stmt *st = registry_stmt(r, "INSERT INTO experts (name, role, domain, rank, base_model, artifact, "
+					    "job_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, " S_ARTIFACT(6) ", ?7, ?8)");
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, e->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, e->role, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, e->domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, e->rank);
+	s_bind_id(st, 5, e->base_model);
+	sqlite3_bind_text(st, 6, e->sha256, -1, SQLITE_STATIC);
+	s_bind_id(st, 7, e->job_id);
+	sqlite3_bind_int64(st, 8, now_ms);
+	return registry_step_done(r, st);
+}
+
+int registry_add_router(registry_t *r, const char *name, const char *kind, int64_t base_model, const char *sha256,
+			int64_t job_id, int64_t now_ms)
+{
+	sqlite3_stmt *st = registry_stmt(r, "INSERT INTO routers (name, kind, base_model, artifact, job_id, created_ms) "
+					    "VALUES (?1, ?2, ?3, " S_ARTIFACT(4) ", ?5, ?6)");
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	s_bind_id(st, 3, base_model);
+	sqlite3_bind_text(st, 4, sha256, -1, SQLITE_STATIC);
+	s_bind_id(st, 5, job_id);
+	sqlite3_bind_int64(st, 6, now_ms);
+	return registry_step_done(r, st);
+}

@@ -107,4 +107,32 @@ int registry_checkpoint(registry_t *r);
 int registry_event(registry_t *r, int64_t now_ms, const char *kind, int64_t job_id,
 		   const char *actor, const char *detail);
 
+/* ---- catalogue rows (daemon/job_catalog.c makes them from jobs) ---------
+ * Each names its file by sha256 in `artifact` when the store has registered
+ * that file (an artifacts row), else leaves it NULL (a file:// store
+ * registers nothing; the job's outputs still name the file). Part of the
+ * current transaction; 0, or -1 via err_set(). Ids <= 0 are stored NULL. */
+
+struct registry_dataset {
+	const char *name, *domain, *split, *sha256;   /* domain may be NULL */
+	int64_t rows;                                 /* records; -1 unknown */
+};
+
+/* Insert a dataset; a row with the same (name, split) is kept as it is. */
+int registry_add_dataset(registry_t *r, const struct registry_dataset *d, int64_t now_ms);
+
+/* Insert a base model; one with the same name is kept as it is. */
+int registry_add_base_model(registry_t *r, const char *name, const char *sha256, const char *config_json,
+			    int64_t now_ms);
+
+struct registry_expert {
+	const char *name, *role, *domain, *sha256;    /* role "universal" (domain NULL) or "domain" */
+	int rank;
+	int64_t base_model, job_id;
+};
+
+int registry_add_expert(registry_t *r, const struct registry_expert *e, int64_t now_ms);
+int registry_add_router(registry_t *r, const char *name, const char *kind, int64_t base_model, const char *sha256,
+			int64_t job_id, int64_t now_ms);
+
 #endif

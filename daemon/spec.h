@@ -97,8 +97,10 @@ spec_plan_t *spec_expand(const spec_t *s);
 void spec_plan_destroy(spec_plan_t **p);
 
 /* The canonical JSON text of `item` (object keys sorted, numbers in one
- * form) and its sha256 in hex; used for content keys. 0 or -1 via err_set(). */
+ * form), and the content key: sha256 in hex of "modula-job-v1\n" KIND "\n"
+ * "numerics N\n" CANONICAL; N is the engine's numerics version (the jobs
+ * use MODULA_ENGINE_NUMERICS, version.h). 0 or -1 via err_set(). */
 char *spec_canonical(const cJSON *item);
-int spec_hash(const char *kind, const cJSON *stage, char hex[65]);
+int spec_hash(const char *kind, const cJSON *stage, int numerics, char hex[65]);
 
 #endif

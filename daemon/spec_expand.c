@@ -12,6 +12,7 @@
 #include "daemon/spec_int.h"
 #include "err.h"
 #include "sha256.h"
+#include "version.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -113,7 +114,7 @@ char *spec_canonical(const cJSON *item)
 	return buf;
 }
 
-int spec_hash(const char *kind, const cJSON *stage, char hex[65])
+int spec_hash(const char *kind, const cJSON *stage, int numerics, char hex[65])
 {
 	char *text = spec_canonical(stage), *all;
 	uint8_t d[SHA256_LEN];
@@ -122,12 +123,12 @@ int spec_hash(const char *kind, const cJSON *stage, char hex[65])
 
 	if (!text)
 		return -1;
-	n = strlen("modula-job-v1") + strlen(kind) + strlen(text) + 3;
+	n = strlen("modula-job-v1") + strlen(kind) + strlen(text) + 32;
 	if (!(all = malloc(n))) {
 		free(text);
 		return err_set("out of memory");
 	}
-	snprintf(all, n, "modula-job-v1\n%s\n%s", kind, text);
+	snprintf(all, n, "modula-job-v1\n%s\nnumerics %d\n%s", kind, numerics, text);
 	rc = sha256_buf(all, strlen(all), d);
 	free(all);
 	free(text);
@@ -215,7 +216,7 @@ int spec_builder_add(struct spec_builder *b, const char *kind, cJSON *stage, con
 	char key[65];
 	size_t found, *nj;
 
-	if (spec_hash(kind, stage, key) < 0)
+	if (spec_hash(kind, stage, MODULA_ENGINE_NUMERICS, key) < 0)
 		goto err;
 	found = s_keyset_find(&b->jobs, key, p->jobs ? p->jobs[0].key : key, sizeof *p->jobs, p->njobs);
 	if (found == (size_t)-2) {
@@ -279,7 +280,7 @@ static int s_run_begin(struct spec_builder *b, const struct spec_method *m, cJSO
 
 	cJSON_AddItemToObject(id, "params", cJSON_Duplicate(params, 1));
 	cJSON_AddNumberToObject(id, "seed", (double)seed);
-	if (spec_hash(m->label, id, key) < 0) {
+	if (spec_hash(m->label, id, MODULA_ENGINE_NUMERICS, key) < 0) {
 		cJSON_Delete(id);
 		cJSON_Delete(params);
 		return -1;

@@ -108,6 +108,13 @@ static int s_cpu_gemm(void *c, int cdt, const void *a, const void *b, int m, int
 	return 0;
 }
 
+static int s_cpu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
+			 int m, int n, int k, int ta, int tb, float alpha, float beta)
+{
+	op_gemm_serial(c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
+	return 0;
+}
+
 static int s_cpu_embedding_forward(void *out, const int *tok, const void *wte, int n, int c)
 {
 	op_embedding_forward(out, tok, wte, n, c);
@@ -273,34 +280,36 @@ static int s_cpu_crossentropy_fused(float *losses, void *logits, const float *dl
 	return 0;
 }
 
-static int s_cpu_router_weight_forward(void *uw, float *s, const void *rlogits, const void *u,
-				       int n, int e, int r, float scale)
+static int s_cpu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
+				       const void *u, int n, int e, int r, float scale)
 {
 	float *o = uw;
 	const float *x = u;
 
+	ld = ld ? ld : e * r;
 	op_softmax_forward(s, rlogits, n, e);
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < e * r; j++)
-			o[(size_t)i * e * r + j] = scale * s[(size_t)i * e + j / r] * x[(size_t)i * e * r + j];
+			o[(size_t)i * ld + j] = scale * s[(size_t)i * e + j / r] * x[(size_t)i * e * r + j];
 	return 0;
 }
 
 /* du += scale s_i duw; drlogits += softmax backward of ds_i = scale sum_j u duw. */
-static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *duw, const float *s,
-					const void *u, int n, int e, int r, float scale)
+static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
+					const float *s, const void *u, int n, int e, int r, float scale)
 {
 	const float *g = duw, *x = u;
 	float *ds = calloc((size_t)n * e + 1, sizeof(float)), *d = du;
 
 	if (!ds)
 		return err_set("out of memory");
+	ld = ld ? ld : e * r;
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < e * r; j++) {
-			size_t o = (size_t)i * e * r + j;
-			ds[(size_t)i * e + j / r] += scale * x[o] * g[o];
+			size_t o = (size_t)i * e * r + j, og = (size_t)i * ld + j;
+			ds[(size_t)i * e + j / r] += scale * x[o] * g[og];
 			if (d)
-				d[o] += scale * s[(size_t)i * e + j / r] * g[o];
+				d[o] += scale * s[(size_t)i * e + j / r] * g[og];
 		}
 	if (drlogits)
 		op_softmax_backward(drlogits, ds, s, n, e);
@@ -352,7 +361,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.dev = KDEV_CPU, .dt = KCUDA_F32,
 	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
 	.download = s_cpu_copy, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
-	.gemm = s_cpu_gemm,
+	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld,
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
 	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
 	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
@@ -524,17 +533,23 @@ static int s_cuda_crossentropy_fused(float *losses, void *logits, const float *d
 	return kcuda_crossentropy_fused(s_dt, losses, logits, dlosses, targets, n, v);
 }
 
-static int s_cuda_router_weight_forward(void *uw, float *s, const void *rlogits, const void *u,
-					int n, int e, int r, float scale)
+static int s_cuda_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
+					const void *u, int n, int e, int r, float scale)
 {
-	return kcuda_router_weight_forward(s_dt, uw, s, rlogits, u, n, e, r, scale);
+	return kcuda_router_weight_forward(s_dt, uw, ld, s, rlogits, u, n, e, r, scale);
 }
 
-static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *duw,
+static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
 					 const float *s, const void *u, int n, int e, int r,
 					 float scale)
 {
-	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, s, u, n, e, r, scale);
+	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, ld, s, u, n, e, r, scale);
+}
+
+static int s_cuda_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b,
+			  int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
+{
+	return kcuda_gemm_ld(s_dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 }
 
 static int s_cuda_adamw(float *w, void *wdt, const float *g, float *m, float *v, size_t n,
@@ -547,7 +562,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.dev = KDEV_CUDA, .dt = KCUDA_BF16,
 	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
 	.download = kcuda_copy_d2h, .sync = kcuda_sync, .attention_saved = s_cuda_att_saved,
-	.gemm = s_cuda_gemm,
+	.gemm = s_cuda_gemm, .gemm_ld = s_cuda_gemm_ld,
 	.embedding_forward = s_cuda_embedding_forward,
 	.embedding_backward = s_cuda_embedding_backward,
 	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,

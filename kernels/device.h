@@ -58,6 +58,9 @@ struct kdevice_ops {
 	/* c in type cdt: dt, or KCUDA_F32 for a weight gradient */
 	int (*gemm)(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
 		    int tb, float alpha, float beta);
+	/* the same with row strides: each matrix may be columns of a wider one */
+	int (*gemm_ld)(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
+		       int m, int n, int k, int ta, int tb, float alpha, float beta);
 	int (*embedding_forward)(void *out, const int *tok, const void *wte, int n, int c);
 	int (*embedding_backward)(float *dwte, const void *dout, const int *tok, int n, int c);
 	int (*matmul_forward)(void *out, const void *inp, const void *w, const void *b, int n, int c,
@@ -98,11 +101,12 @@ struct kdevice_ops {
 	int (*crossentropy_fused)(float *losses, void *logits, const float *dlosses,
 				  const int *targets, int n, int v);
 	/* The router softmax with expert weighting (kcuda_router_weight_*):
-	 * s = softmax(rlogits[N,E]) (fp32), uw[N,E*R] = scale s_i u. */
-	int (*router_weight_forward)(void *uw, float *s, const void *rlogits, const void *u, int n,
-				     int e, int r, float scale);
-	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, const float *s,
-				      const void *u, int n, int e, int r, float scale);
+	 * s = softmax(rlogits[N,E]) (fp32), uw[N,E*R] = scale s_i u; uw's and
+	 * duw's rows are ld apart (0: E*R). */
+	int (*router_weight_forward)(void *uw, int ld, float *s, const void *rlogits, const void *u,
+				     int n, int e, int r, float scale);
+	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, int ld,
+				      const float *s, const void *u, int n, int e, int r, float scale);
 	/* Copy n elements within the backend's memory, converting types. */
 	int (*convert)(void *dst, int ddt, const void *src, int sdt, size_t n);
 	/* The optimizer over fp32 tensors (worker/optim.c's formulas):

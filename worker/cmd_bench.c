@@ -2,8 +2,10 @@
  * engine on one device: random tokens (next-token targets, as PyTorch's
  * labels=input_ids), a fixed batch shape, warm-up steps, then timed steps
  * of forward, backward and AdamW; one JSON line out with tokens/s, the step
- * time and the device's memory. tests/gpu/hf_check.py runs it next to
- * PyTorch + PEFT; tests/bench/ runs it on the CPU.
+ * time and the device's memory (--profile: forward, backward and optimizer
+ * times, and the time of each kind of op, synchronising after each group of
+ * ops, which slows the steps it times). tests/gpu/hf_check.py runs it next
+ * to PyTorch + PEFT.
  *
  * Not a test and not a tuner: it checks nothing but that the loss is
  * finite, and it reports what it measured.
@@ -31,7 +33,7 @@
 
 typedef struct bench_args {
 	const char *model, *method, *device, *dtype;
-	int batch, seq, rank, experts, expert_rank, steps, warmup;
+	int batch, seq, rank, experts, expert_rank, steps, warmup, profile;
 	float alpha;
 	uint64_t seed;
 } bench_args_t;
@@ -55,6 +57,10 @@ static int s_args(int argc, char **argv, bench_args_t *a)
 	for (int i = 1; i < argc; i += 2) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int x;
+		if (!strcmp(k, "--profile")) {
+			a->profile = 1, i--;
+			continue;
+		}
 		if (!v)
 			return err_set("option '%s' needs a value", k);
 		if (!strcmp(k, "--model"))
@@ -101,6 +107,7 @@ typedef struct bench {
 	optim_t *opt;           /* the CPU engine's optimizer */
 	optim_config_t oc;
 	long step;
+	double phase[3];        /* --profile: forward, backward, optimizer seconds */
 } bench_t;
 
 static int s_setup(bench_t *b, const bench_args_t *a, const struct kdevice_ops *K)
@@ -175,10 +182,20 @@ static int s_step(bench_t *b, const int *tok, const int *tgt, const bench_args_t
 		optim_step(b->opt, b->oc.lr);
 		return 0;
 	}
+	double t0 = mtime_s(), t1, t2;
 	D_BENCH(dmodel_zero_grad(b->dm));
 	D_BENCH(dmodel_forward(b->dm, tok, tgt, a->batch, a->seq, 1.0f, loss));
+	t1 = mtime_s();
 	D_BENCH(dmodel_backward(b->dm));
-	return dmodel_step(b->dm, &b->oc, b->oc.lr, b->step, NULL);
+	if (a->profile)
+		D_BENCH(dmodel_sync(b->dm));
+	t2 = mtime_s();
+	D_BENCH(dmodel_step(b->dm, &b->oc, b->oc.lr, b->step, NULL));
+	if (a->profile) {
+		D_BENCH(dmodel_sync(b->dm));
+		b->phase[0] += t1 - t0, b->phase[1] += t2 - t1, b->phase[2] += mtime_s() - t2;
+	}
+	return 0;
 }
 
 static void s_free(bench_t *b)
@@ -205,7 +222,7 @@ int cmd_bench(int argc, char **argv)
 		fprintf(stderr, "modula-engine bench: %s\nusage: modula-engine bench [--model DIR|random] "
 			"[--method lora|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
 			"[--alpha 32] [--experts 4] [--expert-rank 8] [--steps 10] [--warmup 3] "
-			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1]\n", err_msg());
+			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1] [--profile]\n", err_msg());
 		return 2;
 	}
 	size_t n = (size_t)a.batch * a.seq;
@@ -225,6 +242,9 @@ int cmd_bench(int argc, char **argv)
 			if (b.dm && dmodel_sync(b.dm) < 0)
 				goto out;
 			t0 = mtime_s();
+			memset(b.phase, 0, sizeof b.phase);
+			if (a.profile && b.dm)
+				dmodel_profile(b.dm, 1);
 		}
 		if (s_step(&b, tok, tgt, &a, &loss) < 0)
 			goto out;
@@ -263,6 +283,18 @@ int cmd_bench(int argc, char **argv)
 	cJSON_AddNumberToObject(o, "loss_first", loss0);
 	cJSON_AddNumberToObject(o, "loss_last", loss);
 	cJSON_AddStringToObject(o, "memory", mem);
+	if (a.profile && b.dm) {
+		/* the forward ends with the loss read back, so it is synchronous */
+		cJSON_AddNumberToObject(o, "forward_ms", b.phase[0] * 1e3 / a.steps);
+		cJSON_AddNumberToObject(o, "backward_ms", b.phase[1] * 1e3 / a.steps);
+		cJSON_AddNumberToObject(o, "optimizer_ms", b.phase[2] * 1e3 / a.steps);
+		cJSON *kinds = cJSON_AddObjectToObject(o, "profile_ms");
+		for (int k = 0; k < DMODEL_PROF_N; k++) {
+			double sec;
+			const char *name = dmodel_profile_report(b.dm, k, &sec);
+			cJSON_AddNumberToObject(kinds, name, sec * 1e3 / a.steps);
+		}
+	}
 	if ((line = jsonu_print(o)))
 		printf("%s\n", line);
 	free(line);

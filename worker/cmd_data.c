@@ -12,6 +12,9 @@
  *      (corpus.jsonl: one {"response": ...} per fortune, cut into pieces of
  *      at most record_bytes at spaces, which `modula-engine train` reads
  *      as plain text: no prompt, every byte is a target)
+ * The done event's "records" gives each output's record count (a suite
+ * file's lines; the corpus's fortunes in text and holdout, its pieces in
+ * records): the daemon's datasets rows.
  *
  * Not the generators: the suite and the corpus are suite.c and corpus.c.
  */
@@ -58,7 +61,7 @@ static int s_output(cJSON *outs, const char *base, const char *name, const char 
 	return 0;
 }
 
-static int s_suite(const cJSON *o, const char *base, cJSON *outs)
+static int s_suite(const cJSON *o, const char *base, cJSON *outs, cJSON *counts)
 {
 	static const char *const keys[] = { "seed", "train", "test", "level", "domains", NULL };
 	struct suite_domain d[S_MAX_DOMAINS];
@@ -90,13 +93,31 @@ static int s_suite(const cJSON *o, const char *base, cJSON *outs)
 			snprintf(name[k], sizeof name[k], "%s.%s", d[i].name, k ? "test" : "train");
 			if (s_output(outs, base, name[k], rel[k]) < 0)
 				return -1;
+			cJSON_AddNumberToObject(counts, name[k], (double)(k ? ntest : ntrain));
 		}
 	}
 	return 0;
 }
 
-/* corpus.txt's records (separated by blank lines) as JSONL pieces. */
-static int s_records(const char *text_path, const char *out_path, size_t max)
+/* The fortunes (separated by blank lines) of a file into *n. 0 or -1. */
+static int s_fortunes(const char *path, long *n)
+{
+	char *text = NULL;
+	size_t len;
+
+	if (fsx_read_all(path, &text, &len) < 0)
+		return -1;
+	*n = 0;
+	for (size_t i = 0; i < len; i++)
+		if (text[i] != '\n' && (i == 0 || (text[i - 1] == '\n' && i >= 2 && text[i - 2] == '\n')))
+			(*n)++;
+	free(text);
+	return 0;
+}
+
+/* corpus.txt's records (separated by blank lines) as JSONL pieces; their
+ * count into *n. */
+static int s_records(const char *text_path, const char *out_path, size_t max, long *n)
 {
 	char *text = NULL, *piece = NULL;
 	size_t len;
@@ -105,6 +126,7 @@ static int s_records(const char *text_path, const char *out_path, size_t max)
 
 	if (fsx_read_all(text_path, &text, &len) < 0)
 		return -1;
+	*n = 0;
 	if (!(piece = malloc(max + 1)) || !(f = fopen(out_path, "w"))) {
 		err_set("cannot write '%s'", out_path);
 		goto out;
@@ -129,6 +151,7 @@ static int s_records(const char *text_path, const char *out_path, size_t max)
 				goto out;
 			}
 			free(s);
+			(*n)++;
 		}
 		i = end;
 		while (i < len && text[i] == '\n')
@@ -143,12 +166,13 @@ out:
 	return rc;
 }
 
-static int s_corpus(const cJSON *o, const char *base, cJSON *outs)
+static int s_corpus(const cJSON *o, const char *base, cJSON *outs, cJSON *counts)
 {
 	static const char *const keys[] = { "seed", "holdout_frac", "record_bytes", NULL };
 	char out[PATH_MAX + 32], hold[PATH_MAX + 32], rec[PATH_MAX + 32];
 	struct corpus_opts co = { CORPUS_DEFAULT_SOURCE, out, hold, 0.05, 1 };
 	long long seed, bytes;
+	long nrec, ntext, nhold;
 	const char *b = base[0] ? base : ".";
 
 	if (!cJSON_IsObject(o) || jsonu_check_keys(o, keys) < 0 || jsonu_opt_int(o, "seed", 1, &seed) < 0 ||
@@ -161,8 +185,12 @@ static int s_corpus(const cJSON *o, const char *base, cJSON *outs)
 	snprintf(out, sizeof out, "%s/corpus.txt", b);
 	snprintf(hold, sizeof hold, "%s/corpus.holdout.txt", b);
 	snprintf(rec, sizeof rec, "%s/corpus.jsonl", b);
-	if (corpus_build(&co) < 0 || s_records(out, rec, (size_t)bytes) < 0)
+	if (corpus_build(&co) < 0 || s_records(out, rec, (size_t)bytes, &nrec) < 0 ||
+	    s_fortunes(out, &ntext) < 0 || s_fortunes(hold, &nhold) < 0)
 		return -1;
+	cJSON_AddNumberToObject(counts, "text", (double)ntext);
+	cJSON_AddNumberToObject(counts, "holdout", (double)nhold);
+	cJSON_AddNumberToObject(counts, "records", (double)nrec);
 	return s_output(outs, base, "text", "corpus.txt") < 0 ||
 	       s_output(outs, base, "holdout", "corpus.holdout.txt") < 0 ||
 	       s_output(outs, base, "records", "corpus.jsonl") < 0 ? -1 : 0;
@@ -173,7 +201,7 @@ int cmd_data(int argc, char **argv)
 	static const char *const keys[] = { "suite", "corpus", NULL };
 	char base[PATH_MAX];
 	const char *slash;
-	cJSON *j = NULL, *ev, *outs;
+	cJSON *j = NULL, *ev, *outs, *counts;
 	const cJSON *su, *co;
 
 	if (argc != 2) {
@@ -186,6 +214,7 @@ int cmd_data(int argc, char **argv)
 	cJSON_AddStringToObject(ev, "event", "done");
 	outs = cJSON_AddArrayToObject(ev, "outputs");
 	cJSON_AddArrayToObject(ev, "evaluations");
+	counts = cJSON_AddObjectToObject(ev, "records");
 	if (!(j = jsonu_read_file(argv[1])) || jsonu_check_keys(j, keys) < 0)
 		goto err;
 	su = cJSON_GetObjectItemCaseSensitive(j, "suite");
@@ -194,7 +223,7 @@ int cmd_data(int argc, char **argv)
 		err_set("nothing to make: give 'suite' or 'corpus'");
 		goto err;
 	}
-	if ((su && s_suite(su, base, outs) < 0) || (co && s_corpus(co, base, outs) < 0))
+	if ((su && s_suite(su, base, outs, counts) < 0) || (co && s_corpus(co, base, outs, counts) < 0))
 		goto err;
 	cJSON_Delete(j);
 	s_emit(ev);

@@ -7,6 +7,7 @@
 #include "worker/safetensors.h"
 #include "kernels/cuda/kcuda.h"
 #include "err.h"
+#include "mtime.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
  * any member trains its gradient and moments. */
 typedef struct dbuf {
 	size_t n;
+	int trains;
 	void *cur;
 	float *master, *grad, *m, *v;
 } dbuf_t;
@@ -41,11 +43,15 @@ typedef struct dad {
 	int in, out;
 	int r0;                 /* the LoRA / universal expert */
 	float s0;
-	dbuf_t a0, b0t;         /* A0 [r0, in], B0^T [r0, out] */
+	dbuf_t a0;              /* A0 [r0, in] */
+	dbuf_t bcat;            /* [B0^T; B_1^T; ...; B_e^T]: [r0 + e*r, out] */
 	int e, r;               /* Res: domain experts of rank r */
 	float sd, slope;
-	dbuf_t a, bt, wr;       /* A [e*r, out], B^T [e*r, out], router [e, in] */
-	void *u0, *h, *z, *zl, *zw;   /* saved for backward, [N, ...] */
+	dbuf_t a, wr;           /* A [e*r, out] (A_i stacked), router [e, in] */
+	void *mab;              /* M = A B0 [e*r, r0] (s_ad_forward) */
+	void *u0;               /* LoRA: u0 [N, r0] */
+	void *cat;              /* Res: [s0 u0 | zw] [N, r0 + e*r] */
+	void *z, *zl;           /* Res: [N, e*r] */
 	float *s;               /* router probabilities [N, e] */
 } dad_t;
 
@@ -72,6 +78,12 @@ struct dmodel {
 	int np, pcap;
 	dbuf_t **bufs;
 	int nbufs, bcap;
+	/* The training buffers live in one span per kind (s_pack), so that
+	 * the optimizer is one launch per kind when every member trains. */
+	size_t ntrain;
+	float *tmaster, *tgrad, *tm, *tv;
+	void *tcur;
+	int fused_step;         /* no frozen member inside a training buffer */
 	void **owned;           /* everything allocated through K */
 	int nowned, ocap;
 	/* activations, reserved for [max_b, max_t] */
@@ -80,12 +92,47 @@ struct dmodel {
 	float *rstdf, *losses, *lse, *dlosses, *cosv, *sinv;
 	int *tok, *tgt;
 	void *dres, *dln, *dq, *dk, *dv, *dy, *dgate, *dup, *dsw;
-	void *x1, *x2, *x3, *xr, *xh, *xu;  /* adapter scratch */
+	void *x1, *x2, *x3, *xr, *xp, *xu;  /* adapter scratch */
 	int *htgt;
 	float *hlosses, *hdl;
 	void **acts;            /* the reservation's buffers */
 	int nacts, acap;
+	int prof;               /* dmodel_profile: time each kind of op */
+	double prof_s[DMODEL_PROF_N], prof_last;
 };
+
+static const char *const s_prof_names[DMODEL_PROF_N] = {
+	"base_matmul", "adapters", "attention", "norms", "pointwise", "cross_entropy", "optimizer"
+};
+
+/* With profiling on, charge the time since the last mark to `kind`
+ * (synchronising first, so each kind's kernels are timed whole). */
+static int s_mark(dmodel_t *m, int kind)
+{
+	double now;
+
+	if (!m->prof)
+		return 0;
+	if (m->K->sync() < 0)
+		return -1;
+	now = mtime_s();
+	if (kind >= 0)
+		m->prof_s[kind] += now - m->prof_last;
+	m->prof_last = now;
+	return 0;
+}
+
+void dmodel_profile(dmodel_t *m, int on)
+{
+	m->prof = on;
+	memset(m->prof_s, 0, sizeof m->prof_s);
+}
+
+const char *dmodel_profile_report(const dmodel_t *m, int kind, double *seconds)
+{
+	*seconds = m->prof_s[kind];
+	return s_prof_names[kind];
+}
 
 static size_t s_dts(const dmodel_t *m)
 {
@@ -305,17 +352,51 @@ dmodel_t *dmodel_from_host(const model_t *hm, const struct kdevice_ops *K)
 
 /* ---- adapters: placing the host tensors ------------------------------- */
 
+/* Plan a buffer; s_pack allocates them all. */
 static int s_buf_alloc(dmodel_t *m, dbuf_t *b, size_t n, int trains)
 {
-	b->n = n;
-	D_PTR(b->master = s_alloc(m, n, KCUDA_F32));
-	b->cur = b->master;
-	if (m->K->dt != KCUDA_F32)
-		D_PTR(b->cur = s_alloc(m, n, m->K->dt));
-	if (trains)
-		D_PTR((b->grad = s_alloc(m, n, KCUDA_F32)) && (b->m = s_alloc(m, n, KCUDA_F32)) &&
-		      (b->v = s_alloc(m, n, KCUDA_F32)));
+	b->n = n, b->trains = trains;
 	return s_push((void ***)&m->bufs, &m->nbufs, &m->bcap, b);
+}
+
+/* Allocate the planned buffers: the training ones as slices of five spans
+ * (master, the dt copy, gradient, moments), the frozen ones on their own. */
+static int s_pack(dmodel_t *m)
+{
+	int dt = m->K->dt;
+	size_t off = 0;
+
+	m->ntrain = 0;
+	for (int i = 0; i < m->nbufs; i++)
+		if (m->bufs[i]->trains)
+			m->ntrain += m->bufs[i]->n;
+	if (m->ntrain) {
+		D_PTR((m->tmaster = s_alloc(m, m->ntrain, KCUDA_F32)) &&
+		      (m->tgrad = s_alloc(m, m->ntrain, KCUDA_F32)) &&
+		      (m->tm = s_alloc(m, m->ntrain, KCUDA_F32)) && (m->tv = s_alloc(m, m->ntrain, KCUDA_F32)));
+		m->tcur = m->tmaster;
+		if (dt != KCUDA_F32)
+			D_PTR(m->tcur = s_alloc(m, m->ntrain, dt));
+	}
+	for (int i = 0; i < m->nbufs; i++) {
+		dbuf_t *b = m->bufs[i];
+		if (b->trains) {
+			b->master = m->tmaster + off, b->grad = m->tgrad + off;
+			b->m = m->tm + off, b->v = m->tv + off;
+			b->cur = dt == KCUDA_F32 ? (void *)b->master : s_at(m, m->tcur, off);
+			off += b->n;
+			continue;
+		}
+		D_PTR(b->master = s_alloc(m, b->n, KCUDA_F32));
+		b->cur = b->master;
+		if (dt != KCUDA_F32)
+			D_PTR(b->cur = s_alloc(m, b->n, dt));
+	}
+	m->fused_step = 1;
+	for (int i = 0; i < m->np; i++)
+		if (m->p[i].buf->trains && m->p[i].train_index < 0)
+			m->fused_step = 0;
+	return 0;
 }
 
 static int s_train_index(const params_t *train, const param_t *p)
@@ -371,18 +452,20 @@ static float s_scale(float alpha, int rank, int rslora)
 	return alpha / (rslora ? sqrtf((float)rank) : (float)rank);
 }
 
-/* The universal/LoRA pair of one layer from host params. */
+/* The universal/LoRA pair of one layer from host params; bcat gets room
+ * for `extra` more rows (the Res experts' B^T, placed by the caller). */
 static int s_place_pair(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
-			const params_t *train)
+			const params_t *train, int extra, int extra_trains)
 {
 	param_t *a = s_need(p, layer, slot, "lora_A", ad->r0, ad->in);
 	param_t *b = s_need(p, layer, slot, "lora_B", ad->out, ad->r0);
 
 	D_PTR(a && b);
 	D_TRY(s_buf_alloc(m, &ad->a0, a->n, s_train_index(train, a) >= 0));
-	D_TRY(s_buf_alloc(m, &ad->b0t, b->n, s_train_index(train, b) >= 0));
+	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)(ad->r0 + extra) * ad->out,
+			  s_train_index(train, b) >= 0 || extra_trains));
 	D_TRY(s_add_param(m, a, &ad->a0, 0, 0, train));
-	return s_add_param(m, b, &ad->b0t, 0, 1, train);
+	return s_add_param(m, b, &ad->bcat, 0, 1, train);
 }
 
 static dad_t *s_new_ad(dmodel_t *m, int layer, int slot)
@@ -405,6 +488,8 @@ static dad_t *s_new_ad(dmodel_t *m, int layer, int slot)
 
 int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 {
+	if (m->nbufs)
+		return err_set("the device model already carries adapters");
 	if (lo->cfg.dropout > 0.0f)
 		return err_set("LoRA dropout %g: the GPU path has no dropout yet (set it to 0, or "
 			       "use --device cpu)", lo->cfg.dropout);
@@ -416,19 +501,21 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 			D_PTR(ad = s_new_ad(m, l, s));
 			ad->r0 = lo->cfg.rank;
 			ad->s0 = s_scale(lo->cfg.alpha, lo->cfg.rank, lo->cfg.rslora);
-			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train));
+			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train, 0, 0));
 		}
+	D_TRY(s_pack(m));
 	return dmodel_sync_from_host(m, NULL);
 }
 
-/* A Res layer's domain experts, stacked, and its router. */
-static int s_place_experts(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
-			   const params_t *train)
+/* A Res layer: the universal pair, the domain experts (A stacked, B^T
+ * below B0^T in bcat) and the router. */
+static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
+		       const params_t *train)
 {
-	int trains_a = 0, trains_b = 0, trains_r;
+	int trains_a = 0, trains_b = 0;
 	char name[192];
 	param_t *router;
-	size_t na = (size_t)ad->r * ad->out;
+	size_t na = (size_t)ad->r * ad->out, nb0 = (size_t)ad->r0 * ad->out;
 
 	for (int i = 1; i < mo->n_exp; i++) {
 		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out);
@@ -439,15 +526,14 @@ static int s_place_experts(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, i
 	s_peft_name(name, sizeof name, layer, slot, "router");
 	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
 		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
-	trains_r = s_train_index(train, router) >= 0;
+	D_TRY(s_place_pair(m, ad, &mo->exp[0].params, layer, slot, train, ad->e * ad->r, trains_b));
 	D_TRY(s_buf_alloc(m, &ad->a, na * ad->e, trains_a));
-	D_TRY(s_buf_alloc(m, &ad->bt, na * ad->e, trains_b));
-	D_TRY(s_buf_alloc(m, &ad->wr, router->n, trains_r));
+	D_TRY(s_buf_alloc(m, &ad->wr, router->n, s_train_index(train, router) >= 0));
 	for (int i = 1; i < mo->n_exp; i++) {
 		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out),
 				  &ad->a, na * (i - 1), 0, train));
 		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
-				  &ad->bt, na * (i - 1), 1, train));
+				  &ad->bcat, nb0 + na * (i - 1), 1, train));
 	}
 	return s_add_param(m, router, &ad->wr, 0, 0, train);
 }
@@ -458,6 +544,8 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 	const moe_expert_t *u = &mo->exp[0];
 	int res = c->method == MOE_RES || c->method == MOE_RES_NORES;
 
+	if (m->nbufs)
+		return err_set("the device model already carries adapters");
 	if (c->method != MOE_LORA && !res)
 		return err_set("method %s: the GPU path runs lora, modula-res and modula-res-nores "
 			       "(use --device cpu)", moe_method_name(c->method));
@@ -484,14 +572,16 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 				continue;
 			D_PTR(ad = s_new_ad(m, l, s));
 			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
-			D_TRY(s_place_pair(m, ad, &u->params, l, s, train));
-			if (!res)
+			if (!res) {
+				D_TRY(s_place_pair(m, ad, &u->params, l, s, train, 0, 0));
 				continue;
+			}
 			ad->res = 1, ad->nores = c->method == MOE_RES_NORES;
 			ad->e = mo->n_exp - 1, ad->r = mo->exp[1].rank, ad->slope = c->slope;
 			ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
-			D_TRY(s_place_experts(m, ad, mo, l, s, train));
+			D_TRY(s_place_res(m, ad, mo, l, s, train));
 		}
+	D_TRY(s_pack(m));
 	return dmodel_sync_from_host(m, NULL);
 }
 
@@ -601,7 +691,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	int dt = K->dt;
 	size_t N = (size_t)b * t, C = g->dim, QD = (size_t)g->n_heads * g->head_dim;
 	size_t KD = (size_t)g->n_kv_heads * g->head_dim, F = g->ffn_dim, V = g->vocab_size;
-	size_t er = 1, e = 1, r0 = 1, outmax = s_max(s_max(C, F), QD);
+	size_t er = 1, e = 1, r0 = 1, wide = 1;
 
 	if (b <= 0 || t <= 0 || t > g->max_seq)
 		return err_set("batch shape [%d, %d] out of range (max sequence %d)", b, t, g->max_seq);
@@ -631,13 +721,16 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 			if (!ad)
 				continue;
 			r0 = s_max(r0, (size_t)ad->r0);
-			D_PTR(ad->u0 = s_act(m, N * ad->r0, dt));
-			if (!ad->res)
+			if (!ad->res) {
+				D_PTR(ad->u0 = s_act(m, N * ad->r0, dt));
 				continue;
+			}
 			er = s_max(er, (size_t)ad->e * ad->r), e = s_max(e, (size_t)ad->e);
-			D_PTR((ad->h = s_act(m, N * ad->out, dt)) && (ad->z = s_act(m, N * ad->e * ad->r, dt)) &&
+			wide = s_max(wide, (size_t)ad->r0 + (size_t)ad->e * ad->r);
+			D_PTR((ad->mab = s_act(m, (size_t)ad->e * ad->r * ad->r0, dt)) &&
+			      (ad->cat = s_act(m, N * (ad->r0 + (size_t)ad->e * ad->r), dt)) &&
+			      (ad->z = s_act(m, N * ad->e * ad->r, dt)) &&
 			      (ad->zl = s_act(m, N * ad->e * ad->r, dt)) &&
-			      (ad->zw = s_act(m, N * ad->e * ad->r, dt)) &&
 			      (ad->s = s_act(m, N * ad->e, KCUDA_F32)));
 		}
 	}
@@ -652,9 +745,9 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dk = s_act(m, N * KD, dt)) && (m->dv = s_act(m, N * KD, dt)) &&
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
-	      (m->x1 = s_act(m, N * er, dt)) && (m->x2 = s_act(m, N * er, dt)) &&
+	      (m->x1 = s_act(m, N * wide, dt)) && (m->x2 = s_act(m, N * er, dt)) &&
 	      (m->x3 = s_act(m, N * er, dt)) && (m->xr = s_act(m, N * e, dt)) &&
-	      (m->xh = s_act(m, N * outmax, dt)) && (m->xu = s_act(m, N * r0, dt)) &&
+	      (m->xp = s_act(m, er * r0, dt)) && (m->xu = s_act(m, N * r0, dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -664,69 +757,122 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 
 /* ---- forward and backward ---------------------------------------------- */
 
+/* MoDULA-Res without materialising h = s0 u0 B0^T ([N, out], as wide as
+ * the layer): the experts read h only through z = h A^T = u0s (A B0)^T
+ * with u0s = s0 u0 and M = A B0 [e*r, r0]. cat = [u0s | zw] and bcat =
+ * [B0^T; B^T] make the layer's output one product, y += cat bcat, and its
+ * input gradients one product, dcat = dy bcat^T; the rest are products of
+ * N x (e*r) or smaller, and the backward is
+ *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M,
+ *   dA0 = s0 du0s^T x, dx += s0 du0s A0 + dlogits_R W_R.
+ * The same function of the weights as moe.c, rounded differently. */
+static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out;
+	void *zw = s_at(m, ad->cat, (size_t)ad->r0);
+
+	D_TRY(K->gemm_ld(ad->cat, dt, w, x, ad->in, ad->a0.cur, ad->in, n, ad->r0, ad->in, 0, 1,
+			 ad->s0, 0.0f));
+	D_TRY(K->gemm(ad->mab, dt, ad->a.cur, ad->bcat.cur, er, ad->r0, out, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->gemm_ld(ad->z, dt, er, ad->cat, w, ad->mab, ad->r0, n, er, ad->r0, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->leakyrelu_forward(ad->zl, ad->z, ad->slope, (size_t)n * er));
+	D_TRY(K->gemm(m->xr, dt, x, ad->wr.cur, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->router_weight_forward(zw, w, ad->s, m->xr, ad->zl, n, ad->e, ad->r, ad->sd));
+	if (ad->nores)
+		return K->gemm_ld(y, dt, out, zw, w, s_at(m, ad->bcat.cur, (size_t)ad->r0 * out), out,
+				  n, out, er, 0, 0, 1.0f, 1.0f);
+	return K->gemm_ld(y, dt, out, ad->cat, w, ad->bcat.cur, out, n, out, w, 0, 0, 1.0f, 1.0f);
+}
+
+static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
+	void *dcat = m->x1, *dzl = m->x2, *dz = m->x3, *drl = m->xr, *p = m->xp;
+	void *dzw = s_at(m, dcat, (size_t)r0), *zw = s_at(m, ad->cat, (size_t)r0);
+	float *db = ad->bcat.grad;
+
+	if (ad->nores) {
+		D_TRY(K->gemm_ld(dzw, dt, w, dy, out, s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n,
+				 er, out, 0, 1, 1.0f, 0.0f));
+		if (db)
+			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, zw, w, dy, out, er, out, n,
+					 1, 0, 1.0f, 1.0f));
+	} else {
+		D_TRY(K->gemm_ld(dcat, dt, w, dy, out, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
+		if (db)
+			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, out, w, out, n, 1, 0, 1.0f,
+					 1.0f));
+	}
+	D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
+	D_TRY(K->zero(dzl, (size_t)n * er, dt));
+	D_TRY(K->router_weight_backward(drl, dzl, dzw, w, ad->s, ad->zl, n, ad->e, ad->r, ad->sd));
+	D_TRY(K->zero(dz, (size_t)n * er, dt));
+	D_TRY(K->leakyrelu_backward(dz, dzl, ad->z, ad->slope, (size_t)n * er));
+	/* P = dz^T u0s [er, r0]: dA += P B0^T, dB0^T += P^T A */
+	if (ad->a.grad || db)
+		D_TRY(K->gemm_ld(p, dt, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
+	if (ad->a.grad)
+		D_TRY(K->gemm(ad->a.grad, KCUDA_F32, p, ad->bcat.cur, er, out, r0, 0, 0, 1.0f, 1.0f));
+	if (db)
+		D_TRY(K->gemm(db, KCUDA_F32, p, ad->a.cur, r0, out, er, 1, 0, 1.0f, 1.0f));
+	if (ad->wr.grad)
+		D_TRY(K->gemm(ad->wr.grad, KCUDA_F32, drl, x, ad->e, ad->in, n, 1, 0, 1.0f, 1.0f));
+	if (dx)
+		D_TRY(K->gemm(dx, dt, drl, ad->wr.cur, n, ad->in, ad->e, 0, 0, 1.0f, 1.0f));
+	/* du0s = dcat[:, :r0] (the direct path; none without it) + dz M */
+	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, 1.0f,
+			 ad->nores ? 0.0f : 1.0f));
+	if (ad->a0.grad)
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ad->in, r0, ad->in, n, 1, 0,
+				 ad->s0, 1.0f));
+	if (dx)
+		D_TRY(K->gemm_ld(dx, dt, ad->in, dcat, w, ad->a0.cur, ad->in, n, ad->in, r0, 0, 0, ad->s0,
+				 1.0f));
+	return 0;
+}
+
+/* y += s0 (x A0^T) B0^T, or MoDULA-Res. */
 static int s_ad_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r;
+	int dt = K->dt;
 
+	if (ad->res)
+		return s_res_forward(m, ad, y, x, n);
 	D_TRY(K->gemm(ad->u0, dt, x, ad->a0.cur, n, ad->r0, ad->in, 0, 1, 1.0f, 0.0f));
-	if (!ad->res)
-		return K->gemm(y, dt, ad->u0, ad->b0t.cur, n, ad->out, ad->r0, 0, 0, ad->s0, 1.0f);
-	/* h = s0 u0 B0^T; y += h; z = h A^T; zl = LeakyReLU(z);
-	 * zw = sd softmax(x W_R^T)_i zl_i; y += zw B^T */
-	D_TRY(K->gemm(ad->h, dt, ad->u0, ad->b0t.cur, n, ad->out, ad->r0, 0, 0, ad->s0, 0.0f));
-	if (!ad->nores)
-		D_TRY(K->residual_forward(y, y, ad->h, (size_t)n * ad->out));
-	D_TRY(K->gemm(ad->z, dt, ad->h, ad->a.cur, n, er, ad->out, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->leakyrelu_forward(ad->zl, ad->z, ad->slope, (size_t)n * er));
-	D_TRY(K->gemm(m->xr, dt, x, ad->wr.cur, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->router_weight_forward(ad->zw, ad->s, m->xr, ad->zl, n, ad->e, ad->r, ad->sd));
-	return K->gemm(y, dt, ad->zw, ad->bt.cur, n, ad->out, er, 0, 0, 1.0f, 1.0f);
+	return K->gemm(y, dt, ad->u0, ad->bcat.cur, n, ad->out, ad->r0, 0, 0, ad->s0, 1.0f);
 }
 
-/* dx (may be NULL) += J^T dy; adapter gradients += (where they train). */
+/* dx (may be NULL) += J^T dy; adapter gradients += (where they train):
+ * du = s0 dy B0, dB0^T += s0 u0^T dy, dA0 += du^T x, dx += du A0. */
 static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r;
-	const void *dh = dy;
+	int dt = K->dt;
+	void *du = m->xu;
 
-	if (ad->res) {
-		void *dzw = m->x1, *dzl = m->x2, *dz = m->x3, *drl = m->xr, *dhh = m->xh;
-		D_TRY(K->gemm(dzw, dt, dy, ad->bt.cur, n, er, ad->out, 0, 1, 1.0f, 0.0f));
-		if (ad->bt.grad)
-			D_TRY(K->gemm(ad->bt.grad, KCUDA_F32, ad->zw, dy, er, ad->out, n, 1, 0, 1.0f, 1.0f));
-		D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
-		D_TRY(K->zero(dzl, (size_t)n * er, dt));
-		D_TRY(K->router_weight_backward(drl, dzl, dzw, ad->s, ad->zl, n, ad->e, ad->r, ad->sd));
-		D_TRY(K->zero(dz, (size_t)n * er, dt));
-		D_TRY(K->leakyrelu_backward(dz, dzl, ad->z, ad->slope, (size_t)n * er));
-		if (ad->a.grad)
-			D_TRY(K->gemm(ad->a.grad, KCUDA_F32, dz, ad->h, er, ad->out, n, 1, 0, 1.0f, 1.0f));
-		D_TRY(K->gemm(dhh, dt, dz, ad->a.cur, n, ad->out, er, 0, 0, 1.0f, 0.0f));
-		if (!ad->nores)
-			D_TRY(K->residual_forward(dhh, dhh, dy, (size_t)n * ad->out));
-		if (ad->wr.grad)
-			D_TRY(K->gemm(ad->wr.grad, KCUDA_F32, drl, x, ad->e, ad->in, n, 1, 0, 1.0f, 1.0f));
-		if (dx)
-			D_TRY(K->gemm(dx, dt, drl, ad->wr.cur, n, ad->in, ad->e, 0, 0, 1.0f, 1.0f));
-		dh = dhh;
-	}
-	/* h = s0 (x A0^T) B0^T: du = s0 dh B0, dB0^T += s0 u0^T dh, dA0 += du^T x, dx += du A0 */
-	D_TRY(K->gemm(m->xu, dt, dh, ad->b0t.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
-	if (ad->b0t.grad)
-		D_TRY(K->gemm(ad->b0t.grad, KCUDA_F32, ad->u0, dh, ad->r0, ad->out, n, 1, 0, ad->s0, 1.0f));
+	if (ad->res)
+		return s_res_backward(m, ad, dx, dy, x, n);
+	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
+	if (ad->bcat.grad)
+		D_TRY(K->gemm(ad->bcat.grad, KCUDA_F32, ad->u0, dy, ad->r0, ad->out, n, 1, 0, ad->s0,
+			      1.0f));
 	if (ad->a0.grad)
-		D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, m->xu, x, ad->r0, ad->in, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, du, x, ad->r0, ad->in, n, 1, 0, 1.0f, 1.0f));
 	if (dx)
-		D_TRY(K->gemm(dx, dt, m->xu, ad->a0.cur, n, ad->in, ad->r0, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm(dx, dt, du, ad->a0.cur, n, ad->in, ad->r0, 0, 0, 1.0f, 1.0f));
 	return 0;
 }
 
 static int s_lin_forward(dmodel_t *m, dlin_t *lin, void *out, const void *inp, int n)
 {
 	D_TRY(m->K->matmul_forward(out, inp, lin->w, lin->b, n, lin->in, lin->out));
-	return lin->ad ? s_ad_forward(m, lin->ad, out, inp, n) : 0;
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	if (lin->ad)
+		D_TRY(s_ad_forward(m, lin->ad, out, inp, n));
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
 static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout, const void *inp,
@@ -734,7 +880,10 @@ static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout
 {
 	if (dinp)
 		D_TRY(m->K->matmul_backward(dinp, NULL, NULL, dout, inp, lin->w, n, lin->in, lin->out));
-	return lin->ad ? s_ad_backward(m, lin->ad, dinp, dout, inp, n) : 0;
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	if (lin->ad)
+		D_TRY(s_ad_backward(m, lin->ad, dinp, dout, inp, n));
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
 int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, int t, float gscale,
@@ -755,28 +904,38 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 	if (t != m->t)
 		D_TRY(K->rope_table(m->cosv, m->sinv, t, HS, 0, g->rope_theta));
 	m->b = b, m->t = t, m->ntargets = 0;
+	D_TRY(s_mark(m, -1));
 	D_TRY(K->upload(m->tok, KCUDA_I32, tokens, KCUDA_I32, (size_t)N));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
+	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	for (int l = 0; l < g->n_layers; l++) {
 		dlayer_t *L = &m->l[l];
 		D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, N, C, g->rms_eps));
+		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], L->q, L->a1, N));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_K], L->k, L->a1, N));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_V], L->v, L->a1, N));
 		D_TRY(K->rope_forward(L->q, m->cosv, m->sinv, b, t, NH, HS));
 		D_TRY(K->rope_forward(L->k, m->cosv, m->sinv, b, t, NKV, HS));
 		D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, b, t, NH, NKV, HS));
+		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, L->y, N));
 		D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)N * C));
+		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 		D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, N, C, g->rms_eps));
+		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, N));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, N));
 		D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)N * g->ffn_dim));
+		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 		D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, N));
 		D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)N * C));
+		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	}
 	D_TRY(K->rmsnorm_forward(m->lnf, m->rstdf, m->res[g->n_layers], m->norm, N, C, g->rms_eps));
+	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	D_TRY(K->matmul_forward(m->logits, m->lnf, m->head, NULL, N, C, V));
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	if (!targets)
 		return K->sync();
 	for (int i = 0; i < N; i++)
@@ -787,8 +946,10 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 	if (gscale > 0) {
 		D_TRY(K->upload(m->dlosses, KCUDA_F32, m->hdl, KCUDA_F32, (size_t)N));
 		D_TRY(K->crossentropy_fused(m->losses, m->logits, m->dlosses, m->tgt, N, V));
+		D_TRY(s_mark(m, DMODEL_PROF_CROSS_ENTROPY));
 	} else {
 		D_TRY(K->crossentropy_forward(m->losses, m->lse, m->logits, m->tgt, N, V));
+		D_TRY(s_mark(m, DMODEL_PROF_CROSS_ENTROPY));
 	}
 	D_TRY(K->download(m->hlosses, KCUDA_F32, m->losses, KCUDA_F32, (size_t)N));
 	for (int i = 0; i < N; i++)
@@ -823,11 +984,14 @@ int dmodel_backward(dmodel_t *m)
 
 	if (!m->ntargets)
 		return 0;
+	D_TRY(s_mark(m, -1));
 	/* the fused cross-entropy left dlogits in m->logits */
 	D_TRY(K->zero(m->dln, NC, dt));
 	D_TRY(K->matmul_backward(m->dln, NULL, NULL, m->logits, m->lnf, m->head, N, C, V));
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	D_TRY(K->zero(m->dres, NC, dt));
 	D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[g->n_layers], m->norm, m->rstdf, N, C));
+	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	for (int l = g->n_layers - 1; l >= 0; l--) {
 		dlayer_t *L = &m->l[l];
 		int need_dx = l > 0;
@@ -836,10 +1000,12 @@ int dmodel_backward(dmodel_t *m)
 		D_TRY(K->zero(m->dgate, NF, dt));
 		D_TRY(K->zero(m->dup, NF, dt));
 		D_TRY(K->swiglu_backward(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
+		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 		D_TRY(K->zero(m->dln, NC, dt));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_GATE], m->dln, m->dgate, L->a2, N));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_UP], m->dln, m->dup, L->a2, N));
 		D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, L->mid, L->ln2, L->rstd2, N, C));
+		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 		D_TRY(K->zero(m->dy, NQ, dt));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N));
 		D_TRY(K->zero(m->dq, NQ, dt));
@@ -849,6 +1015,7 @@ int dmodel_backward(dmodel_t *m)
 					    b, t, NH, NKV, HS));
 		D_TRY(K->rope_backward(m->dq, m->cosv, m->sinv, b, t, NH, HS));
 		D_TRY(K->rope_backward(m->dk, m->cosv, m->sinv, b, t, NKV, HS));
+		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
 		if (need_dx)
 			D_TRY(K->zero(m->dln, NC, dt));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_Q], need_dx ? m->dln : NULL, m->dq, L->a1, N));
@@ -856,6 +1023,7 @@ int dmodel_backward(dmodel_t *m)
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_V], need_dx ? m->dln : NULL, m->dv, L->a1, N));
 		if (need_dx)
 			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
+		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	}
 	return 0;
 }
@@ -864,10 +1032,7 @@ int dmodel_backward(dmodel_t *m)
 
 int dmodel_zero_grad(dmodel_t *m)
 {
-	for (int i = 0; i < m->nbufs; i++)
-		if (m->bufs[i]->grad)
-			D_TRY(m->K->zero(m->bufs[i]->grad, m->bufs[i]->n, KCUDA_F32));
-	return 0;
+	return m->ntrain ? m->K->zero(m->tgrad, m->ntrain, KCUDA_F32) : 0;
 }
 
 /* The trainable params in the optimizer's order. */
@@ -878,12 +1043,34 @@ static int s_by_train_index(const void *a, const void *b)
 	return (x->train_index > y->train_index) - (x->train_index < y->train_index);
 }
 
+static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm);
+
 int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm)
+{
+	D_TRY(s_mark(m, -1));
+	D_TRY(s_step_run(m, c, lr, step, norm));
+	return s_mark(m, DMODEL_PROF_OPTIMIZER);
+}
+
+static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm)
 {
 	const struct kdevice_ops *K = m->K;
 	double ss = 0.0;
 	float gn;
 
+	if (m->fused_step) {
+		/* every member of the spans trains: one launch per kind */
+		if (!m->ntrain)
+			return 0;
+		D_TRY(K->sumsq(m->tgrad, m->ntrain, &ss));
+		gn = (float)sqrt(ss);
+		if (norm)
+			*norm = gn;
+		if (c->clip > 0.0f && gn > c->clip)
+			D_TRY(K->scale(m->tgrad, c->clip / (gn + 1e-6f), m->ntrain));
+		return K->adamw(m->tmaster, m->tcur == m->tmaster ? NULL : m->tcur, m->tgrad, m->tm,
+				m->tv, m->ntrain, lr, c->beta1, c->beta2, c->eps, c->weight_decay, step);
+	}
 	qsort(m->p, (size_t)m->np, sizeof *m->p, s_by_train_index);
 	for (int i = 0; i < m->np; i++) {
 		const dparam_t *d = &m->p[i];

@@ -94,6 +94,14 @@ int dmodel_sync_from_host(dmodel_t *m, const optim_t *opt);
  * descriptions), for the tests and `modula-engine grads`. 0 or -1. */
 int dmodel_grads_to_host(dmodel_t *m);
 
+/* Profiling (modula-engine bench --profile): with it on, every group of
+ * ops synchronises and its time is charged to its kind; the report gives a
+ * kind's name and its seconds since dmodel_profile(m, 1). */
+enum { DMODEL_PROF_BASE, DMODEL_PROF_ADAPTERS, DMODEL_PROF_ATTENTION, DMODEL_PROF_NORMS,
+       DMODEL_PROF_POINTWISE, DMODEL_PROF_CROSS_ENTROPY, DMODEL_PROF_OPTIMIZER, DMODEL_PROF_N };
+void dmodel_profile(dmodel_t *m, int on);
+const char *dmodel_profile_report(const dmodel_t *m, int kind, double *seconds);
+
 /* Wait for queued work (a kernel fault shows here). 0 or -1. */
 int dmodel_sync(dmodel_t *m);
 /* One line on the backend's memory (CUDA: held now, peak, free). */

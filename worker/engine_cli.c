@@ -68,17 +68,31 @@ static int s_train(int argc, char **argv)
 	cJSON *j;
 	char base[TRAIN_PATH_MAX];
 	const char *slash;
+	const struct kdevice_ops *K = NULL;
+	const char *device = NULL, *dtype = NULL;
 	int rc;
 
-	if (argc != 2) {
-		fputs("usage: modula-engine train JOB.json\n", stderr);
+	for (int i = 2; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--device"))
+			device = argv[i + 1];
+		else if (!strcmp(argv[i], "--dtype"))
+			dtype = argv[i + 1];
+		else
+			argc = -1;
+	}
+	if (argc < 2 || argc % 2) {
+		fputs("usage: modula-engine train JOB.json [--device cpu|cuda|auto|table] "
+		      "[--dtype bf16|f16|f32]\n", stderr);
 		return 2;
 	}
+	if (dmodel_backend(device, dtype, &K) < 0)
+		return s_fail("train", 1);
 	slash = strrchr(argv[1], '/');
 	snprintf(base, sizeof base, "%.*s", slash ? (int)(slash - argv[1]) : 0, argv[1]);
 	if (!(j = jsonu_read_file(argv[1])))
 		return s_fail("train", 1);
 	rc = train_job_parse(j, base, &job);
+	job.K = K;
 	cJSON_Delete(j);
 	if (rc < 0) {
 		err_prefix("job '%s'", argv[1]);
@@ -375,7 +389,7 @@ static const struct engine_cmd {
 	const char *help;
 } s_cmds[] = {
 	{ "devices", s_devices, "list the compute devices this build can use" },
-	{ "train", s_train, "JOB.json: run or resume a training job (JSON lines out)" },
+	{ "train", s_train, "JOB.json [--device D]: run or resume a training job (JSON lines)" },
 	{ "logits", s_logits, "--model DIR [--adapter P] --tokens 1,2,3 --out FILE [--device D]" },
 	{ "grads", s_grads, "--model DIR (--adapter P | --full) --tokens .. --out FILE (testing)" },
 	{ "tokenize", cmd_tokenize, "--tokenizer FILE|bytes: JSON strings on stdin, ids out" },

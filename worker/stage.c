@@ -3,6 +3,7 @@
 #include "worker/stage.h"
 #include "worker/bundle.h"
 #include "worker/data.h"
+#include "worker/flops.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/tokenizer.h"
@@ -218,6 +219,8 @@ typedef struct srun {
 	group_t *g;
 	int ng;
 	int *tokens, *targets;
+	flops_t fl;
+	double flops;
 } srun_t;
 
 static void s_emit(FILE *out, cJSON *ev)
@@ -350,6 +353,26 @@ static int s_setup(srun_t *r)
 	}
 }
 
+/* The FLOPs counts of the stage's mixture as each token runs through it:
+ * fixed routing to `fixed` (expert 0, or a domain expert, after expert 0
+ * for Res), or soft routing (fixed < 0: Res's expert 0, then every
+ * routed expert and the router). */
+static void s_flops(srun_t *r, int fixed)
+{
+	const moe_t *mo = r->mo;
+	flops_adapter_t ad = { .targets = mo->cfg.universal.targets };
+	int m = mo->cfg.method, lo = fixed < 0 ? mo->route_base : fixed;
+	int hi = fixed < 0 ? mo->route_base + mo->n_route : fixed + 1;
+
+	if ((m == MOE_RES || m == MOE_RES_NORES) && fixed != 0)
+		ad.e[ad.n++] = (flops_expert_t){ mo->exp[0].rank, 0, mo->exp[0].trainable };
+	for (int e = lo; e < hi; e++)
+		ad.e[ad.n++] = (flops_expert_t){ mo->exp[e].rank, mo->exp[e].reads_h, mo->exp[e].trainable };
+	if (fixed < 0)
+		ad.router_rows = mo->n_route, ad.router_trains = mo->router_trainable;
+	flops_count(&r->fl, &r->m->cfg, 0, &ad);
+}
+
 /* Mean cross-entropy pieces over rows [lo, hi) from the last logits. */
 static double s_rows_loss(const model_t *m, const int *targets, int lo, int hi, int *count)
 {
@@ -411,6 +434,7 @@ static void s_micro(srun_t *r, long key, long *ntok)
 	float ce = model_forward(r->m, r->tokens, r->targets, r->ng * B, T, (uint64_t)key, 1);
 	ntot = model_target_count(r->m);
 	*ntok += (long)r->ng * B * T;
+	r->flops += flops_batch(&r->fl, (long)r->ng * B, T);
 	if (r->ng == 1) {
 		r->g[0].loss += ce + moe_aux_loss(r->mo);
 		r->g[0].ntarget += ntot;
@@ -499,6 +523,7 @@ int stage_run(const stage_job_t *job, FILE *events)
 
 	if (s_setup(&r) < 0)
 		goto out;
+	s_flops(&r, r.g[0].expert);     /* a domain stage's experts share one rank: any stands for all */
 	for (int i = 0; i < r.ng; i++)
 		records += r.g[i].data->n, trainable += (long)params_numel(r.g[i].params, 1);
 	ev = s_event("start");
@@ -542,6 +567,7 @@ int stage_run(const stage_job_t *job, FILE *events)
 		cJSON_AddNumberToObject(ev, "lr", optim_lr(&t->opt, step));
 		cJSON_AddNumberToObject(ev, "tokens_per_s", now > tstep ? ntok / (now - tstep) : 0.0);
 		cJSON_AddNumberToObject(ev, "tokens", (double)ntok_all);
+		cJSON_AddNumberToObject(ev, "flops", r.flops);
 		cJSON_AddNumberToObject(ev, "elapsed_s", now - t0);
 		s_emit(events, ev);
 		tstep = now;
@@ -557,6 +583,7 @@ int stage_run(const stage_job_t *job, FILE *events)
 	cJSON_AddNumberToObject(cost, "trainable_params", (double)trainable);
 	cJSON_AddNumberToObject(cost, "tokens", (double)ntok_all);
 	cJSON_AddNumberToObject(cost, "sequences", (double)t->steps * t->accum * t->batch * r.ng);
+	cJSON_AddNumberToObject(cost, "flops", r.flops);
 	cJSON_AddNumberToObject(cost, "seconds", mtime_s() - t0);
 	s_emit(events, ev);
 	rc = 0;

@@ -2,7 +2,9 @@
 #include "config.h"
 #include "worker/train.h"
 #include "worker/ckpt.h"
+#include "worker/flops.h"
 #include "worker/data.h"
+#include "worker/dmodel.h"
 #include "worker/model.h"
 #include "worker/tokenizer.h"
 #include "err.h"
@@ -247,8 +249,30 @@ typedef struct run {
 	int *tokens, *targets;
 	data_cursor_t cur;
 	long step;
+	dmodel_t *dm;           /* the device path (job->K), or NULL */
+	flops_t fl;             /* the model's FLOPs counts */
+	long ntokens;           /* since step 0, resumes included */
+	double flops;
 	char ckdir[TRAIN_PATH_MAX + 16];
 } run_t;
+
+static dmodel_t *s_device_model(run_t *r)
+{
+	model_config_t cfg;
+	char path[TRAIN_PATH_MAX + 16];
+
+	if (r->m) {
+		cfg = r->m->cfg;
+		r->dm = dmodel_from_host(r->m, r->job->K);
+		model_destroy(&r->m);
+	} else {
+		snprintf(path, sizeof path, "%s/config.json", r->job->model);
+		if (model_config_load(path, &cfg) < 0)
+			return NULL;
+		r->dm = dmodel_load(r->job->model, r->job->K);
+	}
+	return r->dm && (r->m = model_shape(&cfg)) ? r->dm : NULL;
+}
 
 static int s_setup(run_t *r)
 {
@@ -256,13 +280,19 @@ static int s_setup(run_t *r)
 	char tokpath[TRAIN_PATH_MAX + 32];
 	struct stat st;
 
+	if (job->K && job->full)
+		return err_set("full-parameter training runs on the CPU engine only (--device cpu)");
 	if (!strcmp(job->model, "random")) {
 		if (!(r->m = model_new(&job->random_cfg)))
 			return -1;
 		model_init_random(r->m, job->seed);
-	} else if (!(r->m = model_load(job->model))) {
+	} else if (!job->K && !(r->m = model_load(job->model))) {
 		return -1;
 	}
+	/* The device path: the weights go to the device, the host keeps the
+	 * layer shapes the adapter descriptions hang on. */
+	if (job->K && !s_device_model(r))
+		return -1;
 	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", job->model);
 	if (!(r->tok = tokenizer_open(job->tokenizer[0] ? job->tokenizer
 				      : strcmp(job->model, "random") && !stat(tokpath, &st) ? tokpath : "bytes")))
@@ -279,12 +309,20 @@ static int s_setup(run_t *r)
 		if (model_enable_grads(r->m) < 0)
 			return -1;
 		r->train = &r->m->params;
+		flops_count(&r->fl, &r->m->cfg, 1, NULL);
 	} else {
+		flops_adapter_t ad = { .targets = job->lora.targets, .n = 1,
+				       .e = { { .rank = job->lora.rank, .trains = 1 } } };
 		if (!(r->lo = lora_attach(r->m, &job->lora, job->seed)))
 			return -1;
 		r->train = &r->lo->params;
+		flops_count(&r->fl, &r->m->cfg, 0, &ad);
 	}
-	if (model_reserve(r->m, job->batch, job->seq_len) < 0 || !(r->opt = optim_new(r->train, &job->opt)))
+	if (!(r->opt = optim_new(r->train, &job->opt)))
+		return -1;
+	if (r->dm ? dmodel_attach_lora(r->dm, r->lo, r->train) < 0 ||
+		    dmodel_reserve(r->dm, job->batch, job->seq_len) < 0
+		  : model_reserve(r->m, job->batch, job->seq_len) < 0)
 		return -1;
 	r->tokens = malloc((size_t)job->batch * job->seq_len * sizeof(int));
 	r->targets = malloc((size_t)job->batch * job->seq_len * sizeof(int));
@@ -299,7 +337,7 @@ static int s_resume(run_t *r)
 	char path[TRAIN_PATH_MAX + 64], *text = NULL;
 	cJSON *st = NULL;
 	const char *sha;
-	long long step, epoch, pos;
+	long long step, epoch, pos, tokens;
 	int k = ckpt_latest(r->ckdir, path, sizeof path);
 
 	if (k <= 0)
@@ -308,7 +346,8 @@ static int s_resume(run_t *r)
 		return -1;
 	if (!(st = jsonu_parse(text, strlen(text), path)) || jsonu_req_str(st, "job_sha256", &sha) < 0 ||
 	    jsonu_req_int(st, "step", &step) < 0 || jsonu_req_int(st, "data_epoch", &epoch) < 0 ||
-	    jsonu_req_int(st, "data_pos", &pos) < 0) {
+	    jsonu_req_int(st, "data_pos", &pos) < 0 || jsonu_opt_int(st, "tokens", 0, &tokens) < 0 ||
+	    jsonu_opt_num(st, "flops", 0.0, &r->flops) < 0) {
 		err_prefix("checkpoint '%s'", path);
 		goto err;
 	}
@@ -319,6 +358,9 @@ static int s_resume(run_t *r)
 	}
 	r->step = r->opt->step = step;
 	r->cur.epoch = epoch, r->cur.pos = pos;
+	if (r->dm && dmodel_sync_from_host(r->dm, r->opt) < 0)
+		goto err;
+	r->ntokens = (long)tokens;
 	cJSON_Delete(st);
 	free(text);
 	return 1;
@@ -334,9 +376,12 @@ static int s_checkpoint(run_t *r, FILE *events)
 	cJSON *ev;
 
 	snprintf(state, sizeof state,
-		 "{\"step\":%ld,\"data_epoch\":%ld,\"data_pos\":%ld,\"seed\":%" PRIu64 ",\"job_sha256\":\"%s\","
-		 "\"job\":", r->step, r->cur.epoch, r->cur.pos, r->job->seed, r->job->job_sha256);
+		 "{\"step\":%ld,\"data_epoch\":%ld,\"data_pos\":%ld,\"tokens\":%ld,\"flops\":%.17g,"
+		 "\"seed\":%" PRIu64 ",\"job_sha256\":\"%s\",\"job\":", r->step, r->cur.epoch, r->cur.pos,
+		 r->ntokens, r->flops, r->job->seed, r->job->job_sha256);
 	size_t n = strlen(state) + strlen(r->job->job_text) + 2;
+	if (r->dm && dmodel_sync_to_host(r->dm, r->opt) < 0)
+		return -1;
 	char *full = malloc(n);
 	if (!full)
 		return err_set("out of memory");
@@ -353,24 +398,51 @@ static int s_checkpoint(run_t *r, FILE *events)
 	return 0;
 }
 
-/* One optimizer step over `accum` micro-batches; returns the mean loss. */
-static float s_step(run_t *r, long *ntok)
+/* The same step on the device path: *loss gets the mean loss. */
+static int s_dstep(run_t *r, long *ntok, float *loss)
 {
 	const train_job_t *job = r->job;
-	double loss = 0.0;
+	double sum = 0.0, l;
 	int t;
 
+	if (dmodel_zero_grad(r->dm) < 0)
+		return -1;
+	for (int a = 0; a < job->accum; a++) {
+		data_next_batch(r->data, &r->cur, job->batch, r->tokens, r->targets, &t);
+		if (dmodel_forward(r->dm, r->tokens, r->targets, job->batch, t, 1.0f / job->accum, &l) < 0 ||
+		    dmodel_backward(r->dm) < 0)
+			return -1;
+		sum += l;
+		*ntok += (long)job->batch * t;
+		r->flops += flops_batch(&r->fl, job->batch, t);
+	}
+	*loss = (float)(sum / job->accum);
+	return dmodel_step(r->dm, &job->opt, optim_lr(&job->opt, r->step), ++r->opt->step, NULL);
+}
+
+/* One optimizer step over `accum` micro-batches; *loss gets the mean loss.
+ * 0, or -1 via err_set() (the device path). */
+static int s_step(run_t *r, long *ntok, float *loss)
+{
+	const train_job_t *job = r->job;
+	double sum = 0.0;
+	int t;
+
+	if (r->dm)
+		return s_dstep(r, ntok, loss);
 	params_zero_grad(r->train);
 	for (int a = 0; a < job->accum; a++) {
 		data_next_batch(r->data, &r->cur, job->batch, r->tokens, r->targets, &t);
-		loss += model_forward(r->m, r->tokens, r->targets, job->batch, t,
-				      (uint64_t)r->step * job->accum + a, 1);
+		sum += model_forward(r->m, r->tokens, r->targets, job->batch, t,
+				     (uint64_t)r->step * job->accum + a, 1);
 		model_backward(r->m, 1.0f / job->accum);
 		*ntok += (long)job->batch * t;
+		r->flops += flops_batch(&r->fl, job->batch, t);
 	}
 	optim_clip(r->opt);
 	optim_step(r->opt, optim_lr(&job->opt, r->step));
-	return (float)(loss / job->accum);
+	*loss = (float)(sum / job->accum);
+	return 0;
 }
 
 int train_add_output(cJSON *outs, const char *out_dir, const char *name, const char *rel)
@@ -389,14 +461,22 @@ int train_add_output(cJSON *outs, const char *out_dir, const char *name, const c
 	return 0;
 }
 
-static int s_finish(run_t *r, FILE *events)
+/* The done event; its cost counts the whole job (every attempt), its
+ * seconds this attempt (t0 its start). */
+static int s_finish(run_t *r, FILE *events, double t0)
 {
 	const train_job_t *job = r->job;
 	char dir[TRAIN_PATH_MAX + 16];
-	cJSON *ev = s_event("done"), *outs = cJSON_AddArrayToObject(ev, "outputs");
+	cJSON *ev = s_event("done"), *outs = cJSON_AddArrayToObject(ev, "outputs"), *cost;
 	int rc = -1;
 
 	cJSON_AddArrayToObject(ev, "evaluations");
+	cost = cJSON_AddObjectToObject(ev, "cost");
+	cJSON_AddNumberToObject(cost, "trainable_params", (double)params_numel(r->train, 1));
+	cJSON_AddNumberToObject(cost, "tokens", (double)r->ntokens);
+	cJSON_AddNumberToObject(cost, "sequences", (double)job->steps * job->accum * job->batch);
+	cJSON_AddNumberToObject(cost, "flops", r->flops);
+	cJSON_AddNumberToObject(cost, "seconds", mtime_s() - t0);
 	if (job->full) {
 		snprintf(dir, sizeof dir, "%s/model", job->out_dir);
 		if (model_save(r->m, dir) < 0 ||
@@ -405,7 +485,7 @@ static int s_finish(run_t *r, FILE *events)
 			goto out;
 	} else {
 		snprintf(dir, sizeof dir, "%s/adapter", job->out_dir);
-		if (lora_save(r->lo, dir) < 0 ||
+		if ((r->dm && dmodel_sync_to_host(r->dm, NULL) < 0) || lora_save(r->lo, dir) < 0 ||
 		    train_add_output(outs, job->out_dir, "adapter_config", "adapter/adapter_config.json") < 0 ||
 		    train_add_output(outs, job->out_dir, "adapter_weights", "adapter/adapter_model.safetensors") < 0)
 			goto out;
@@ -426,6 +506,7 @@ static void s_run_free(run_t *r)
 	data_destroy(&r->data);
 	tokenizer_destroy(&r->tok);
 	lora_destroy(&r->lo);
+	dmodel_destroy(&r->dm);
 	model_destroy(&r->m);
 }
 
@@ -443,7 +524,8 @@ int train_run(const train_job_t *job, FILE *events)
 	cJSON_AddNumberToObject(ev, "total_steps", (double)job->steps);
 	cJSON_AddNumberToObject(ev, "step", (double)r.step);
 	cJSON_AddStringToObject(ev, "mode", job->full ? "full" : "lora");
-	cJSON_AddNumberToObject(ev, "params", (double)params_numel(&r.m->params, 0));
+	cJSON_AddStringToObject(ev, "device", job->K ? kdevice_name(job->K->dev) : "cpu");
+	cJSON_AddNumberToObject(ev, "params", (double)(r.dm ? r.m->n_params : params_numel(&r.m->params, 0)));
 	cJSON_AddNumberToObject(ev, "trainable_params", (double)params_numel(r.train, 1));
 	cJSON_AddNumberToObject(ev, "records", r.data->n);
 	cJSON_AddNumberToObject(ev, "records_dropped", r.data->dropped);
@@ -453,9 +535,12 @@ int train_run(const train_job_t *job, FILE *events)
 	t0 = tstep = mtime_s();
 	while (r.step < job->steps) {
 		long ntok = 0;
-		float loss = s_step(&r, &ntok);
+		float loss;
+		if (s_step(&r, &ntok, &loss) < 0)
+			goto out;
 		double now = mtime_s();
 		r.step++;
+		r.ntokens += ntok;
 		if (r.step % job->progress_every == 0 || r.step == job->steps) {
 			ev = s_event("progress");
 			cJSON_AddNumberToObject(ev, "step", (double)r.step);
@@ -463,6 +548,8 @@ int train_run(const train_job_t *job, FILE *events)
 			cJSON_AddNumberToObject(ev, "loss", loss);
 			cJSON_AddNumberToObject(ev, "lr", optim_lr(&job->opt, r.step - 1));
 			cJSON_AddNumberToObject(ev, "tokens_per_s", now > tstep ? ntok / (now - tstep) : 0.0);
+			cJSON_AddNumberToObject(ev, "tokens", (double)r.ntokens);
+			cJSON_AddNumberToObject(ev, "flops", r.flops);
 			cJSON_AddNumberToObject(ev, "elapsed_s", now - t0);
 			s_emit(events, ev);
 		}
@@ -480,7 +567,7 @@ int train_run(const train_job_t *job, FILE *events)
 			goto out;
 		}
 	}
-	rc = s_finish(&r, events);
+	rc = s_finish(&r, events, t0);
 out:
 	s_run_free(&r);
 	return rc;

@@ -24,6 +24,7 @@
 #include "worker/lora.h"
 #include "worker/model_config.h"
 #include "worker/optim.h"
+#include "kernels/device.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -47,6 +48,10 @@ typedef struct train_job {
 	char out_dir[TRAIN_PATH_MAX];
 	char job_sha256[65];            /* of the job without stop_at */
 	char *job_text;                 /* the job, compact JSON */
+	/* Not from the job file: the device path's backend (dmodel.h) when the
+	 * engine runs with --device cuda (or table); NULL for the CPU engine.
+	 * Checkpoints do not depend on it: a job resumes on either. */
+	const struct kdevice_ops *K;
 } train_job_t;
 
 /* The embedded tiny LLaMA configuration (byte-level vocabulary). */

@@ -496,6 +496,14 @@ static int s_ev_done(worker_t *w, struct wjob *j, const cJSON *ev)
 		if (cJSON_IsNumber(o) && strlen(o->string) <= 128)
 			s_metric(j, o->string, o->valuedouble);
 	}
+	/* a data job's record count per output: "records.OUTPUT" */
+	cJSON_ArrayForEach(o, cJSON_GetObjectItem(ev, "records")) {
+		char key[136];
+		if (cJSON_IsNumber(o) && strlen(o->string) <= 120) {
+			snprintf(key, sizeof key, "records.%s", o->string);
+			s_metric(j, key, o->valuedouble);
+		}
+	}
 	cJSON_ArrayForEach(o, flat) {
 		const char *dom, *met;
 		double v;

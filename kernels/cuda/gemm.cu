@@ -20,8 +20,8 @@ static cudaDataType_t s_cuda_type(int dt)
 	}
 }
 
-int kc_gemm(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
-	    int ta, int tb, float alpha, float beta)
+static int s_gemm(int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b,
+		  int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
 	KC_CTX(cx);
 	if (!kc_is_float(dt) || !kc_is_float(cdt))
@@ -33,10 +33,22 @@ int kc_gemm(int dt, int cdt, void *c, const void *a, const void *b, int m, int n
 	if (m == 0 || n == 0)
 		return 0;
 	KC_CKB(cublasGemmEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-			    n, m, k, &alpha, b, s_cuda_type(dt), tb ? k : n, a, s_cuda_type(dt),
-			    ta ? m : k, &beta, c, s_cuda_type(cdt), n, CUBLAS_COMPUTE_32F,
-			    CUBLAS_GEMM_DEFAULT));
+			    n, m, k, &alpha, b, s_cuda_type(dt), ldb, a, s_cuda_type(dt), lda, &beta,
+			    c, s_cuda_type(cdt), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 	return 0;
+}
+
+int kc_gemm(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
+	    int ta, int tb, float alpha, float beta)
+{
+	return s_gemm(dt, cdt, c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, alpha, beta);
+}
+
+extern "C" int kcuda_gemm_ld(int dt, int cdt, void *c, int ldc, const void *a, int lda,
+			     const void *b, int ldb, int m, int n, int k, int ta, int tb, float alpha,
+			     float beta)
+{
+	return s_gemm(dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 }
 
 extern "C" int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, int n, int k,

@@ -94,6 +94,10 @@ int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, int n, int 
  * fp32 weight gradient from products of bf16 activations). */
 int kcuda_gemm_mixed(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
 		     int ta, int tb, float alpha, float beta);
+/* The same with the row strides (leading dimensions) of C, A and B given,
+ * so that each may be a block of columns of a wider row-major matrix. */
+int kcuda_gemm_ld(int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b, int ldb,
+		  int m, int n, int k, int ta, int tb, float alpha, float beta);
 
 /* out[N,C] = wte[tok[n], :]; wte [V,C]. Tokens must be in [0, V). */
 int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, int n, int c);
@@ -171,12 +175,14 @@ int kcuda_crossentropy_fused(int dt, float *losses, void *logits, const float *d
 /* Router softmax with expert weighting, fused. s[N,E] = softmax(rlogits[N,E])
  * (fp32, saved) and uw[N,E*R] = scale * s[n,i] * u[n, i*R + j]: the rank-R
  * outputs u of E stacked experts, each weighted by its routing probability.
- * E <= 32. */
-int kcuda_router_weight_forward(int dt, void *uw, float *s, const void *rlogits, const void *u,
-				int n, int e, int r, float scale);
+ * E <= 32. uw's rows are `ld` elements apart (0: E*R), so it may be the
+ * right-hand columns of a wider matrix. */
+int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
+				const void *u, int n, int e, int r, float scale);
 /* du[N,E*R] += scale * s * duw; drlogits[N,E] += softmax backward of
- * ds[n,i] = scale * sum_j u * duw. Either gradient may be NULL. */
-int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
+ * ds[n,i] = scale * sum_j u * duw (duw's rows `ld` apart, 0: E*R). Either
+ * gradient may be NULL. */
+int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw, int ld,
 				 const float *s, const void *u, int n, int e, int r, float scale);
 
 /* A soft-routed LoRA expert group on one linear layer, as two products over

@@ -21,8 +21,8 @@
 
 /* One warp per row: lane i < e owns expert i's logit and probability. */
 template <typename T>
-__global__ void k_router_fwd(T *uw, float *s, const T *rlogits, const T *u, int n, int e, int r,
-			     float scale)
+__global__ void k_router_fwd(T *uw, int ld, float *s, const T *rlogits, const T *u, int n, int e,
+			     int r, float scale)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	if (row >= n)
@@ -36,29 +36,28 @@ __global__ void k_router_fwd(T *uw, float *s, const T *rlogits, const T *u, int 
 	for (int c0 = 0; c0 < e * r; c0 += 32) { /* every lane takes part in the shuffle */
 		int col = c0 + lane;
 		float w = __shfl_sync(0xffffffffu, p, min(col, e * r - 1) / r);
-		size_t o = (size_t)row * e * r + col;
 		if (col < e * r)
-			uw[o] = kc_st<T>(scale * w * kc_ld(u[o]));
+			uw[(size_t)row * ld + col] = kc_st<T>(scale * w * kc_ld(u[(size_t)row * e * r + col]));
 	}
 }
 
 /* ds_i = scale sum_j u_ij duw_ij; drlogits_i += s_i (ds_i - sum_k s_k ds_k);
  * du_ij += scale s_i duw_ij. */
 template <typename T>
-__global__ void k_router_bwd(T *drlogits, T *du, const T *duw, const float *s, const T *u, int n,
-			     int e, int r, float scale)
+__global__ void k_router_bwd(T *drlogits, T *du, const T *duw, int ld, const float *s, const T *u,
+			     int n, int e, int r, float scale)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	if (row >= n)
 		return;
-	size_t o = (size_t)row * e * r;
+	size_t o = (size_t)row * e * r, og = (size_t)row * ld;
 	float si = lane < e ? s[(size_t)row * e + lane] : 0.0f, dsi = 0.0f;
 
 	if (drlogits) {
 		for (int i = 0; i < e; i++) {
 			float part = 0.0f;
 			for (int j = lane; j < r; j += 32)
-				part += kc_ld(u[o + i * r + j]) * kc_ld(duw[o + i * r + j]);
+				part += kc_ld(u[o + i * r + j]) * kc_ld(duw[og + i * r + j]);
 			part = kc_warp_sum(part) * scale;
 			if (lane == i)
 				dsi = part;
@@ -75,7 +74,7 @@ __global__ void k_router_bwd(T *drlogits, T *du, const T *duw, const float *s, c
 		int col = c0 + lane;
 		float w = __shfl_sync(0xffffffffu, si, min(col, e * r - 1) / r);
 		if (col < e * r)
-			du[o + col] = kc_st<T>(kc_ld(du[o + col]) + scale * w * kc_ld(duw[o + col]));
+			du[o + col] = kc_st<T>(kc_ld(du[o + col]) + scale * w * kc_ld(duw[og + col]));
 	}
 }
 
@@ -86,7 +85,7 @@ static int s_check_router(int e)
 	return 0;
 }
 
-extern "C" int kcuda_router_weight_forward(int dt, void *uw, float *s, const void *rlogits,
+extern "C" int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
 					   const void *u, int n, int e, int r, float scale)
 {
 	KC_CTX(cx);
@@ -95,13 +94,13 @@ extern "C" int kcuda_router_weight_forward(int dt, void *uw, float *s, const voi
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_router_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)uw, s, (const T *)rlogits, (const T *)u, n, e, r, scale));
+		(T *)uw, ld ? ld : e * r, s, (const T *)rlogits, (const T *)u, n, e, r, scale));
 	KC_LAUNCHED("router_weight_forward");
 	return 0;
 }
 
 extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
-					    const float *s, const void *u, int n, int e, int r,
+					    int ld, const float *s, const void *u, int n, int e, int r,
 					    float scale)
 {
 	KC_CTX(cx);
@@ -110,7 +109,8 @@ extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, co
 	if (n == 0 || (!drlogits && !du))
 		return 0;
 	KC_DISPATCH(dt, T, k_router_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)drlogits, (T *)du, (const T *)duw, s, (const T *)u, n, e, r, scale));
+		(T *)drlogits, (T *)du, (const T *)duw, ld ? ld : e * r, s, (const T *)u, n, e, r,
+		scale));
 	KC_LAUNCHED("router_weight_backward");
 	return 0;
 }
@@ -128,7 +128,7 @@ extern "C" int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, floa
 		return -1;
 	if (!rlogits)
 		return kc_gemm(dt, dt, y, u, b, n, oc, er, 0, 1, scale, 1.0f);
-	if (kcuda_router_weight_forward(dt, uw, s, rlogits, u, n, e, r, scale) < 0)
+	if (kcuda_router_weight_forward(dt, uw, 0, s, rlogits, u, n, e, r, scale) < 0)
 		return -1;
 	return kc_gemm(dt, dt, y, uw, b, n, oc, er, 0, 1, 1.0f, 1.0f);
 }
@@ -166,7 +166,7 @@ extern "C" int kcuda_lora_group_backward(int dt, void *dx, float *da, float *db,
 		} else {
 			du = NULL;
 		}
-		if (kcuda_router_weight_backward(dt, drlogits, du, duw, s, u, n, e, r, scale) < 0)
+		if (kcuda_router_weight_backward(dt, drlogits, du, duw, 0, s, u, n, e, r, scale) < 0)
 			goto out;
 	}
 	if (da && kc_gemm(dt, KCUDA_F32, da, du, x, er, c, n, 1, 0, fa, 1.0f) < 0)

@@ -52,6 +52,8 @@ NOCUDA(kcuda_gemm, int dt, void *c, const void *a, const void *b, int m, int n, 
        int tb, float alpha, float beta)
 NOCUDA(kcuda_gemm_mixed, int dt, int cdt, void *c, const void *a, const void *b, int m, int n,
        int k, int ta, int tb, float alpha, float beta)
+NOCUDA(kcuda_gemm_ld, int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b,
+       int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
 NOCUDA(kcuda_embedding_forward, int dt, void *out, const int *tok, const void *wte, int n, int c)
 NOCUDA(kcuda_embedding_backward, int dt, float *dwte, const void *dout, const int *tok, int n,
        int c)
@@ -89,9 +91,9 @@ NOCUDA(kcuda_crossentropy_backward, int dt, void *dlogits, const float *dlosses,
        const void *logits, const float *lse, const int *targets, int n, int v)
 NOCUDA(kcuda_crossentropy_fused, int dt, float *losses, void *logits, const float *dlosses,
        const int *targets, int n, int v)
-NOCUDA(kcuda_router_weight_forward, int dt, void *uw, float *s, const void *rlogits,
+NOCUDA(kcuda_router_weight_forward, int dt, void *uw, int ld, float *s, const void *rlogits,
        const void *u, int n, int e, int r, float scale)
-NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw,
+NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw, int ld,
        const float *s, const void *u, int n, int e, int r, float scale)
 NOCUDA(kcuda_lora_group_forward, int dt, void *y, void *u, void *uw, float *s, const void *x,
        const void *a, const void *b, const void *rlogits, int n, int c, int oc, int e, int r,

@@ -39,6 +39,11 @@ static cJSON *s_run(int id, const char *method, int seed, double math, double co
 		cJSON_AddStringToObject(e, "metric", "loss");
 		cJSON_AddNumberToObject(e, "value", 9);
 		cJSON_AddItemToArray(ev, e);
+		e = cJSON_CreateObject();   /* a router mean: a heatmap figure, no column */
+		cJSON_AddStringToObject(e, "domain", "universal");
+		cJSON_AddStringToObject(e, "metric", "router.L0.q_proj.math");
+		cJSON_AddNumberToObject(e, "value", 0.5);
+		cJSON_AddItemToArray(ev, e);
 	}
 	cost = cJSON_AddObjectToObject(r, "cost");
 	cJSON_AddNumberToObject(cost, "tokens", tokens);
@@ -98,6 +103,9 @@ int main(void)
 	       s_cell(flan, "avg", "std"));
 	TAP_OK(s_near(s_cell(res, "universal/acc", "mean"), 0.8) && isnan(s_cell(res, "universal", "mean")),
 	       "universal accuracy is a general-capability column, not a domain");
+	TAP_OK(cJSON_GetArraySize(cJSON_GetObjectItem(cmp, "general")) == 1 &&
+	       isnan(s_cell(res, "universal/router.L0.q_proj.math", "mean")),
+	       "router means are not general-capability columns");
 	TAP_OK(s_near(s_cell(res, "tokens", "mean"), 2000) && s_near(s_cell(res, "flops", "mean"), 12000) &&
 	       s_near(s_cell(res, "wall_s", "mean"), 2), "cost columns: tokens, flops, wall time");
 	TAP_OK(cJSON_GetArraySize(cJSON_GetObjectItem(cmp, "domains")) == 2, "domains: math and code (acc only)");

@@ -10,6 +10,7 @@
 #include "fsx.h"
 #include "jsonu.h"
 #include "tap.h"
+#include "version.h"
 
 #include <dirent.h>
 #include <stdlib.h>
@@ -230,6 +231,16 @@ static void s_keys(void)
 	TAP_OK(a && strlen(a->jobs[0].key) == 64 && s_count(a, "universal") &&
 	       cJSON_GetObjectItem(a->jobs[s_job_of(a, a->nruns - 1, "universal")].spec, "out_dir"),
 	       "keys are 64 hex digits; training jobs carry out_dir");
+	{
+		char k1[65] = "", k1b[65] = "", k2[65] = "", kj[65] = "";
+		const struct spec_job *j = a ? &a->jobs[0] : NULL;
+		int rc = spec_hash("stage", x, 1, k1) | spec_hash("stage", x, 1, k1b) | spec_hash("stage", x, 2, k2);
+		TAP_OK(!rc && !strcmp(k1, k1b) && strcmp(k1, k2),
+		       "the engine's numerics version is in the key: version 1 twice the same, 2 another (%.12s, %.12s)",
+		       k1, k2);
+		TAP_OK(j && !spec_hash(j->kind, j->spec, MODULA_ENGINE_NUMERICS, kj) && !strcmp(kj, j->key),
+		       "a job's content key is made with MODULA_ENGINE_NUMERICS (%d)", MODULA_ENGINE_NUMERICS);
+	}
 	free(cx);
 	free(cy);
 	cJSON_Delete(x);

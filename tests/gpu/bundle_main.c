@@ -1,8 +1,8 @@
 /* bundle_main.c: the one executable of the GPU bundle (make gpu-bundle).
  *
  * The bundle links its programs into one binary, so the libraries linked
- * statically (and the CUDA kernels) are in it once: bin/modula-engine, bin/gpu-ops and
- * bin/gpu-step are links to bin/modula-bundle, which runs the program its name says (or the
+ * statically (and the CUDA kernels) are in it once: bin/modula-engine, bin/gpu-ops,
+ * bin/gpu-step and bin/moe-dump are links to bin/modula-bundle, which runs the program its name says (or the
  * one named by its first argument). Each program's main() was renamed
  * bundle_main_<program> by objcopy when the bundle was linked; this file is
  * not part of any other build.
@@ -13,6 +13,7 @@
 int bundle_main_modula_engine(int argc, char **argv);
 int bundle_main_gpu_ops(int argc, char **argv);
 int bundle_main_gpu_step(int argc, char **argv);
+int bundle_main_moe_dump(int argc, char **argv);
 
 static const struct {
 	const char *name;
@@ -21,6 +22,7 @@ static const struct {
 	{ "modula-engine", bundle_main_modula_engine },
 	{ "gpu-ops", bundle_main_gpu_ops },
 	{ "gpu-step", bundle_main_gpu_step },
+	{ "moe-dump", bundle_main_moe_dump },
 };
 
 int main(int argc, char **argv)
@@ -36,7 +38,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(name, s_programs[i].name))
 			return s_programs[i].main(argc, argv);
-	fprintf(stderr, "modula-bundle: unknown program '%s': run it as modula-engine, gpu-ops or gpu-step\n",
+	fprintf(stderr, "modula-bundle: unknown program '%s': run it as modula-engine, gpu-ops, gpu-step or moe-dump\n",
 		name);
 	return 2;
 }

@@ -12,17 +12,20 @@
 #   (1) every CUDA op against the CPU reference (tests/gpu-ops, per-tensor
 #       tolerances in its output), the same under compute-sanitizer's
 #       memcheck when the machine has it, then a whole LoRA training step, CUDA
-#       against CPU (tests/gpu-step; the engine's own step once it has one)
+#       against CPU (tests/gpu-step, the op table's step; and hf_check.py's
+#       item 1, the engine's own step: modula-engine grads --device cuda in
+#       f32 and bf16 against its CPU path)
 #   (2)-(5) tests/gpu/hf_check.py: logits of a ~0.5B Qwen2 against
 #       transformers, the LoRA benchmark against PyTorch + PEFT, modula-res
-#       against plain LoRA, PEFT loading the engine's adapter
-# What the engine cannot do yet prints "NOT RUN: <feature> not implemented
-# yet". Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
+#       against plain LoRA, PEFT loading the adapter the engine trained on
+#       the GPU
+# Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
-# failed (NOT RUN is not a failure, and is not a pass either).
+# failed.
 # Every step has a timeout (45 + 100 + 45 + 280 s), so a hang cannot take the
 # whole GPU lease. Not part of `make check` (no GPU there) and not a build:
-# it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py.
+# it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py;
+# HF_WORK=DIR keeps its models there.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 bundle=${GPU_BUNDLE:-.gpu-bundle}
@@ -78,24 +81,16 @@ fi
 
 say "(1) a whole training step, CUDA against CPU"
 echo "tests/gpu-step: a LoRA step of a 2-layer LLaMA-shaped model written once against the op table"
-echo "(kernels/device.h), run on both backends; not yet the engine's own model"
+echo "(kernels/device.h), run on both backends; the engine's own step is hf_check.py's item (1)"
 timeout 45 "$bundle/bin/gpu-step" | tee "$out/gpu-step.tap"
 n_ok=$(grep -c '^ok ' "$out/gpu-step.tap" | tr -d ' ')
 n_skip=$(grep -c '^ok .*# SKIP' "$out/gpu-step.tap" | tr -d ' ')
 n_bad=$(grep -c '^not ok ' "$out/gpu-step.tap" | tr -d ' ')
 row 1 "op-table LoRA step checks passed / failed / skipped" "$((n_ok - n_skip)) / $n_bad / $n_skip" "tests/gpu-step, f32 and bf16"
 if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1; fi
-if "$engine" --help | grep -q -- '--device'; then
-	echo "NOT RUN: the engine's own step comparison in check.sh not implemented yet (the engine now has --device)"
-	row 1 "engine training step CUDA vs CPU" "NOT RUN" "driver not implemented yet"
-else
-	echo "NOT RUN: the engine's training on the CUDA backend (--device cuda in worker/) not implemented yet"
-	row 1 "engine training step CUDA vs CPU" "NOT RUN" "engine --device cuda not implemented yet"
-fi
-
-say "(2)-(5) against transformers and peft"
+say "(1), (2)-(5): the engine against its CPU path, transformers and peft"
 PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" \
-	--items "${HF_ITEMS:-2,3,4,5}" || failed=1
+	--items "${HF_ITEMS:-1,2,3,4,5}" ${HF_WORK:+--work "$HF_WORK"} || failed=1
 
 say "figures (also in $results), ${SECONDS}s in all"
 awk -F'\t' '{ printf "(%s) %-56s %-22s %s\n", $1, $2, $3, $4 }' "$results"

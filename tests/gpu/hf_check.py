@@ -10,8 +10,10 @@ own PyTorch, transformers and peft (never run in `make check`).
   (4) modula-res with 4 domain experts against plain LoRA, step time;
   (5) PEFT loading an adapter the engine exported, reproducing the engine's
       logits.
-What the engine cannot do yet is printed as "NOT RUN: <feature> not
-implemented yet" and recorded so; nothing is estimated or made up. Every
+  (1) also: the engine's own step (loss, logits, every LoRA gradient of a
+      small Qwen2 with a PEFT adapter) on the GPU in f32 and bf16 against
+      the engine's CPU path.
+Nothing is estimated or made up: what fails is recorded as FAILED. Every
 figure goes to OUT/results.tsv (item, figure, value, note), which check.sh
 prints as the final table.
 
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,10 @@ QWEN2_SMALL = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, vocab_size=1024,
                    max_position_embeddings=512, rope_theta=10000.0, rms_norm_eps=1e-6,
                    tie_word_embeddings=False)
+QWEN2_TINY = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=64,
+                  max_position_embeddings=128, rope_theta=10000.0, rms_norm_eps=1e-6,
+                  tie_word_embeddings=False)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BENCH = dict(batch=8, seq_len=512, rank=16, alpha=32, warmup=3, steps=10)
 
@@ -53,20 +60,6 @@ class Results:
         with open(self.path, "a") as f:
             f.write(f"{item}\t{figure}\t{value}\t{note}\n")
         print(f"  {item}: {figure} = {value}" + (f"  ({note})" if note else ""), flush=True)
-
-    def not_run(self, item, feature):
-        print(f"NOT RUN: {feature} not implemented yet", flush=True)
-        self.add(item, "NOT RUN", "-", f"{feature} not implemented yet")
-
-
-def engine_help(engine):
-    r = subprocess.run([engine, "--help"], capture_output=True, text=True)
-    return r.stdout + r.stderr
-
-
-def engine_has_gpu_path(engine):
-    # The engine's commands take --device once its model runs on the CUDA ops.
-    return "--device" in engine_help(engine)
 
 
 def run(cmd, **kw):
@@ -138,25 +131,128 @@ def save_bf16(model, path, res, item):
     return sum(os.path.getsize(os.path.join(path, f)) for f in files)
 
 
-def engine_logits(engine, model_dir, tokens, out, adapter=None):
+def engine_logits(engine, model_dir, tokens, out, adapter=None, device="cuda", dtype="f32"):
+    """The engine's logits (fp32 file) on `device` with storage `dtype`."""
     from safetensors.numpy import load_file
     path = os.path.join(out, "engine_logits.safetensors")
     cmd = [engine, "logits", "--model", model_dir, "--tokens", ",".join(map(str, tokens)),
-           "--out", path]
+           "--out", path, "--device", device, "--dtype", dtype]
     if adapter:
-        cmd[4:4] = ["--adapter", adapter]
+        cmd += ["--adapter", adapter]
     t0 = time.perf_counter()
     run(cmd)
     return load_file(path)["logits"], time.perf_counter() - t0
 
 
-def compare(res, item, ours, ref, rel_tol):
-    ours = np.asarray(ours, dtype=np.float32).reshape(ref.shape)
+def engine_bench(engine, model_dir, method, extra=()):
+    """One `modula-engine bench` run on the GPU: its JSON line."""
+    out = run([engine, "bench", "--model", model_dir, "--method", method, "--device", "cuda",
+               "--dtype", "bf16", "--batch", str(BENCH["batch"]), "--seq", str(BENCH["seq_len"]),
+               "--rank", str(BENCH["rank"]), "--alpha", str(BENCH["alpha"]),
+               "--steps", str(BENCH["steps"]), "--warmup", str(BENCH["warmup"]), *extra])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def peak_gib(memory_line):
+    """The peak of kcuda_memory_report's line ("... (peak 1.23 GiB) ...")."""
+    m = re.search(r"peak ([0-9.]+) GiB", memory_line)
+    return float(m.group(1)) if m else float("nan")
+
+
+def ensure_qwen2(work, res, item):
+    """The random ~0.5B Qwen2 folder, saved once per run."""
+    path = os.path.join(work, "qwen2")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        model = new_qwen2(QWEN2_05B, 0)
+        save_bf16(model, path, res, item)
+        del model
+        torch.cuda.empty_cache()
+    return path
+
+
+def compare(res, item, ours, ref, rel_tol, who="engine"):
+    ours = np.asarray(ours, dtype=np.float64).reshape(ref.shape)
     d = float(np.abs(ours - ref).max())
     scale = float(np.abs(ref).max())
     ok = d <= rel_tol * scale
-    res.add(item, "max |engine - reference| / max |reference|", f"{d / scale:.2e}",
+    res.add(item, f"max |{who} - reference| / max |reference|", f"{d / scale:.2e}",
             f"tolerance {rel_tol:.0e}: {'ok' if ok else 'EXCEEDED'}")
+    return ok
+
+
+def item1(args, res, work):
+    """The engine's own training step on the GPU against its CPU engine."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.numpy import load_file
+    model = new_qwen2(QWEN2_SMALL, 4)
+    mdir = os.path.join(work, "qwen2-step")
+    save_bf16(model, mdir, res, "1")
+    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
+                     init_lora_weights=False)
+    adir = os.path.join(work, "adapter-step")
+    get_peft_model(model, cfg).save_pretrained(adir)
+    rng = random.Random(7)
+    rows = [[rng.randrange(QWEN2_SMALL["vocab_size"]) for _ in range(64)] for _ in range(4)]
+    tok = ";".join(",".join(map(str, r)) for r in rows)
+    outs = {}
+    for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16")):
+        path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
+        run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
+             "--out", path, "--device", dev, "--dtype", dt])
+        outs[(dev, dt)] = load_file(path)
+    ref, ok = outs[("cpu", "f32")], True
+    for dt, tol in (("f32", 1e-4), ("bf16", 5e-2)):
+        got, worst, where = outs[("cuda", dt)], 0.0, ""
+        for k in ref:
+            d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
+            d /= max(float(np.abs(ref[k]).max()), 1e-30)
+            if d > worst or d != d:
+                worst, where = d, k
+        good = worst <= tol
+        res.add("1", f"engine step (loss, logits, {len(ref) - 2} LoRA grads) cuda {dt} vs CPU engine",
+                f"{worst:.2e}", f"worst max|d|/max|x| at {where}; tolerance {tol:.0e}: "
+                f"{'ok' if good else 'EXCEEDED'}")
+        ok = ok and good
+    # MoDULA-Res (and -nores): every expert and router nonzero, all trainable,
+    # soft routing: tests/modula/moe_dump on the CPU engine against the
+    # device path on the GPU. moe_dump draws experts from N(0, 0.15) and
+    # routers from N(0, 0.3), scales meant for a 32-wide model (as in
+    # tests/modula-torch.py): on wider ones the routers saturate and fp32
+    # itself stops agreeing with fp64, so the model here is 32 wide.
+    tiny = new_qwen2(QWEN2_TINY, 5)
+    mdir = os.path.join(work, "qwen2-tiny")
+    save_bf16(tiny, mdir, res, "1")
+    del tiny
+    tok = ";".join(",".join(str(rng.randrange(QWEN2_TINY["vocab_size"])) for _ in range(64))
+                   for _ in range(4))
+    dump = os.path.join(os.path.dirname(args.engine), "moe-dump")
+    mask = ";".join(",".join("0" if j < 8 else "1" for j in range(64)) for _ in range(4))
+    for method in ("modula-res", "modula-res-nores"):
+        outs = {}
+        for dev in ("cpu", "cuda-f32", "cuda-bf16"):
+            path = os.path.join(work, f"dump-{method}-{dev}.safetensors")
+            run([dump, mdir, path, method, "4", "0", "soft", "31:1", tok, mask]
+                + ([] if dev == "cpu" else [dev]))
+            outs[dev] = load_file(path)
+        ref = outs["cpu"]
+        names = [k for k in ref if k.startswith("grad/") or k in ("loss", "logits")]
+        for dev, tol in (("cuda-f32", 1e-4), ("cuda-bf16", 5e-2)):
+            worst, where, rels = 0.0, "", []
+            for k in names:
+                d = float(np.abs(outs[dev][k].astype(np.float64) - ref[k]).max())
+                d /= max(float(np.abs(ref[k]).max()), 1e-30)
+                rels.append((d, k))
+                if d > worst or d != d:
+                    worst, where = d, k
+            rels.sort(reverse=True)
+            byname = {k: d for d, k in rels}
+            print(f"  {method} {dev}: logits {byname['logits']:.2e}, loss {byname['loss']:.2e}; worst: "
+                  + ", ".join(f"{k[5:]} {d:.1e}" for d, k in rels[:6] if k.startswith("grad/")))
+            good = worst <= tol
+            res.add("1", f"{method} step (loss, logits, {len(names) - 2} grads) {dev} vs CPU engine",
+                    f"{worst:.2e}", f"worst at {where}; tolerance {tol:.0e}: "
+                    f"{'ok' if good else 'EXCEEDED'}")
+            ok = ok and good
     return ok
 
 
@@ -165,22 +261,38 @@ def item2(args, res, work):
     model = new_qwen2(QWEN2_05B, 0)
     n = sum(p.numel() for p in model.parameters())
     res.add("2", "Qwen2-shaped model parameters", f"{n / 1e6:.1f}M", "random init, saved bf16")
-    size = save_bf16(model, os.path.join(work, "qwen2"), res, "2")
+    path = os.path.join(work, "qwen2")
+    size = save_bf16(model, path, res, "2")
     res.add("2", "safetensors size", f"{size / 2**20:.0f} MiB")
     rng = random.Random(1)
     tokens = [rng.randrange(QWEN2_05B["vocab_size"]) for _ in range(48)]
-    strict_fp32()
-    with torch.no_grad():
-        ref = model(torch.tensor([tokens], device="cuda")).logits[0].float().cpu().numpy()
-    device = "cuda" if engine_has_gpu_path(args.engine) else "cpu"
-    ours, secs = engine_logits(args.engine, os.path.join(work, "qwen2"), tokens, work)
-    res.add("2", "engine logits device", device,
-            "" if device == "cuda" else "the engine's GPU path is not implemented yet: its CPU path ran")
-    res.add("2", "engine logits time (load + 48 tokens)", f"{secs:.1f} s")
-    ok = compare(res, "2", ours, ref, 1e-3)
+    # The reference is the saved folder loaded afresh: the model in memory
+    # went through bf16 whole (model.to(bfloat16)), RoPE's inv_freq buffer
+    # included, which the saved folder does not keep.
     del model
     torch.cuda.empty_cache()
-    return ok
+    from transformers import Qwen2ForCausalLM
+    strict_fp32()
+    ids = torch.tensor([tokens], device="cuda")
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32).to("cuda").eval()
+    with torch.no_grad():
+        ref32 = model(ids).logits[0].float().cpu().numpy()
+        ref = model.double()(ids).logits[0].double().cpu().numpy()
+    del model
+    torch.cuda.empty_cache()
+    res.add("2", "reference", "transformers in float64",
+            "the saved folder loaded afresh; its RMSNorm computes in fp32; its own fp32 forward below")
+    compare(res, "2", ref32, ref, 1e-3, who="transformers fp32")
+    ours, secs = engine_logits(args.engine, path, tokens, work, dtype="f32")
+    res.add("2", "engine logits, --device cuda --dtype f32: time (load + 48 tokens)", f"{secs:.1f} s")
+    ok = compare(res, "2", ours, ref, 1e-3, who="engine cuda f32")
+    ours, secs = engine_logits(args.engine, path, tokens, work, device="cpu")
+    res.add("2", "engine logits, --device cpu (the CPU engine): time", f"{secs:.1f} s")
+    ok = compare(res, "2", ours, ref, 1e-3, who="engine cpu f32") and ok
+    ours, secs = engine_logits(args.engine, path, tokens, work, dtype="bf16")
+    res.add("2", "engine logits, --device cuda --dtype bf16: time", f"{secs:.1f} s",
+            "bf16 storage, fp32 accumulation")
+    return compare(res, "2", ours, ref, 5e-2, who="engine cuda bf16") and ok
 
 
 def matmul_peak():
@@ -250,23 +362,28 @@ def item3(args, res, work):
             f"{lora_flops_per_token(QWEN2_05B, T) / 1e9:.2f} GFLOP/token, see hf_check.py")
     del pm, model, opt
     torch.cuda.empty_cache()
-    if not engine_has_gpu_path(args.engine):
-        res.not_run("3", "the engine's LoRA training on the GPU (modula-engine train with --device cuda)")
-        return True
-    res.not_run("3", "the engine side of this benchmark in hf_check.py (written before the "
-                "engine had --device)")
+    path = ensure_qwen2(work, res, "3")
+    e = engine_bench(args.engine, path, "lora")
+    emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
+    res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
+    res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}")
+    res.add("3", "engine peak GPU memory", f"{peak_gib(e['memory']):.2f} GiB",
+            "the engine's memory pool high-water mark (cuBLAS workspace not counted)")
+    res.add("3", "engine MFU", f"{100 * emfu:.1f}%", "target >= 50%")
+    res.add("3", "engine / PyTorch+PEFT tokens/s", f"{e['tokens_per_s'] / tps:.2f}x", "target >= 1.3x")
     return True
 
 
 def item4(args, res, work):
     """modula-res with 4 domain experts against plain LoRA, step time."""
-    text = engine_help(args.engine)
-    if not engine_has_gpu_path(args.engine):
-        res.not_run("4", "the engine's training on the GPU")
-    elif "modula-res" not in text:
-        res.not_run("4", "modula-res in the engine")
-    else:
-        res.not_run("4", "the modula-res benchmark driver (hf_check.py item4)")
+    path = ensure_qwen2(work, res, "4")
+    lora = engine_bench(args.engine, path, "lora")
+    mres = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"])
+    res.add("4", "plain LoRA step (rank 16)", f"{lora['step_ms']:.1f} ms")
+    res.add("4", "modula-res step (universal 16 + 4 experts of rank 8, soft routing)",
+            f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
+    res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
+            "target <= 1.15x")
     return True
 
 
@@ -288,21 +405,22 @@ def item5(args, res, work):
     jpath = os.path.join(work, "job5.json")
     with open(jpath, "w") as f:
         json.dump(job, f)
-    run([args.engine, "train", jpath])
+    run([args.engine, "train", jpath, "--device", "cuda", "--dtype", "bf16"])
     adapter = os.path.join(out_dir, "adapter")
     if not os.path.exists(os.path.join(adapter, "adapter_config.json")):
-        res.not_run("5", f"the PEFT adapter export of train (no {adapter}/adapter_config.json)")
-        return True
+        raise RuntimeError(f"train wrote no PEFT adapter ({adapter}/adapter_config.json)")
     rng = random.Random(5)
     tokens = [rng.randrange(256) for _ in range(24)]
-    ours, _ = engine_logits(args.engine, mdir, tokens, work, adapter=adapter)
+    ours, _ = engine_logits(args.engine, mdir, tokens, work, adapter=adapter, dtype="f32")
     strict_fp32()
-    pm = PeftModel.from_pretrained(model, adapter).float().eval()
+    from transformers import Qwen2ForCausalLM
+    del model   # reloaded afresh: see item2
+    base = Qwen2ForCausalLM.from_pretrained(mdir, dtype=torch.float32).to("cuda")
+    pm = PeftModel.from_pretrained(base, adapter).float().eval()
     with torch.no_grad():
         ref = pm(torch.tensor([tokens], device="cuda")).logits[0].float().cpu().numpy()
-    res.add("5", "engine device for training and logits",
-            "cuda" if engine_has_gpu_path(args.engine) else "cpu",
-            "the adapter format does not depend on the device")
+    res.add("5", "engine device for training and logits", "cuda",
+            "trained 4 steps in bf16; logits with --dtype f32")
     return compare(res, "5", ours, ref, 1e-3)
 
 
@@ -310,7 +428,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--items", default="2,3,4,5")
+    ap.add_argument("--items", default="1,2,3,4,5")
+    ap.add_argument("--work", help="keep the models here (default: a temporary folder)")
     args = ap.parse_args()
     res = Results(args.out)
     if not torch.cuda.is_available():
@@ -320,9 +439,11 @@ def main():
     import transformers
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"peft {peft.__version__}, {torch.cuda.get_device_name()}", flush=True)
-    items = {"2": item2, "3": item3, "4": item4, "5": item5}
+    items = {"1": item1, "2": item2, "3": item3, "4": item4, "5": item5}
     failed = 0
-    with tempfile.TemporaryDirectory(prefix="modula-hf-") as work:
+    with tempfile.TemporaryDirectory(prefix="modula-hf-") as tmp:
+        work = args.work or tmp
+        os.makedirs(work, exist_ok=True)
         for k in args.items.split(","):
             print(f"\n== ({k}) {items[k].__doc__.splitlines()[0] if items[k].__doc__ else ''}",
                   flush=True)

@@ -434,6 +434,32 @@ static int case_crossentropy(void)
 	return S_CMP("fused dlogits", dfl, fused, nv);
 }
 
+/* Strided products (kcuda_gemm_ld): every matrix a block of columns of a
+ * wider one, C at an odd offset; the columns outside must stay untouched. */
+static int case_gemm_ld(void)
+{
+	int m = 37, n = 12, k = 70, off = 4;
+
+	for (int ta = 0; ta < 2; ta++) {
+		for (int tb = 0; tb < 2; tb++) {
+			int lda = (ta ? m : k) + 6, ldb = (tb ? k : n) + 10, ldc = n + off + 4;
+			size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb;
+			size_t nc = (size_t)m * ldc;
+			float *a = s_rrand(na, -1, 1), *b = s_rrand(nb, -1, 1), *c = s_rrand(nc, -1, 1);
+			void *da, *db, *dc;
+			char name[24];
+			S_PTR(a && b && c);
+			S_PTR((da = S_DEV(a, na)) && (db = S_DEV(b, nb)) && (dc = S_DEV(c, nc)));
+			op_gemm_serial(c + off, ldc, a, lda, b, ldb, m, n, k, ta, tb, 0.7f, 0.3f);
+			S_TRY(kcuda_gemm_ld(s_dt, s_dt, (char *)dc + off * kcuda_dtype_size(s_dt), ldc, da,
+					    lda, db, ldb, m, n, k, ta, tb, 0.7f, 0.3f));
+			snprintf(name, sizeof name, "c[t%d%d]", ta, tb);
+			S_TRY(S_CMP(name, dc, c, nc));
+		}
+	}
+	return 0;
+}
+
 /* The CPU reference of router weighting: s = softmax(rl), uw = scale s_i u. */
 static void s_router_fwd(float *uw, float *s, const float *rl, const float *u, int n, int e,
 			 int r, float scale)
@@ -477,12 +503,37 @@ static int case_router(void)
 	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f);
 	S_PTR((drld = S_DEV(rl, ne)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
 	      (dsd = S_DEV32(NULL, ne)) && (ds_cpu = S_DEV32(s, ne)) && (dduw = S_DEV(duw, nu)));
-	S_TRY(kcuda_router_weight_forward(s_dt, duwd, dsd, drld, dud, n, e, r, 2.0f));
-	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, ds_cpu, dud, n, e, r, 2.0f));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f));
 	S_TRY(S_CMP32("s", dsd, s, ne));
 	S_TRY(S_CMP("uw", duwd, uw, nu));
 	S_TRY(S_CMP("du", ddu, du, nu));
-	return S_CMP("drlogits", ddrl, drl, ne);
+	S_TRY(S_CMP("drlogits", ddrl, drl, ne));
+	/* uw and duw as the right-hand columns of a wider matrix (row stride
+	 * ld, 4 columns before them), as the MoDULA-Res path keeps them */
+	int ld = e * r + 4;
+	size_t nw = (size_t)n * ld;
+	float *wide = s_zeros(nw), *gwide = s_rrand(nw, -1, 1), *du2 = s_rrand(nu, -1, 1);
+	float *drl2 = s_rrand(ne, -1, 1), *g = s_zeros(nu);
+	void *dwide, *dgw, *ddu2, *ddrl2;
+	S_PTR(wide && gwide && du2 && drl2 && g);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < e * r; j++)
+			g[(size_t)i * e * r + j] = gwide[(size_t)i * ld + 4 + j];
+	S_PTR((dwide = S_DEV(wide, nw)) && (dgw = S_DEV(gwide, nw)) && (ddu2 = S_DEV(du2, nu)) &&
+	      (ddrl2 = S_DEV(drl2, ne)));
+	s_router_bwd(drl2, du2, g, s, u, n, e, r, 2.0f);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < e * r; j++)
+			wide[(size_t)i * ld + 4 + j] = uw[(size_t)i * e * r + j];
+	size_t sz = kcuda_dtype_size(s_dt);
+	S_TRY(kcuda_router_weight_forward(s_dt, (char *)dwide + 4 * sz, ld, dsd, drld, dud, n, e, r,
+					  2.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl2, ddu2, (char *)dgw + 4 * sz, ld, ds_cpu, dud,
+					   n, e, r, 2.0f));
+	S_TRY(S_CMP("uw strided", dwide, wide, nw));
+	S_TRY(S_CMP("du strided", ddu2, du2, nu));
+	return S_CMP("drlogits strided", ddrl2, drl2, ne);
 }
 
 /* A LoRA group of e experts, routed or plain (e = 1, no router). The CPU
@@ -696,6 +747,7 @@ static const struct {
 	{ "leakyrelu", case_leakyrelu, 1 },
 	{ "softmax", case_softmax, 1 },
 	{ "crossentropy", case_crossentropy, 2 },
+	{ "gemm with row strides", case_gemm_ld, 4 },
 	{ "router softmax + expert weighting", case_router, 2 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },

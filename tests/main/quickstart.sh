@@ -4,8 +4,10 @@
 # tests/main/tiny.json (base, lora, molora, modula-flan, modula-res over two
 # suite domains, the embedded model pretrained by the engine for a few
 # steps) is submitted, watched to completion, compared; compare's figures
-# are checked against the registry; parents' outputs reach their children
-# as artifacts; resubmitting runs nothing and keeps the figures.
+# are checked against the registry (model FLOPs included); parents' outputs
+# reach their children as artifacts; the registry lists the datasets, base
+# model, experts and routers made; resubmitting runs nothing and keeps the
+# figures.
 . "$top_srcdir/tests/e2e/e2e_lib.sh"
 
 MODULA="$top_builddir/cli/modula"
@@ -78,6 +80,8 @@ done
 check "compare has a row per method" $?
 grep -q "^modula-res - modula-flan: avg" "$out"
 check "compare pairs modula-res with modula-flan" $?
+grep -q "router\." "$out"
+check "compare leaves the router means out of the general-capability columns" $([ $? = 1 ]; echo $?)
 "$MODULA" --json compare 1 >"$tmp/cmp.json" 2>"$err"
 py_ok=$("$PYTHON_TORCH" - "$tmp/cmp.json" "$db" <<'PY'
 import json, math, sqlite3, sys
@@ -97,6 +101,72 @@ PY
 )
 check "compare's figures are the registry's ($py_ok)" $([ "$py_ok" = ok ]; echo $?)
 
+# Training cost: every trained row has model FLOPs, the base row's are the
+# pretraining's (its DAG's only trained job), the others add their stages'.
+py_ok=$("$PYTHON_TORCH" - "$tmp/cmp.json" "$db" <<'PY'
+import json, sqlite3, sys
+cmp = json.load(open(sys.argv[1]))
+db = sqlite3.connect(sys.argv[2])
+pre = db.execute("SELECT m.value FROM metrics m JOIN jobs j ON j.id = m.job_id WHERE j.kind = 'train' "
+                 "AND m.key = 'flops' ORDER BY m.step DESC LIMIT 1").fetchone()
+flops = {g["label"]: g["cells"]["flops"]["mean"] for g in cmp["groups"]}
+bad = [l for l, f in flops.items() if not f > 0 or (l != "base" and not f > flops["base"])]
+print("ok" if pre and pre[0] > 0 and flops["base"] == pre[0] and not bad else "bad %s %s" % (pre, flops))
+PY
+)
+check "compare: FLOPs for every row, the base row's = the pretraining's ($py_ok)" $([ "$py_ok" = ok ]; echo $?)
+
+# Registry rows: the suite and corpus files are datasets (sha256, domain,
+# split, record count), the pretrained model a base model, the stages'
+# experts and routers rows that match the bundles' manifests.
+py_ok=$("$PYTHON_TORCH" - "$db" "$tmp/data/artifacts" <<'PY'
+import json, os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+art = lambda sha: os.path.join(sys.argv[2], sha[:2], sha)
+bad = []
+outs = db.execute("SELECT j.id, o.name, o.sha256, json_extract(j.spec, '$.suite') IS NOT NULL FROM jobs j "
+                  "JOIN job_outputs o ON o.job_id = j.id WHERE j.kind = 'data' AND j.cached_from IS NULL").fetchall()
+for job, out, sha, suite in outs:
+    row = db.execute("SELECT name, domain, split, rows FROM datasets WHERE artifact = ?", (sha,)).fetchone()
+    lines = sum(1 for _ in open(art(sha))) if out.endswith(("train", "test", "records")) else None
+    if not row:
+        bad.append("no dataset for %s" % out)
+    elif suite and (row[1], row[2]) != tuple(out.rsplit(".", 1)) or (lines is not None and row[3] != lines):
+        bad.append("dataset %s: %s (%s lines)" % (out, row, lines))
+n = db.execute("SELECT count(*) FROM datasets WHERE name LIKE 'suite-%-s1-l1-64-8'").fetchone()[0]
+if n != 6 or len(outs) != 9:
+    bad.append("%d suite datasets, %d data outputs" % (n, len(outs)))
+model = db.execute("SELECT b.id FROM base_models b JOIN job_outputs o ON o.sha256 = b.artifact JOIN jobs j "
+                   "ON j.id = o.job_id WHERE b.name = 'embedded-s1-6' AND j.kind = 'train' "
+                   "AND o.name = 'model_weights'").fetchone()
+if not model:
+    bad.append("no base model")
+bundles = db.execute("SELECT json_extract(j.spec, '$.method'), o.sha256 FROM jobs j JOIN job_outputs o "
+                     "ON o.job_id = j.id WHERE j.kind = 'stage' AND o.name = 'bundle'").fetchall()
+for method, sha in bundles:
+    m = json.load(open(art(sha)))
+    exps = m["experts"] + ([m["universal"]] if m["universal"] else [])
+    for e in exps if method != "molora" else []:
+        uni = e["name"] == "universal"
+        row = db.execute("SELECT role, domain, rank, base_model FROM experts WHERE artifact = ?", (e["sha256"],)).fetchone()
+        if row != ("universal" if uni else "domain", None if uni else e["name"], e["rank"], model and model[0]):
+            bad.append("%s expert %s: %s" % (method, e["name"], row))
+    if m["router"]:
+        row = db.execute("SELECT kind, base_model FROM routers WHERE artifact = ?", (m["router"]["sha256"],)).fetchone()
+        if row != (method, model and model[0]):
+            bad.append("%s router: %s" % (method, row))
+counts = [db.execute("SELECT count(*) FROM %s" % t).fetchone()[0] for t in ("experts", "routers")]
+if len(bundles) != 4 or counts != [6, 3]:
+    bad.append("%d bundles, experts and routers %s" % (len(bundles), counts))
+print("ok" if not bad else "; ".join(bad[:4]))
+PY
+)
+check "registry rows: datasets, base model, experts and routers match the outputs and bundles ($py_ok)" $([ "$py_ok" = ok ]; echo $?)
+"$MODULA" experts >"$out" 2>"$err" && grep -q "modula-res/math" "$out" && "$MODULA" routers >"$out" 2>&1 &&
+	grep -q "modula-flan/math+logic" "$out" && "$MODULA" models >"$out" 2>&1 && grep -q "embedded-s1-6" "$out" &&
+	"$MODULA" datasets >"$out" 2>&1 && grep -q "fortunes-s1-b64" "$out"
+check "modula experts, routers, models and datasets list them" $?
+
 # Resubmitting runs nothing, and the new experiment has the same figures.
 "$MODULA" submit "$SPEC" >"$out" 2>"$err"
 grep -q "experiment 2 'tiny': 5 runs, 19 jobs (19 cached, 0 to run)" "$out"
@@ -109,5 +179,7 @@ cmp -s "$tmp/c1s" "$tmp/c2s"
 check "the cached experiment compares the same" $?
 n=$(sql "SELECT count(*) FROM jobs WHERE state = 'succeeded' AND cached_from IS NULL")
 check "still 19 executed jobs after the resubmission ($n)" $([ "$n" = 19 ]; echo $?)
+n=$(sql "SELECT (SELECT count(*) FROM experts) || ' ' || (SELECT count(*) FROM routers) || ' ' || (SELECT count(*) FROM datasets)")
+check "cached jobs add no registry rows ($n)" $([ "$n" = "6 3 9" ]; echo $?)
 
 done_testing

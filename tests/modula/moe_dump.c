@@ -4,9 +4,10 @@
  *   moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK
  *     ROUTE  soft | e0,e1,... (fixed: expert of each token row)
  *     TRAIN  EXPERT_BITS:ROUTER (e.g. 6:0 trains experts 1 and 2)
- *   moe_dump ... MASK table
- *     the same through the device model (worker/dmodel.h) over the CPU
- *     op table: the GPU path's code, checked here without a GPU.
+ *   moe_dump ... MASK table|cuda-f32|cuda-bf16
+ *     the same through the device model (worker/dmodel.h): over the CPU op
+ *     table (the GPU path's code, checked without a GPU), or on the GPU
+ *     (tests/gpu/hf_check.py, from the GPU bundle).
  * Every expert tensor is drawn from normal(0, 0.15), every router from
  * normal(0, 0.3) (seed 5), so
  * no gradient is trivially zero. OUT holds "logits", "loss" (cross-entropy
@@ -68,8 +69,15 @@ int main(int argc, char **argv)
 	unsigned long long bits;
 	rng_t r;
 
-	if (argc != 10 && (argc != 11 || strcmp(argv[10], "table"))) {
-		fprintf(stderr, "usage: moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK [table]\n");
+	const struct kdevice_ops *K = NULL;
+	if (argc == 11 && dmodel_backend(strncmp(argv[10], "cuda-", 5) ? argv[10] : "cuda",
+					 strncmp(argv[10], "cuda-", 5) ? NULL : argv[10] + 5, &K) < 0) {
+		fprintf(stderr, "moe_dump: %s\n", err_msg());
+		return 1;
+	}
+	if (argc != 10 && (argc != 11 || !K)) {
+		fprintf(stderr, "usage: moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK "
+			"[table|cuda-f32|cuda-bf16]\n");
 		return 2;
 	}
 	for (const char *p = argv[8]; *p; p++)
@@ -110,7 +118,7 @@ int main(int argc, char **argv)
 	const float *logits;
 	if (argc == 11) {
 		size_t nl = (size_t)n * m->cfg.vocab_size;
-		if (!(dm = dmodel_from_host(m, kdevice_ops(KDEV_CPU, 0))) ||
+		if (!(dm = dmodel_from_host(m, K)) ||
 		    dmodel_attach_moe(dm, mo, &mo->train) < 0 || dmodel_reserve(dm, b, t) < 0 ||
 		    !(dlogits = malloc(nl * sizeof *dlogits)) ||
 		    dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 || dmodel_logits(dm, dlogits) < 0 ||
