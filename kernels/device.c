@@ -317,6 +317,59 @@ static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *du
 	return 0;
 }
 
+static int s_cpu_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
+			     float slope)
+{
+	int er = e * r, w = r0 + er;
+	const float *m = mab;
+
+	for (int i = 0; i < n; i++) {
+		const float *u = (const float *)ur + (size_t)i * (r0 + e);
+		float *c = (float *)cat + (size_t)i * w, *zi = (float *)z + (size_t)i * er;
+		float *li = (float *)zl + (size_t)i * er;
+		op_softmax_forward(s + (size_t)i * e, u + r0, 1, e);
+		for (int k = 0; k < r0; k++)
+			c[k] = s0 * u[k];
+		for (int j = 0; j < er; j++) {
+			float acc = 0.0f;
+			for (int k = 0; k < r0; k++)
+				acc += u[k] * m[(size_t)j * r0 + k];
+			zi[j] = s0 * acc;
+			li[j] = zi[j] > 0.0f ? zi[j] : slope * zi[j];
+			c[r0 + j] = sd * s[(size_t)i * e + j / r] * li[j];
+		}
+	}
+	return 0;
+}
+
+static int s_cpu_res_backward(void *dcat, void *dz, const float *s, const void *z, const void *zl,
+			      int n, int r0, int e, int r, float s0, float sd, float slope)
+{
+	int er = e * r, w = r0 + er;
+
+	if (e > 64)
+		return err_set("res_backward: %d experts (at most 64)", e);
+	for (int i = 0; i < n; i++) {
+		float *d = (float *)dcat + (size_t)i * w, *dzi = (float *)dz + (size_t)i * er;
+		const float *si = s + (size_t)i * e, *zi = (const float *)z + (size_t)i * er;
+		const float *li = (const float *)zl + (size_t)i * er;
+		float ds[64] = { 0 }, dot = 0.0f;
+		for (int j = 0; j < er; j++) {
+			float g = sd * si[j / r] * d[r0 + j];
+			ds[j / r] += sd * li[j] * d[r0 + j];
+			dzi[j] = zi[j] > 0.0f ? g : slope * g;
+		}
+		for (int k = 0; k < e; k++)
+			dot += si[k] * ds[k];
+		for (int k = 0; k < e; k++)
+			d[r0 + k] = si[k] * (ds[k] - dot);
+		for (int k = 0; k < r0; k++)
+			d[k] *= s0;
+	}
+	return 0;
+}
+
 static int s_cpu_sumsq(const float *x, size_t n, double *out)
 {
 	double ss = 0.0;
@@ -377,6 +430,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.crossentropy_fused = s_cpu_crossentropy_fused,
 	.router_weight_forward = s_cpu_router_weight_forward,
 	.router_weight_backward = s_cpu_router_weight_backward,
+	.res_forward = s_cpu_res_forward, .res_backward = s_cpu_res_backward,
 	.convert = s_cpu_copy, .sumsq = s_cpu_sumsq, .scale = s_cpu_scale, .adamw = s_cpu_adamw,
 	.memory_report = s_cpu_memory_report,
 };
@@ -546,6 +600,20 @@ static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *d
 	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, ld, s, u, n, e, r, scale);
 }
 
+static int s_cuda_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+			      const void *mab, int n, int r0, int e, int r, float s0, float sd,
+			      float slope)
+{
+	return kcuda_res_forward(s_dt, cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+}
+
+static int s_cuda_res_backward(void *dcat, void *dz, const float *s, const void *z,
+			       const void *zl, int n, int r0, int e, int r, float s0, float sd,
+			       float slope)
+{
+	return kcuda_res_backward(s_dt, dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
+}
+
 static int s_cuda_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b,
 			  int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
@@ -581,6 +649,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.crossentropy_fused = s_cuda_crossentropy_fused,
 	.router_weight_forward = s_cuda_router_weight_forward,
 	.router_weight_backward = s_cuda_router_weight_backward,
+	.res_forward = s_cuda_res_forward, .res_backward = s_cuda_res_backward,
 	.convert = kcuda_copy_d2d, .sumsq = kcuda_sumsq, .scale = kcuda_scale, .adamw = s_cuda_adamw,
 	.memory_report = kcuda_memory_report,
 };

@@ -149,7 +149,7 @@ static int s_setup(bench_t *b, const bench_args_t *a, const struct kdevice_ops *
 		moe_config_t mc = { .n_domain = a->experts, .universal = lc, .slope = 0.01f,
 				    .domain = { .rank = a->expert_rank, .alpha = 2.0f * a->expert_rank } };
 		const char *names[MOE_MAX_EXPERTS];
-		char nb[MOE_MAX_EXPERTS][16];
+		char nb[MOE_MAX_EXPERTS][24];
 		D_BENCH(moe_method_parse(a->method, &mc.method));
 		if (a->experts >= MOE_MAX_EXPERTS)
 			return err_set("--experts %d: at most %d", a->experts, MOE_MAX_EXPERTS - 1);

@@ -43,11 +43,11 @@ typedef struct dad {
 	int in, out;
 	int r0;                 /* the LoRA / universal expert */
 	float s0;
-	dbuf_t a0;              /* A0 [r0, in] */
+	dbuf_t a0;              /* A0 [r0, in]; Res: [A0; W_R] [r0 + e, in] */
 	dbuf_t bcat;            /* [B0^T; B_1^T; ...; B_e^T]: [r0 + e*r, out] */
 	int e, r;               /* Res: domain experts of rank r */
 	float sd, slope;
-	dbuf_t a, wr;           /* A [e*r, out] (A_i stacked), router [e, in] */
+	dbuf_t a;               /* A [e*r, out] (A_i stacked) */
 	void *mab;              /* M = A B0 [e*r, r0] (s_ad_forward) */
 	void *u0;               /* LoRA: u0 [N, r0] */
 	void *cat;              /* Res: [s0 u0 | zw] [N, r0 + e*r] */
@@ -92,7 +92,7 @@ struct dmodel {
 	float *rstdf, *losses, *lse, *dlosses, *cosv, *sinv;
 	int *tok, *tgt;
 	void *dres, *dln, *dq, *dk, *dv, *dy, *dgate, *dup, *dsw;
-	void *x1, *x2, *x3, *xr, *xp, *xu;  /* adapter scratch */
+	void *x1, *x3, *xp, *xu;  /* adapter scratch */
 	int *htgt;
 	float *hlosses, *hdl;
 	void **acts;            /* the reservation's buffers */
@@ -452,18 +452,20 @@ static float s_scale(float alpha, int rank, int rslora)
 	return alpha / (rslora ? sqrtf((float)rank) : (float)rank);
 }
 
-/* The universal/LoRA pair of one layer from host params; bcat gets room
- * for `extra` more rows (the Res experts' B^T, placed by the caller). */
+/* The universal/LoRA pair of one layer from host params; a0 gets room for
+ * `ea` more rows (the Res router), bcat for `eb` more (the Res experts'
+ * B^T), placed by the caller, who says whether they train. */
 static int s_place_pair(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
-			const params_t *train, int extra, int extra_trains)
+			const params_t *train, int ea, int ea_trains, int eb, int eb_trains)
 {
 	param_t *a = s_need(p, layer, slot, "lora_A", ad->r0, ad->in);
 	param_t *b = s_need(p, layer, slot, "lora_B", ad->out, ad->r0);
 
 	D_PTR(a && b);
-	D_TRY(s_buf_alloc(m, &ad->a0, a->n, s_train_index(train, a) >= 0));
-	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)(ad->r0 + extra) * ad->out,
-			  s_train_index(train, b) >= 0 || extra_trains));
+	D_TRY(s_buf_alloc(m, &ad->a0, (size_t)(ad->r0 + ea) * ad->in,
+			  s_train_index(train, a) >= 0 || ea_trains));
+	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)(ad->r0 + eb) * ad->out,
+			  s_train_index(train, b) >= 0 || eb_trains));
 	D_TRY(s_add_param(m, a, &ad->a0, 0, 0, train));
 	return s_add_param(m, b, &ad->bcat, 0, 1, train);
 }
@@ -501,14 +503,14 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 			D_PTR(ad = s_new_ad(m, l, s));
 			ad->r0 = lo->cfg.rank;
 			ad->s0 = s_scale(lo->cfg.alpha, lo->cfg.rank, lo->cfg.rslora);
-			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train, 0, 0));
+			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train, 0, 0, 0, 0));
 		}
 	D_TRY(s_pack(m));
 	return dmodel_sync_from_host(m, NULL);
 }
 
-/* A Res layer: the universal pair, the domain experts (A stacked, B^T
- * below B0^T in bcat) and the router. */
+/* A Res layer: the universal pair, the router below A0 in a0, the domain
+ * experts (A stacked, B^T below B0^T in bcat). */
 static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
 		       const params_t *train)
 {
@@ -526,16 +528,16 @@ static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int s
 	s_peft_name(name, sizeof name, layer, slot, "router");
 	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
 		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
-	D_TRY(s_place_pair(m, ad, &mo->exp[0].params, layer, slot, train, ad->e * ad->r, trains_b));
+	D_TRY(s_place_pair(m, ad, &mo->exp[0].params, layer, slot, train, ad->e,
+			   s_train_index(train, router) >= 0, ad->e * ad->r, trains_b));
 	D_TRY(s_buf_alloc(m, &ad->a, na * ad->e, trains_a));
-	D_TRY(s_buf_alloc(m, &ad->wr, router->n, s_train_index(train, router) >= 0));
 	for (int i = 1; i < mo->n_exp; i++) {
 		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out),
 				  &ad->a, na * (i - 1), 0, train));
 		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
 				  &ad->bcat, nb0 + na * (i - 1), 1, train));
 	}
-	return s_add_param(m, router, &ad->wr, 0, 0, train);
+	return s_add_param(m, router, &ad->a0, (size_t)ad->r0 * ad->in, 0, train);
 }
 
 int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
@@ -573,7 +575,7 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			D_PTR(ad = s_new_ad(m, l, s));
 			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
 			if (!res) {
-				D_TRY(s_place_pair(m, ad, &u->params, l, s, train, 0, 0));
+				D_TRY(s_place_pair(m, ad, &u->params, l, s, train, 0, 0, 0, 0));
 				continue;
 			}
 			ad->res = 1, ad->nores = c->method == MOE_RES_NORES;
@@ -745,9 +747,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dk = s_act(m, N * KD, dt)) && (m->dv = s_act(m, N * KD, dt)) &&
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
-	      (m->x1 = s_act(m, N * wide, dt)) && (m->x2 = s_act(m, N * er, dt)) &&
-	      (m->x3 = s_act(m, N * er, dt)) && (m->xr = s_act(m, N * e, dt)) &&
-	      (m->xp = s_act(m, er * r0, dt)) && (m->xu = s_act(m, N * r0, dt)) &&
+	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
+	      (m->xp = s_act(m, er * r0, dt)) && (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -759,29 +760,26 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 
 /* MoDULA-Res without materialising h = s0 u0 B0^T ([N, out], as wide as
  * the layer): the experts read h only through z = h A^T = u0s (A B0)^T
- * with u0s = s0 u0 and M = A B0 [e*r, r0]. cat = [u0s | zw] and bcat =
- * [B0^T; B^T] make the layer's output one product, y += cat bcat, and its
- * input gradients one product, dcat = dy bcat^T; the rest are products of
- * N x (e*r) or smaller, and the backward is
- *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M,
- *   dA0 = s0 du0s^T x, dx += s0 du0s A0 + dlogits_R W_R.
+ * with u0s = s0 u0 and M = A B0 [e*r, r0]. With a0 = [A0; W_R], cat =
+ * [u0s | zw] and bcat = [B0^T; B^T], a layer is three products of its
+ * width (x a0^T, cat bcat; in backward dy bcat^T, cat^T dy, d[u0 rl]^T x,
+ * d[u0 rl] a0), products of N x (e*r) or smaller, and one fused row kernel
+ * each way (res_forward/backward: softmax, weighting, LeakyReLU):
+ *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
 static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out;
-	void *zw = s_at(m, ad->cat, (size_t)ad->r0);
+	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
 
-	D_TRY(K->gemm_ld(ad->cat, dt, w, x, ad->in, ad->a0.cur, ad->in, n, ad->r0, ad->in, 0, 1,
-			 ad->s0, 0.0f));
-	D_TRY(K->gemm(ad->mab, dt, ad->a.cur, ad->bcat.cur, er, ad->r0, out, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->gemm_ld(ad->z, dt, er, ad->cat, w, ad->mab, ad->r0, n, er, ad->r0, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->leakyrelu_forward(ad->zl, ad->z, ad->slope, (size_t)n * er));
-	D_TRY(K->gemm(m->xr, dt, x, ad->wr.cur, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->router_weight_forward(zw, w, ad->s, m->xr, ad->zl, n, ad->e, ad->r, ad->sd));
+	D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->gemm(ad->mab, dt, ad->a.cur, ad->bcat.cur, er, r0, out, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
+			     ad->s0, ad->sd, ad->slope));
 	if (ad->nores)
-		return K->gemm_ld(y, dt, out, zw, w, s_at(m, ad->bcat.cur, (size_t)ad->r0 * out), out,
-				  n, out, er, 0, 0, 1.0f, 1.0f);
+		return K->gemm_ld(y, dt, out, s_at(m, ad->cat, (size_t)r0), w,
+				  s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, out, er, 0, 0, 1.0f,
+				  1.0f);
 	return K->gemm_ld(y, dt, out, ad->cat, w, ad->bcat.cur, out, n, out, w, 0, 0, 1.0f, 1.0f);
 }
 
@@ -789,27 +787,25 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
-	void *dcat = m->x1, *dzl = m->x2, *dz = m->x3, *drl = m->xr, *p = m->xp;
-	void *dzw = s_at(m, dcat, (size_t)r0), *zw = s_at(m, ad->cat, (size_t)r0);
+	int ra = r0 + ad->e;
+	void *dcat = m->x1, *dz = m->x3, *p = m->xp;
 	float *db = ad->bcat.grad;
 
 	if (ad->nores) {
-		D_TRY(K->gemm_ld(dzw, dt, w, dy, out, s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n,
-				 er, out, 0, 1, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, out,
+				 s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, er, out, 0, 1, 1.0f, 0.0f));
 		if (db)
-			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, zw, w, dy, out, er, out, n,
-					 1, 0, 1.0f, 1.0f));
+			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
+					 w, dy, out, er, out, n, 1, 0, 1.0f, 1.0f));
 	} else {
 		D_TRY(K->gemm_ld(dcat, dt, w, dy, out, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
 		if (db)
 			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, out, w, out, n, 1, 0, 1.0f,
 					 1.0f));
 	}
-	D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
-	D_TRY(K->zero(dzl, (size_t)n * er, dt));
-	D_TRY(K->router_weight_backward(drl, dzl, dzw, w, ad->s, ad->zl, n, ad->e, ad->r, ad->sd));
-	D_TRY(K->zero(dz, (size_t)n * er, dt));
-	D_TRY(K->leakyrelu_backward(dz, dzl, ad->z, ad->slope, (size_t)n * er));
+	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
+	D_TRY(K->res_backward(dcat, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0, ad->sd,
+			      ad->slope));
 	/* P = dz^T u0s [er, r0]: dA += P B0^T, dB0^T += P^T A */
 	if (ad->a.grad || db)
 		D_TRY(K->gemm_ld(p, dt, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
@@ -817,18 +813,15 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 		D_TRY(K->gemm(ad->a.grad, KCUDA_F32, p, ad->bcat.cur, er, out, r0, 0, 0, 1.0f, 1.0f));
 	if (db)
 		D_TRY(K->gemm(db, KCUDA_F32, p, ad->a.cur, r0, out, er, 1, 0, 1.0f, 1.0f));
-	if (ad->wr.grad)
-		D_TRY(K->gemm(ad->wr.grad, KCUDA_F32, drl, x, ad->e, ad->in, n, 1, 0, 1.0f, 1.0f));
-	if (dx)
-		D_TRY(K->gemm(dx, dt, drl, ad->wr.cur, n, ad->in, ad->e, 0, 0, 1.0f, 1.0f));
-	/* du0s = dcat[:, :r0] (the direct path; none without it) + dz M */
-	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, 1.0f,
+	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
+	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
 			 ad->nores ? 0.0f : 1.0f));
+	/* [du0 | drl] = dcat[:, :r0+e] against a0 = [A0; W_R] */
 	if (ad->a0.grad)
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ad->in, r0, ad->in, n, 1, 0,
-				 ad->s0, 1.0f));
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ad->in, ra, ad->in, n, 1, 0,
+				 1.0f, 1.0f));
 	if (dx)
-		D_TRY(K->gemm_ld(dx, dt, ad->in, dcat, w, ad->a0.cur, ad->in, n, ad->in, r0, 0, 0, ad->s0,
+		D_TRY(K->gemm_ld(dx, dt, ad->in, dcat, w, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
 				 1.0f));
 	return 0;
 }

@@ -115,6 +115,112 @@ extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, co
 	return 0;
 }
 
+/* ---- MoDULA-Res: the per-row work between the products, fused --------- */
+
+/* One warp per row. ur = [u0 | rl] ([N, r0+e]); cat = [s0 u0 | zw] rows w
+ * = r0 + e*r apart; z = s0 u0 M^T, zl = LeakyReLU(z), s = softmax(rl),
+ * zw = sd s_i zl. */
+template <typename T>
+__global__ void k_res_fwd(T *cat, T *z, T *zl, float *s, const T *ur, const T *mab, int n,
+			  int r0, int e, int r, float s0, float sd, float slope)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	int er = e * r, w = r0 + er;
+	if (row >= n)
+		return;
+	const T *u = ur + (size_t)row * (r0 + e);
+	T *c = cat + (size_t)row * w;
+	float x = lane < e ? kc_ld(u[r0 + lane]) : -FLT_MAX;
+	float mx = kc_warp_max(x);
+	float p = lane < e ? expf(x - mx) : 0.0f;
+	p /= kc_warp_sum(p);
+	if (lane < e)
+		s[(size_t)row * e + lane] = p;
+	for (int k = lane; k < r0; k += 32)
+		c[k] = kc_st<T>(s0 * kc_ld(u[k]));
+	for (int j0 = 0; j0 < er; j0 += 32) {
+		int j = j0 + lane;
+		float acc = 0.0f;
+		for (int k = 0; k < r0 && j < er; k++)
+			acc += kc_ld(u[k]) * kc_ld(mab[(size_t)j * r0 + k]);
+		float zv = s0 * acc, lv = zv > 0.0f ? zv : slope * zv;
+		float pw = __shfl_sync(0xffffffffu, p, min(j, er - 1) / r);
+		if (j < er) {
+			z[(size_t)row * er + j] = kc_st<T>(zv);
+			zl[(size_t)row * er + j] = kc_st<T>(lv);
+			c[r0 + j] = kc_st<T>(sd * pw * lv);
+		}
+	}
+}
+
+/* dcat [N, w] holds dy [B0^T; B^T]^T on entry. Reads dzw = dcat[:, r0:],
+ * then writes dcat[:, :r0] *= s0, dcat[:, r0:r0+e] = drl and dz [N, er]
+ * (both overwritten). */
+template <typename T>
+__global__ void k_res_bwd(T *dcat, T *dz, const float *s, const T *z, const T *zl, int n, int r0,
+			  int e, int r, float s0, float sd, float slope)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	int er = e * r, w = r0 + er;
+	if (row >= n)
+		return;
+	T *d = dcat + (size_t)row * w;
+	float si = lane < e ? s[(size_t)row * e + lane] : 0.0f, dsi = 0.0f;
+	/* ds_i = sd sum_j zl_ij dzw_ij; dzl = sd s_i dzw; dz = dzl LeakyReLU'(z) */
+	for (int i = 0; i < e; i++) {
+		float part = 0.0f;
+		for (int j = lane; j < r; j += 32)
+			part += kc_ld(zl[(size_t)row * er + i * r + j]) * kc_ld(d[r0 + i * r + j]);
+		part = kc_warp_sum(part) * sd;
+		if (lane == i)
+			dsi = part;
+	}
+	for (int j0 = 0; j0 < er; j0 += 32) {
+		int j = j0 + lane;
+		float pw = __shfl_sync(0xffffffffu, si, min(j, er - 1) / r);
+		if (j < er) {
+			float g = sd * pw * kc_ld(d[r0 + j]), zv = kc_ld(z[(size_t)row * er + j]);
+			dz[(size_t)row * er + j] = kc_st<T>(zv > 0.0f ? g : slope * g);
+		}
+	}
+	float dot = kc_warp_sum(si * dsi);
+	__syncwarp();
+	if (lane < e)
+		d[r0 + lane] = kc_st<T>(si * (dsi - dot));
+	for (int k = lane; k < r0; k += 32)
+		d[k] = kc_st<T>(kc_ld(d[k]) * s0);
+}
+
+extern "C" int kcuda_res_forward(int dt, void *cat, void *z, void *zl, float *s, const void *ur,
+				 const void *mab, int n, int r0, int e, int r, float s0, float sd,
+				 float slope)
+{
+	KC_CTX(cx);
+	if (s_check_router(e) < 0)
+		return -1;
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_res_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)cat, (T *)z, (T *)zl, s, (const T *)ur, (const T *)mab, n, r0, e, r, s0, sd, slope));
+	KC_LAUNCHED("res_forward");
+	return 0;
+}
+
+extern "C" int kcuda_res_backward(int dt, void *dcat, void *dz, const float *s, const void *z,
+				  const void *zl, int n, int r0, int e, int r, float s0, float sd,
+				  float slope)
+{
+	KC_CTX(cx);
+	if (s_check_router(e) < 0)
+		return -1;
+	if (n == 0)
+		return 0;
+	KC_DISPATCH(dt, T, k_res_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+		(T *)dcat, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r, s0, sd, slope));
+	KC_LAUNCHED("res_backward");
+	return 0;
+}
+
 /* ---- a soft-routed group of stacked experts --------------------------- */
 
 extern "C" int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, float *s,

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/kcuda.h"
+#include "kernels/device.h"
 #include "worker/optim.h"
 #include "err.h"
 #include "tap.h"
@@ -536,6 +537,41 @@ static int case_router(void)
 	return S_CMP("drlogits strided", ddrl2, drl2, ne);
 }
 
+/* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
+ * with cat and dcat rows r0 + e*r apart. */
+static int case_res(void)
+{
+	const struct kdevice_ops *C = kdevice_ops(KDEV_CPU, KCUDA_F32);
+	int n = 70, r0 = 8, e = 4, r = 6, er = e * r, w = r0 + er;
+	float *ur = s_rrand((size_t)n * (r0 + e), -1, 1), *mab = s_rrand((size_t)er * r0, -0.5f, 0.5f);
+	float *cat = s_zeros((size_t)n * w), *z = s_zeros((size_t)n * er), *zl = s_zeros((size_t)n * er);
+	float *sp = s_zeros((size_t)n * e), *dcat = s_rrand((size_t)n * w, -1, 1);
+	float *dz = s_zeros((size_t)n * er);
+	void *dur, *dmab, *dcatd, *dzd, *dzld, *dsd, *ddcat, *ddz;
+
+	S_PTR(ur && mab && cat && z && zl && sp && dcat && dz);
+	S_PTR((dur = S_DEV(ur, (size_t)n * (r0 + e))) && (dmab = S_DEV(mab, (size_t)er * r0)) &&
+	      (dcatd = S_DEV(cat, (size_t)n * w)) && (dzd = S_DEV(NULL, (size_t)n * er)) &&
+	      (dzld = S_DEV(NULL, (size_t)n * er)) && (dsd = S_DEV32(NULL, (size_t)n * e)) &&
+	      (ddcat = S_DEV(dcat, (size_t)n * w)) && (ddz = S_DEV(NULL, (size_t)n * er)));
+	S_TRY(C->res_forward(cat, z, zl, sp, ur, mab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_forward(s_dt, dcatd, dzd, dzld, dsd, dur, dmab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(S_CMP("cat", dcatd, cat, (size_t)n * w));
+	S_TRY(S_CMP("z", dzd, z, (size_t)n * er));
+	S_TRY(S_CMP("zl", dzld, zl, (size_t)n * er));
+	S_TRY(S_CMP32("s", dsd, sp, (size_t)n * e));
+	/* backward from the CPU's saved tensors, rounded to the storage type */
+	S_TRY(s_round(z, (size_t)n * er));
+	S_TRY(s_round(zl, (size_t)n * er));
+	void *dz2, *dzl2, *ds2;
+	S_PTR((dz2 = S_DEV(z, (size_t)n * er)) && (dzl2 = S_DEV(zl, (size_t)n * er)) &&
+	      (ds2 = S_DEV32(sp, (size_t)n * e)));
+	S_TRY(C->res_backward(dcat, dz, sp, z, zl, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_backward(s_dt, ddcat, ddz, ds2, dz2, dzl2, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(S_CMP("dcat", ddcat, dcat, (size_t)n * w));
+	return S_CMP("dz", ddz, dz, (size_t)n * er);
+}
+
 /* A LoRA group of e experts, routed or plain (e = 1, no router). The CPU
  * reference is the same two products with op_gemm and the router above,
  * its intermediates rounded where the GPU stores them. */
@@ -749,6 +785,7 @@ static const struct {
 	{ "crossentropy", case_crossentropy, 2 },
 	{ "gemm with row strides", case_gemm_ld, 4 },
 	{ "router softmax + expert weighting", case_router, 2 },
+	{ "modula-res fused rows", case_res, 2 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },
 	{ "lora segments (sgmv)", case_lora_segments, 4 },
