@@ -92,6 +92,13 @@ static int s_train(int argc, char **argv)
 	if (!(j = jsonu_read_file(argv[1])))
 		return s_fail("train", 1);
 	rc = train_job_parse(j, base, &job);
+	/* --device auto: the device path when a GPU answers and the job is one
+	 * it runs (LoRA without dropout), else the CPU engine */
+	if (rc == 0 && K && device && !strcmp(device, "auto") && (job.full || job.lora.dropout > 0)) {
+		fprintf(stderr, "modula-engine train: --device auto: %s runs on the CPU engine\n",
+			job.full ? "full-parameter training" : "LoRA with dropout");
+		K = NULL;
+	}
 	job.K = K;
 	cJSON_Delete(j);
 	if (rc < 0) {

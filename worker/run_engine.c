@@ -23,7 +23,8 @@ struct run_engine {
 	size_t len, cap, start;
 };
 
-run_engine_t *run_engine_start(const char *engine, const char *subcmd, const char *dir)
+run_engine_t *run_engine_start(const char *engine, const char *subcmd, const char *dir,
+			       const char *device)
 {
 	run_engine_t *r = calloc(1, sizeof(*r));
 	int p[2];
@@ -58,7 +59,10 @@ run_engine_t *run_engine_start(const char *engine, const char *subcmd, const cha
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGPIPE, SIG_DFL);
-		execl(engine, engine, subcmd, "job.json", (char *)NULL);
+		if (device)
+			execl(engine, engine, subcmd, "job.json", "--device", device, (char *)NULL);
+		else
+			execl(engine, engine, subcmd, "job.json", (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);

@@ -1,6 +1,6 @@
 /* run_engine.h: one modula-engine child process of modula-worker.
  *
- * run_engine_start() forks and execs `ENGINE SUBCMD job.json` with its
+ * run_engine_start() forks and execs `ENGINE SUBCMD job.json [--device D]` with its
  * working directory in the job's folder, stdout on a pipe the worker polls
  * (JSON lines, one event each: docs/worker.md) and stderr appended to
  * engine.log in that folder. The worker reads lines as they come, never
@@ -15,9 +15,11 @@
 
 typedef struct run_engine run_engine_t;
 
-/* Start `engine subcmd job.json` in `dir`. NULL via err_set() when the
- * pipe or fork fails; a missing engine binary shows up as exit status 127. */
-run_engine_t *run_engine_start(const char *engine, const char *subcmd, const char *dir);
+/* Start `engine subcmd job.json` in `dir`, with `--device DEVICE` after it
+ * when device is not NULL. NULL via err_set() when the pipe or fork fails;
+ * a missing engine binary shows up as exit status 127. */
+run_engine_t *run_engine_start(const char *engine, const char *subcmd, const char *dir,
+			       const char *device);
 
 /* The stdout pipe to poll, or -1 once it reached end of file. */
 int run_engine_fd(const run_engine_t *r);

@@ -6,8 +6,9 @@
 # scale (the same arithmetic in another order); stopped at step k and run
 # again it ends byte-identical to an uninterrupted run (masters and AdamW
 # moments travel through the checkpoints); its checkpoints resume on the
-# CPU engine. `--device cuda` without a GPU is refused with the reason, as
-# a JSON error event. The CUDA run itself is tests/gpu/check.sh's.
+# CPU engine. `--device auto` (what modula-worker passes on a GPU worker)
+# trains here on the CPU; `--device cuda` without a GPU is refused with the
+# reason, as a JSON error event. The CUDA run itself is tests/gpu/check.sh's.
 . "$top_srcdir/tests/lib.sh"
 engine="$top_builddir/worker/modula-engine"
 py=${PYTHON_TORCH:-/usr/bin/python3}
@@ -74,6 +75,10 @@ check "a device-path checkpoint resumes on the CPU engine" $?
 rel=$(cmp_adapters cpu/adapter/adapter_model.safetensors mixed/adapter/adapter_model.safetensors)
 check "and ends equal to the CPU run (relative $rel <= 1e-4)" \
 	"$(echo "$rel" | awk '{ print ($1 <= 1e-4) ? 0 : 1 }')"
+
+job auto.json auto
+"$engine" train auto.json --device auto >auto.log 2>&1 && grep -q '"device":"cpu"' auto.log
+check "--device auto (what a GPU worker passes) trains on the CPU here" $?
 
 if "$engine" devices | grep -q '^cuda: unavailable'; then
 	"$engine" train cpu.json --device cuda >cuda.log 2>cuda.err
