@@ -99,6 +99,35 @@ static int s_token_id(const cJSON *root, const char *key, int *out)
 	return 0;
 }
 
+/* A RoPE description of the plain kind: {"rope_type" or "type": "default"}. */
+static int s_rope_default(const cJSON *o)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+
+	if (!t)
+		t = cJSON_GetObjectItemCaseSensitive(o, "type");
+	return cJSON_IsObject(o) && cJSON_IsString(t) && !strcmp(t->valuestring, "default");
+}
+
+/* transformers 5 writes RoPE as "rope_parameters": {"rope_type":
+ * "default", "rope_theta": X}; a top-level rope_theta (older files) wins. */
+static int s_rope_parameters(const cJSON *root, double *theta)
+{
+	const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+
+	if (!rp || cJSON_IsNull(rp))
+		return 0;
+	if (!cJSON_IsObject(rp))
+		return err_set("'rope_parameters': expected an object, got %s", jsonu_type_name(rp));
+	if (!s_rope_default(rp))
+		return err_set("'rope_parameters': only the default RoPE is supported (rope_type "
+			       "'default'), not scaled variants");
+	if (cJSON_GetObjectItemCaseSensitive(root, "rope_theta"))
+		return 0;
+	return jsonu_opt_num(rp, "rope_theta", 10000.0, theta) < 0
+		       ? err_prefix("'rope_parameters'") : 0;
+}
+
 static int s_parse(const cJSON *root, model_config_t *c)
 {
 	double eps, theta;
@@ -124,7 +153,7 @@ static int s_parse(const cJSON *root, model_config_t *c)
 	if (s_int(root, "head_dim", 0, c->dim / c->n_heads, 1, MAX_DIM, &c->head_dim) < 0)
 		return -1;
 	if (jsonu_opt_num(root, "rms_norm_eps", 1e-6, &eps) < 0 ||
-	    jsonu_opt_num(root, "rope_theta", 10000.0, &theta) < 0)
+	    jsonu_opt_num(root, "rope_theta", 10000.0, &theta) < 0 || s_rope_parameters(root, &theta) < 0)
 		return -1;
 	c->rms_eps = (float)eps;
 	c->rope_theta = (float)theta;
@@ -136,7 +165,7 @@ static int s_parse(const cJSON *root, model_config_t *c)
 	if (mlp_bias)
 		return err_set("'mlp_bias': MLP biases are not supported");
 	scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-	if (scaling && !cJSON_IsNull(scaling))
+	if (scaling && !cJSON_IsNull(scaling) && !s_rope_default(scaling))
 		return err_set("'rope_scaling': RoPE scaling is not supported (remove it or use a model without it)");
 	if (s_token_id(root, "bos_token_id", &c->bos_id) < 0 ||
 	    s_token_id(root, "eos_token_id", &c->eos_id) < 0 ||

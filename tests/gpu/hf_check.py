@@ -98,33 +98,9 @@ def new_qwen2(shape, seed):
     return model.to(torch.bfloat16).float().eval()
 
 
-def engine_config_fixes(path, res, item):
-    """transformers 5 writes RoPE as rope_parameters (and may write a
-    "default" rope_scaling); the engine reads rope_theta and refuses any
-    rope_scaling. Rewrite those two keys, say so, and record it: a finding
-    for the engine, not something to hide."""
-    cfg_path = os.path.join(path, "config.json")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    notes = []
-    rp = cfg.get("rope_parameters") or {}
-    if "rope_theta" not in cfg and "rope_theta" in rp:
-        cfg["rope_theta"] = rp["rope_theta"]
-        notes.append("rope_theta copied from rope_parameters")
-    rs = cfg.get("rope_scaling")
-    if isinstance(rs, dict) and rs.get("rope_type", rs.get("type")) == "default":
-        cfg["rope_scaling"] = None
-        notes.append("a 'default' rope_scaling set to null")
-    if notes:
-        with open(cfg_path, "w") as f:
-            json.dump(cfg, f, indent=2)
-        res.add(item, "config.json adjusted for the engine", "yes", "; ".join(notes))
-
-
 def save_bf16(model, path, res, item):
     model.to(torch.bfloat16).save_pretrained(path)
     model.float()
-    engine_config_fixes(path, res, item)
     files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     if not files:
         raise RuntimeError(f"save_pretrained wrote no safetensors in {path}")

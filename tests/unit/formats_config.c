@@ -81,6 +81,14 @@ int main(void)
 		 "\"num_hidden_layers\":2,\"num_attention_heads\":4}", "'hidden_size': -64 is out of range", "a negative width");
 	s_refuse("{\"model_type\":\"llama\"," BASE "\"num_attention_heads\":4,\"rope_scaling\":{\"rope_type\":\"llama3\"}}",
 		 "'rope_scaling': RoPE scaling is not supported", "rope_scaling");
+	/* transformers 5: RoPE as rope_parameters, and a "default" rope_scaling */
+	int rc5 = s_load("{\"model_type\":\"qwen2\"," BASE "\"num_attention_heads\":4,\"rope_parameters\":"
+			 "{\"rope_type\":\"default\",\"rope_theta\":1000000.0},\"rope_scaling\":{\"type\":\"default\"}}",
+			 &c);
+	TAP_OK(rc5 == 0 && c.rope_theta == 1000000.0f,
+	       "reads rope_theta from transformers 5's rope_parameters (%g)", (double)c.rope_theta);
+	s_refuse("{\"model_type\":\"llama\"," BASE "\"num_attention_heads\":4,\"rope_parameters\":"
+		 "{\"rope_type\":\"yarn\",\"rope_theta\":10000}}", "only the default RoPE", "a scaled rope_parameters");
 	s_refuse("{\"model_type\":\"llama\"," BASE "\"num_attention_heads\":4,\"eos_token_id\":1000}",
 		 "not below 'vocab_size' = 1000", "an eos id outside the vocabulary");
 	s_refuse("{\"model_type\":\"llama\"," BASE "\"num_attention_heads\":4,\"bos_token_id\":\"<s>\"}",
