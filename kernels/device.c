@@ -111,7 +111,7 @@ static int s_cpu_gemm(void *c, int cdt, const void *a, const void *b, int m, int
 static int s_cpu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
 			 int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
-	op_gemm_serial(c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
+	op_gemm_ld(c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 	return 0;
 }
 
@@ -324,6 +324,7 @@ static int s_cpu_res_forward(void *cat, void *z, void *zl, float *s, const void 
 	int er = e * r, w = r0 + er;
 	const float *m = mab;
 
+	#pragma omp parallel for schedule(static) if((size_t)n * er * r0 >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
 		const float *u = (const float *)ur + (size_t)i * (r0 + e);
 		float *c = (float *)cat + (size_t)i * w, *zi = (float *)z + (size_t)i * er;
@@ -350,6 +351,7 @@ static int s_cpu_res_backward(void *dcat, void *dz, const float *s, const void *
 
 	if (e > 64)
 		return err_set("res_backward: %d experts (at most 64)", e);
+	#pragma omp parallel for schedule(static) if((size_t)n * er >= OPS_PARALLEL_MIN / 8)
 	for (int i = 0; i < n; i++) {
 		float *d = (float *)dcat + (size_t)i * w, *dzi = (float *)dz + (size_t)i * er;
 		const float *si = s + (size_t)i * e, *zi = (const float *)z + (size_t)i * er;

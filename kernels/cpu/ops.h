@@ -36,6 +36,10 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
  * callers already inside an OpenMP parallel region (per-head blocks). */
 void op_gemm_serial(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
 		    int m, int n, int k, int ta, int tb, float alpha, float beta);
+/* op_gemm with row strides (each matrix may be columns of a wider one),
+ * split across OpenMP threads as op_gemm. */
+void op_gemm_ld(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
+		int k, int ta, int tb, float alpha, float beta);
 
 /* out[N,C] = wte[tok[n], :]; wte is [V,C]. */
 void op_embedding_forward(float *out, const int *tok, const float *wte, int n, int c);

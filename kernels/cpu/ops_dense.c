@@ -26,14 +26,13 @@ void op_gemm_serial(float *c, int ldc, const float *a, int lda, const float *b, 
  * of columns, when C has few rows). Two pools spinning on the same cores
  * cost more than they bring. The split depends only on the shapes and the
  * thread count, so results are bit-identical run to run. */
-void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
-	     int ta, int tb, float alpha, float beta)
+void op_gemm_ld(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
+		int k, int ta, int tb, float alpha, float beta)
 {
-	int lda = ta ? m : k, ldb = tb ? k : n;
 	int nt = omp_get_max_threads();
 
 	if (nt == 1 || (double)m * n * k < 16.0 * OPS_PARALLEL_MIN) {
-		op_gemm_serial(c, n, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
+		op_gemm_serial(c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 		return;
 	}
 	if (m >= 4 * nt) {
@@ -42,8 +41,8 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
 			int t = omp_get_thread_num(), p = omp_get_num_threads();
 			int m0 = (int)((long)m * t / p), m1 = (int)((long)m * (t + 1) / p);
 			if (m1 > m0)
-				op_gemm_serial(c + (size_t)m0 * n, n, ta ? a + m0 : a + (size_t)m0 * k, lda, b, ldb,
-					m1 - m0, n, k, ta, tb, alpha, beta);
+				op_gemm_serial(c + (size_t)m0 * ldc, ldc, ta ? a + m0 : a + (size_t)m0 * lda,
+					       lda, b, ldb, m1 - m0, n, k, ta, tb, alpha, beta);
 		}
 	} else {
 		#pragma omp parallel
@@ -51,10 +50,16 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
 			int t = omp_get_thread_num(), p = omp_get_num_threads();
 			int n0 = (int)((long)n * t / p), n1 = (int)((long)n * (t + 1) / p);
 			if (n1 > n0)
-				op_gemm_serial(c + n0, n, a, lda, tb ? b + (size_t)n0 * k : b + n0, ldb,
-					m, n1 - n0, k, ta, tb, alpha, beta);
+				op_gemm_serial(c + n0, ldc, a, lda, tb ? b + (size_t)n0 * ldb : b + n0, ldb,
+					       m, n1 - n0, k, ta, tb, alpha, beta);
 		}
 	}
+}
+
+void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
+	     int ta, int tb, float alpha, float beta)
+{
+	op_gemm_ld(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, alpha, beta);
 }
 
 void op_embedding_forward(float *out, const int *tok, const float *wte, int n, int c)
