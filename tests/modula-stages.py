@@ -43,16 +43,24 @@ def engine(*args):
     return p
 
 
-def stage(tmp, name, job):
+def stage(tmp, name, job, *extra):
     path = os.path.join(tmp, name + ".json")
     common = {"model": "base", "steps": 4, "batch": 4, "seq_len": 64, "lr": 2e-3, "seed": 3,
               "progress_every": 100, "out_dir": name}
     common.update(job)
     with open(path, "w") as f:
         json.dump(common, f)
-    p = engine("stage", path)
+    p = engine("stage", path, *extra)
     events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     return p.returncode == 0, events
+
+
+def close(a_path, b_path):
+    """max |a - b| / max |a| over the tensors of two safetensors files."""
+    a, b = hfref.st_read(a_path), hfref.st_read(b_path)
+    if sorted(a) != sorted(b):
+        return float("inf")
+    return max((a[k] - b[k]).abs().max().item() / max(a[k].abs().max().item(), 1e-30) for k in a)
 
 
 def sha(path):
@@ -121,6 +129,22 @@ def main():
         p = engine("import", "--model", "base", "--peft", "j/adapter", "--out", "imp.safetensors")
         ok(not p.returncode and sha("imp.safetensors") == sha("j/experts/universal.safetensors"),
            "PEFT round trip: importing the export gives the expert file byte for byte")
+        # the device path's code over the CPU ops (--device table): the stages
+        # it runs end equal to the CPU engine's, the others run there
+        table = ("--device", "table")
+        g1, _ = stage(tmp, "ut", dict(res, stage="universal", data="suite/universal.train.jsonl"), *table)
+        g2, _ = stage(tmp, "rt", dict(res, stage="router", experts=experts, data=mix), *table)
+        g3, _ = stage(tmp, "jt", {"stage": "joint", "method": "lora", "universal": {"rank": 4}, "data": mix},
+                      *table)
+        diffs = [close("u/experts/universal.safetensors", "ut/experts/universal.safetensors"),
+                 close("r/router.safetensors", "rt/router.safetensors"),
+                 close("j/experts/universal.safetensors", "jt/experts/universal.safetensors")] \
+            if g1 and g2 and g3 else [float("inf")]
+        ok(max(diffs) <= 1e-4, "device path stages (universal, Res router, joint LoRA) equal the CPU engine's: "
+           + ", ".join(f"{d:.1e}" for d in diffs))
+        g4, _ = stage(tmp, "dmt", dict(res, stage="domain", experts=[u], domains=[dom("math")]), *table)
+        ok(g4 and sha("dmt/experts/math.safetensors") == sha("dm/experts/math.safetensors"),
+           "a domain stage asked for the device path runs on the CPU engine, byte-identical")
         p = engine("export", "--expert", "d2/experts/math.safetensors", "--out", "bad")
         ok(p.returncode == 1 and "universal" in p.stderr, "a modula-res domain expert is refused by export")
         job = {"model": "base", "adapter": "r2/bundle", "seq_len": 64, "max_records": 8, "text": "suite/manifest.json",

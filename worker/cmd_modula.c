@@ -4,6 +4,7 @@
 #include "config.h"
 #include "worker/cmd_modula.h"
 #include "worker/bundle.h"
+#include "worker/dmodel.h"
 #include "worker/eval.h"
 #include "worker/model.h"
 #include "worker/stage.h"
@@ -49,16 +50,30 @@ int cmd_stage(int argc, char **argv)
 {
 	stage_job_t job;
 	char base[TRAIN_PATH_MAX];
+	const struct kdevice_ops *K = NULL;
+	const char *device = NULL, *dtype = NULL;
 	cJSON *j;
 	int rc;
 
-	if (argc != 2) {
-		fputs("usage: modula-engine stage JOB.json\n", stderr);
+	for (int i = 2; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--device"))
+			device = argv[i + 1];
+		else if (!strcmp(argv[i], "--dtype"))
+			dtype = argv[i + 1];
+		else
+			argc = -1;
+	}
+	if (argc < 2 || argc % 2) {
+		fputs("usage: modula-engine stage JOB.json [--device cpu|cuda|auto|table] "
+		      "[--dtype bf16|f16|f32]\n", stderr);
 		return 2;
 	}
+	if (dmodel_backend(device, dtype, &K) < 0)
+		return s_fail("stage", 1);
 	if (!(j = s_read_job("stage", argv[1], base, sizeof base)))
 		return 1;
 	rc = stage_job_parse(j, base, &job);
+	job.t.K = K;
 	cJSON_Delete(j);
 	if (rc < 0) {
 		err_prefix("job '%s'", argv[1]);

@@ -548,11 +548,18 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 
 	if (m->nbufs)
 		return err_set("the device model already carries adapters");
-	if (c->method != MOE_LORA && !res)
+	if (c->method != MOE_LORA && !res && !mo->fixed)
 		return err_set("method %s: the GPU path runs lora, modula-res and modula-res-nores "
 			       "(use --device cpu)", moe_method_name(c->method));
-	if (mo->fixed)
-		return err_set("fixed (segment) routing: the GPU path runs soft routing only");
+	if (mo->fixed) {
+		/* the universal stage: every row to expert 0, which for every
+		 * method but MoLoRA is y += s0 B0 A0 x, a LoRA */
+		for (int i = 0; i < mo->nseg; i++)
+			if (mo->seg[i].expert != 0 || c->method == MOE_MOLORA)
+				return err_set("fixed routing to domain experts: the GPU path runs soft "
+					       "routing and the universal expert alone");
+		res = 0;
+	}
 	if (c->top_k)
 		return err_set("top-k routing: the GPU path runs dense soft routing only");
 	if (!u->rank)

@@ -3,6 +3,7 @@
 #include "worker/stage.h"
 #include "worker/bundle.h"
 #include "worker/data.h"
+#include "worker/dmodel.h"
 #include "worker/flops.h"
 #include "worker/model.h"
 #include "worker/optim.h"
@@ -219,6 +220,7 @@ typedef struct srun {
 	group_t *g;
 	int ng;
 	int *tokens, *targets;
+	dmodel_t *dm;           /* the device path (job->t.K), or NULL */
 	flops_t fl;
 	double flops;
 } srun_t;
@@ -310,6 +312,44 @@ static int s_group_new(srun_t *r, int expert, const char *const *data, int ndata
 	return g->tok && g->tgt ? 0 : err_set("out of memory");
 }
 
+/* Whether the device path runs this stage: the universal stage (expert 0
+ * alone is a LoRA for every method but MoLoRA), MoDULA-Res's router stage
+ * and joint LoRA (dmodel.h). */
+static int s_device_runs(const stage_job_t *job)
+{
+	int m = job->cfg.method;
+
+	return (job->kind == STAGE_UNIVERSAL && m != MOE_MOLORA) ||
+	       (job->kind == STAGE_ROUTER && (m == MOE_RES || m == MOE_RES_NORES)) ||
+	       (job->kind == STAGE_JOINT && m == MOE_LORA);
+}
+
+/* The weights on the device, the host keeping the layer shapes. */
+static int s_device_model(srun_t *r)
+{
+	const train_job_t *t = &r->job->t;
+	model_config_t cfg;
+	char path[TRAIN_PATH_MAX + 16];
+
+	snprintf(path, sizeof path, "%s/config.json", t->model);
+	if (model_config_load(path, &cfg) < 0 || !(r->m = model_shape(&cfg)))
+		return -1;
+	return (r->dm = dmodel_load(t->model, t->K)) ? 0 : -1;
+}
+
+/* Route as the stage does and put the mixture on the device. */
+static int s_device_attach(srun_t *r)
+{
+	const train_job_t *t = &r->job->t;
+	moe_seg_t seg = { 0, 0, t->batch };
+
+	if (r->job->kind == STAGE_UNIVERSAL ? moe_route_fixed(r->mo, &seg, 1, t->batch) < 0
+					    : (moe_route_soft(r->mo), 0))
+		return -1;
+	return dmodel_attach_moe(r->dm, r->mo, r->g[0].params) < 0 ? -1
+		: dmodel_reserve(r->dm, t->batch, t->seq_len);
+}
+
 static int s_setup(srun_t *r)
 {
 	const stage_job_t *job = r->job;
@@ -317,10 +357,14 @@ static int s_setup(srun_t *r)
 	const char *const *data = (const char *const *)t->data;
 	char tokpath[TRAIN_PATH_MAX + 32];
 	struct stat st;
-	int kind = job->kind, ng = kind == STAGE_DOMAIN ? job->nnames : 1;
+	int kind = job->kind, ng = kind == STAGE_DOMAIN ? job->nnames : 1, rc;
 	moe_t *mo;
 
-	if (!(r->m = model_load(t->model)))
+	if (t->K && !s_device_runs(job))
+		fprintf(stderr, "modula-engine stage: the %s stage of %s runs on the CPU engine (the "
+			"device path runs the universal stage, Res routers and joint LoRA)\n",
+			s_kinds[kind], moe_method_name(job->cfg.method));
+	if (t->K && s_device_runs(job) ? s_device_model(r) < 0 : !(r->m = model_load(t->model)))
 		return -1;
 	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", t->model);
 	if (!(r->tok = tokenizer_open(t->tokenizer[0] ? t->tokenizer : !stat(tokpath, &st) ? tokpath : "bytes")))
@@ -328,7 +372,7 @@ static int s_setup(srun_t *r)
 	if (tokenizer_vocab_size(r->tok) > r->m->cfg.vocab_size || t->seq_len > r->m->cfg.max_seq)
 		return err_set("the tokenizer's vocabulary (%d) or 'seq_len' (%d) exceeds the model's (%d, %d)",
 			       tokenizer_vocab_size(r->tok), t->seq_len, r->m->cfg.vocab_size, r->m->cfg.max_seq);
-	if (s_mixture(r) < 0 || model_reserve(r->m, ng * t->batch, t->seq_len) < 0)
+	if (s_mixture(r) < 0 || (!r->dm && model_reserve(r->m, ng * t->batch, t->seq_len) < 0))
 		return -1;
 	mo = r->mo;
 	if (!(r->g = calloc((size_t)ng, sizeof *r->g)) ||
@@ -337,20 +381,24 @@ static int s_setup(srun_t *r)
 		return err_set("out of memory");
 	switch (kind) {
 	case STAGE_UNIVERSAL:
-		return moe_set_trainable(mo, 1, 0) < 0 ? -1 : s_group_new(r, 0, data, t->ndata, &mo->exp[0].params);
+		rc = moe_set_trainable(mo, 1, 0) < 0 ? -1 : s_group_new(r, 0, data, t->ndata, &mo->exp[0].params);
+		break;
 	case STAGE_DOMAIN:
 		if (moe_set_trainable(mo, ((uint64_t)1 << (ng + 1)) - 2, 0) < 0)
 			return -1;
 		for (int i = 0; i < ng; i++)
 			if (s_group_new(r, i + 1, data + i, 1, &mo->exp[i + 1].params) < 0)
 				return -1;
-		return 0;
+		rc = 0;
+		break;
 	case STAGE_ROUTER:
-		return moe_set_trainable(mo, 0, 1) < 0 ? -1 : s_group_new(r, -1, data, t->ndata, &mo->router);
+		rc = moe_set_trainable(mo, 0, 1) < 0 ? -1 : s_group_new(r, -1, data, t->ndata, &mo->router);
+		break;
 	default:
-		return moe_set_trainable(mo, ~(uint64_t)0, 1) < 0 ? -1
+		rc = moe_set_trainable(mo, ~(uint64_t)0, 1) < 0 ? -1
 			: s_group_new(r, job->cfg.method == MOE_LORA ? 0 : -1, data, t->ndata, &mo->train);
 	}
+	return rc < 0 || !r->dm ? rc : s_device_attach(r);
 }
 
 /* The FLOPs counts of the stage's mixture as each token runs through it:
@@ -404,8 +452,9 @@ static void s_scale(const params_t *p, float k)
 }
 
 /* One micro-batch: every group's next rows, one forward and backward;
- * each group's gradient is normalised by its own target count. */
-static void s_micro(srun_t *r, long key, long *ntok)
+ * each group's gradient is normalised by its own target count. 0, or -1
+ * via err_set() (the device path). */
+static int s_micro(srun_t *r, long key, long *ntok)
 {
 	const train_job_t *t = &r->job->t;
 	int B = t->batch, T = 0, ntot = 0;
@@ -426,6 +475,18 @@ static void s_micro(srun_t *r, long key, long *ntok)
 			}
 		seg[i] = (moe_seg_t){ g->expert, i * B, (i + 1) * B };
 	}
+	if (r->dm) {
+		/* one group, routed as s_device_attach set it up */
+		double loss;
+		if (dmodel_forward(r->dm, r->tokens, r->targets, B, T, 1.0f / t->accum, &loss) < 0 ||
+		    dmodel_backward(r->dm) < 0)
+			return -1;
+		r->g[0].loss += loss;
+		r->g[0].ntarget += dmodel_target_count(r->dm);
+		*ntok += (long)B * T;
+		r->flops += flops_batch(&r->fl, (long)B, T);
+		return 0;
+	}
 	if (r->g[0].expert >= 0)
 		moe_route_fixed(r->mo, seg, r->ng, r->ng * B);
 	else
@@ -439,7 +500,7 @@ static void s_micro(srun_t *r, long key, long *ntok)
 		r->g[0].loss += ce + moe_aux_loss(r->mo);
 		r->g[0].ntarget += ntot;
 		model_backward(r->m, 1.0f / t->accum);
-		return;
+		return 0;
 	}
 	float k[MOE_MAX_EXPERTS];
 	for (int i = 0; i < r->ng; i++) {
@@ -451,6 +512,7 @@ static void s_micro(srun_t *r, long key, long *ntok)
 	model_backward(r->m, 1.0f / t->accum);
 	for (int i = 0; i < r->ng; i++)
 		s_scale(r->g[i].params, k[i]);
+	return 0;
 }
 
 static int s_finish(srun_t *r, cJSON *outs)
@@ -460,7 +522,7 @@ static int s_finish(srun_t *r, cJSON *outs)
 	char path[TRAIN_PATH_MAX + 128], rel[MOE_NAME_MAX + 32];
 	moe_t *mo = r->mo;
 
-	if (fsx_mkdirs(od, 0755) < 0)
+	if (fsx_mkdirs(od, 0755) < 0 || (r->dm && dmodel_sync_to_host(r->dm, NULL) < 0))
 		return -1;
 	for (int e = 0; e < mo->n_exp; e++) {
 		if (!mo->exp[e].trainable)
@@ -508,6 +570,7 @@ static void s_free(srun_t *r)
 	free(r->tokens);
 	free(r->targets);
 	tokenizer_destroy(&r->tok);
+	dmodel_destroy(&r->dm);
 	model_destroy(&r->m);
 	moe_destroy(&r->mo);
 }
@@ -532,7 +595,8 @@ int stage_run(const stage_job_t *job, FILE *events)
 	cJSON_AddStringToObject(ev, "mode", "stage");
 	cJSON_AddStringToObject(ev, "stage", s_kinds[job->kind]);
 	cJSON_AddStringToObject(ev, "method", moe_method_name(job->cfg.method));
-	cJSON_AddNumberToObject(ev, "params", (double)params_numel(&r.m->params, 0));
+	cJSON_AddStringToObject(ev, "device", r.dm && t->K ? kdevice_name(t->K->dev) : "cpu");
+	cJSON_AddNumberToObject(ev, "params", (double)(r.dm ? r.m->n_params : params_numel(&r.m->params, 0)));
 	cJSON_AddNumberToObject(ev, "trainable_params", (double)trainable);
 	cJSON_AddNumberToObject(ev, "records", (double)records);
 	cJSON_AddBoolToObject(ev, "resumed", 0);
@@ -542,9 +606,14 @@ int stage_run(const stage_job_t *job, FILE *events)
 		long ntok = 0;
 		for (int i = 0; i < r.ng; i++)
 			params_zero_grad(r.g[i].params), r.g[i].loss = 0.0, r.g[i].ntarget = 0;
+		if (r.dm && dmodel_zero_grad(r.dm) < 0)
+			goto out;
 		for (int a = 0; a < t->accum; a++)
-			s_micro(&r, step * t->accum + a, &ntok);
-		for (int i = 0; i < r.ng; i++) {
+			if (s_micro(&r, step * t->accum + a, &ntok) < 0)
+				goto out;
+		if (r.dm && dmodel_step(r.dm, &t->opt, optim_lr(&t->opt, step), ++r.g[0].opt->step, NULL) < 0)
+			goto out;
+		for (int i = 0; !r.dm && i < r.ng; i++) {
 			optim_clip(r.g[i].opt);
 			optim_step(r.g[i].opt, optim_lr(&t->opt, step));
 		}
