@@ -142,9 +142,18 @@ def main():
             if g1 and g2 and g3 else [float("inf")]
         ok(max(diffs) <= 1e-4, "device path stages (universal, Res router, joint LoRA) equal the CPU engine's: "
            + ", ".join(f"{d:.1e}" for d in diffs))
-        g4, _ = stage(tmp, "dmt", dict(res, stage="domain", experts=[u], domains=[dom("math")]), *table)
-        ok(g4 and sha("dmt/experts/math.safetensors") == sha("dm/experts/math.safetensors"),
-           "a domain stage asked for the device path runs on the CPU engine, byte-identical")
+        g4, _ = stage(tmp, "d2t", dict(res, stage="domain", experts=[u], domains=[dom("math"), dom("code")]),
+                      *table)
+        diffs = [close(f"d2/experts/{d}.safetensors", f"d2t/experts/{d}.safetensors") for d in ("math", "code")] \
+            if g4 else [float("inf")]
+        ok(max(diffs) <= 1e-4, "device path domain stage (two domains in one pass, fixed routing) equals the "
+           "CPU engine's: " + ", ".join(f"{d:.1e}" for d in diffs))
+        molora = {"stage": "joint", "method": "molora", "n_experts": 2, "universal": {"rank": 4},
+                  "domain": {"rank": 2}, "data": mix}
+        g5, _ = stage(tmp, "jm", molora)
+        g6, _ = stage(tmp, "jmt", molora, *table)
+        ok(g5 and g6 and sha("jm/router.safetensors") == sha("jmt/router.safetensors"),
+           "a stage the device path does not run (joint MoLoRA) runs on the CPU engine, byte-identical")
         p = engine("export", "--expert", "d2/experts/math.safetensors", "--out", "bad")
         ok(p.returncode == 1 and "universal" in p.stderr, "a modula-res domain expert is refused by export")
         job = {"model": "base", "adapter": "r2/bundle", "seq_len": 64, "max_records": 8, "text": "suite/manifest.json",

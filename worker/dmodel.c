@@ -97,6 +97,12 @@ struct dmodel {
 	float *hlosses, *hdl;
 	void **acts;            /* the reservation's buffers */
 	int nacts, acap;
+	/* Fixed routing of the Res layers (the domain stage): each sequence
+	 * to one domain expert, as router logits 0 / -1e30 (`fixed`, [N, e])
+	 * copied into ur's router columns by a product with `eye` [e, e]. */
+	int fixed, fixed_e;
+	void *fixed_rl, *eye;
+	float *seqw;            /* per-sequence gradient weights, or NULL */
 	int prof;               /* dmodel_profile: time each kind of op */
 	double prof_s[DMODEL_PROF_N], prof_last;
 };
@@ -203,6 +209,7 @@ void dmodel_destroy(dmodel_t **pm)
 	free(m->htgt);
 	free(m->hlosses);
 	free(m->hdl);
+	free(m->seqw);
 	free(m);
 	*pm = NULL;
 }
@@ -552,13 +559,18 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 		return err_set("method %s: the GPU path runs lora, modula-res and modula-res-nores "
 			       "(use --device cpu)", moe_method_name(c->method));
 	if (mo->fixed) {
-		/* the universal stage: every row to expert 0, which for every
-		 * method but MoLoRA is y += s0 B0 A0 x, a LoRA */
+		/* every row to expert 0 (the universal stage) is y += s0 B0 A0 x,
+		 * a LoRA, for every method but MoLoRA; every row to a domain
+		 * expert (the domain stage) runs for Res with one-hot routing */
+		int zero = 0;
 		for (int i = 0; i < mo->nseg; i++)
-			if (mo->seg[i].expert != 0 || c->method == MOE_MOLORA)
-				return err_set("fixed routing to domain experts: the GPU path runs soft "
-					       "routing and the universal expert alone");
-		res = 0;
+			zero += mo->seg[i].expert == 0;
+		if (c->method == MOE_MOLORA || (zero && zero < mo->nseg) || (!zero && !res))
+			return err_set("fixed routing: the GPU path runs the universal expert alone, or "
+				       "MoDULA-Res's domain experts");
+		if (zero)
+			res = 0;
+		m->fixed = !zero;
 	}
 	if (c->top_k)
 		return err_set("top-k routing: the GPU path runs dense soft routing only");
@@ -779,7 +791,14 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
 
-	D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	if (m->fixed) {
+		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ad->in, ad->a0.cur, ad->in, n, r0, ad->in, 0, 1,
+				 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, m->xu, (size_t)r0), dt, r0 + ad->e, m->fixed_rl, ad->e, m->eye,
+				 ad->e, n, ad->e, ad->e, 0, 0, 1.0f, 0.0f));
+	} else {
+		D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	}
 	D_TRY(K->gemm(ad->mab, dt, ad->a.cur, ad->bcat.cur, er, r0, out, 0, 1, 1.0f, 0.0f));
 	D_TRY(K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
 			     ad->s0, ad->sd, ad->slope));
@@ -794,7 +813,7 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
-	int ra = r0 + ad->e;
+	int ra = m->fixed ? r0 : r0 + ad->e;    /* fixed routing: no router gradient */
 	void *dcat = m->x1, *dz = m->x3, *p = m->xp;
 	float *db = ad->bcat.grad;
 
@@ -941,7 +960,8 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 	for (int i = 0; i < N; i++)
 		m->ntargets += targets[i] >= 0;
 	for (int i = 0; i < N; i++)
-		m->hdl[i] = targets[i] >= 0 && gscale > 0 ? gscale / (float)m->ntargets : 0.0f;
+		m->hdl[i] = targets[i] < 0 || gscale <= 0 ? 0.0f
+			  : m->seqw ? gscale * m->seqw[i / t] : gscale / (float)m->ntargets;
 	D_TRY(K->upload(m->tgt, KCUDA_I32, targets, KCUDA_I32, (size_t)N));
 	if (gscale > 0) {
 		D_TRY(K->upload(m->dlosses, KCUDA_F32, m->hdl, KCUDA_F32, (size_t)N));
@@ -1043,22 +1063,30 @@ static int s_by_train_index(const void *a, const void *b)
 	return (x->train_index > y->train_index) - (x->train_index < y->train_index);
 }
 
-static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm);
+static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm,
+		      const params_t *group);
 
 int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm)
 {
 	D_TRY(s_mark(m, -1));
-	D_TRY(s_step_run(m, c, lr, step, norm));
+	D_TRY(s_step_run(m, c, lr, step, norm, NULL));
 	return s_mark(m, DMODEL_PROF_OPTIMIZER);
 }
 
-static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm)
+int dmodel_step_group(dmodel_t *m, const optim_config_t *c, float lr, long step,
+		      const params_t *group)
+{
+	return s_step_run(m, c, lr, step, NULL, group);
+}
+
+static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm,
+		      const params_t *group)
 {
 	const struct kdevice_ops *K = m->K;
 	double ss = 0.0;
 	float gn;
 
-	if (m->fused_step) {
+	if (m->fused_step && !group) {
 		/* every member of the spans trains: one launch per kind */
 		if (!m->ntrain)
 			return 0;
@@ -1075,7 +1103,7 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 	for (int i = 0; i < m->np; i++) {
 		const dparam_t *d = &m->p[i];
 		double part;
-		if (d->train_index < 0)
+		if (d->train_index < 0 || (group && s_train_index(group, d->host) < 0))
 			continue;
 		D_TRY(K->sumsq(d->buf->grad + d->off, d->host->n, &part));
 		ss += part;
@@ -1086,7 +1114,7 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 	for (int i = 0; i < m->np; i++) {
 		const dparam_t *d = &m->p[i];
 		dbuf_t *bf = d->buf;
-		if (d->train_index < 0)
+		if (d->train_index < 0 || (group && s_train_index(group, d->host) < 0))
 			continue;
 		if (c->clip > 0.0f && gn > c->clip)
 			D_TRY(K->scale(bf->grad + d->off, c->clip / (gn + 1e-6f), d->host->n));
@@ -1096,6 +1124,68 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 			       c->beta1, c->beta2, c->eps, c->weight_decay, step));
 	}
 	return 0;
+}
+
+int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
+{
+	int e = 0;
+	float *h;
+
+	for (int l = 0; l < m->cfg.n_layers && !e; l++)
+		for (int s = 0; s < MODEL_NSLOTS && !e; s++)
+			if (m->l[l].lin[s].ad && m->l[l].lin[s].ad->res)
+				e = m->l[l].lin[s].ad->e;
+	if (!m->fixed || !e)
+		return err_set("route_rows: the device model has no fixed-routed Res layers");
+	if ((size_t)nseq * t > (size_t)m->max_b * m->max_t)
+		return err_set("route_rows: %d x %d rows, more than reserved", nseq, t);
+	if (!m->eye) {
+		float *id = calloc((size_t)e * e, sizeof *id);
+		if (!id)
+			return err_set("out of memory");
+		for (int i = 0; i < e; i++)
+			id[i * e + i] = 1.0f;
+		m->fixed_e = e;
+		m->eye = s_alloc(m, (size_t)e * e, m->K->dt);
+		m->fixed_rl = s_alloc(m, (size_t)m->max_b * m->max_t * e, m->K->dt);
+		if (!m->eye || !m->fixed_rl || m->K->upload(m->eye, m->K->dt, id, KCUDA_F32, (size_t)e * e) < 0) {
+			free(id);
+			return -1;
+		}
+		free(id);
+	}
+	if (!(h = malloc((size_t)nseq * t * e * sizeof *h)))
+		return err_set("out of memory");
+	for (int j = 0; j < nseq; j++) {
+		if (expert[j] < 1 || expert[j] > e) {
+			free(h);
+			return err_set("route_rows: sequence %d to expert %d (domain experts are 1..%d)", j,
+				       expert[j], e);
+		}
+		for (int k = 0; k < t; k++)
+			for (int i = 0; i < e; i++)
+				h[((size_t)j * t + k) * e + i] = i == expert[j] - 1 ? 0.0f : -1e30f;
+	}
+	int rc = m->K->upload(m->fixed_rl, m->K->dt, h, KCUDA_F32, (size_t)nseq * t * e);
+	free(h);
+	return rc;
+}
+
+int dmodel_seq_weights(dmodel_t *m, const float *w, int nseq)
+{
+	free(m->seqw);
+	m->seqw = NULL;
+	if (!w)
+		return 0;
+	if (!(m->seqw = malloc((size_t)nseq * sizeof *m->seqw)))
+		return err_set("out of memory");
+	memcpy(m->seqw, w, (size_t)nseq * sizeof *m->seqw);
+	return 0;
+}
+
+const float *dmodel_row_losses(const dmodel_t *m)
+{
+	return m->hlosses;
 }
 
 int dmodel_grads_to_host(dmodel_t *m)

@@ -21,7 +21,8 @@
  * dmodel_sync_from_host() sends them (after a resume).
  *
  * Not here: full-parameter training, LoRA dropout, MoLoRA/Flan routing,
- * fixed (segment) routing, a KV cache. Those run on the CPU engine.
+ * fixed routing other than the stages' (universal alone, Res domain
+ * experts), a KV cache. Those run on the CPU engine.
  */
 #ifndef MODULA_DMODEL_H
 #define MODULA_DMODEL_H
@@ -78,12 +79,28 @@ int dmodel_target_count(const dmodel_t *m);
 /* The last forward's logits [b*t, V] as fp32 into host memory. 0 or -1. */
 int dmodel_logits(dmodel_t *m, float *out);
 
+/* Fixed routing of MoDULA-Res's domain stage (the mixture attached with
+ * every segment routed to a domain expert): sequence j of the next
+ * forwards ([nseq, t]) goes to domain expert expert[j] (1..n). 0 or -1. */
+int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t);
+/* Per-sequence gradient weights for the next forwards: a target in
+ * sequence j gets gscale * w[j] instead of gscale / (all targets) (each
+ * stage group normalised by its own count). NULL goes back. 0 or -1. */
+int dmodel_seq_weights(dmodel_t *m, const float *w, int nseq);
+/* The last forward's per-position losses (host, [b*t]; 0 without a target). */
+const float *dmodel_row_losses(const dmodel_t *m);
+
 /* Zero the adapters' gradients. 0 or -1. */
 int dmodel_zero_grad(dmodel_t *m);
 /* Clip by global norm (c->clip) and one AdamW update number `step` (from
  * 1) at learning rate lr, as optim_clip + optim_step. *norm gets the norm
  * before clipping (may be NULL). 0 or -1. */
 int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm);
+
+/* The same over the trainable tensors listed in `group` only (its own
+ * clipping norm): a stage's groups, each with its own optimizer. */
+int dmodel_step_group(dmodel_t *m, const optim_config_t *c, float lr, long step,
+		      const params_t *group);
 
 /* Masters (and, when opt is not NULL, the moments) device -> host, and
  * back. 0 or -1. */

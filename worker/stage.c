@@ -313,14 +313,14 @@ static int s_group_new(srun_t *r, int expert, const char *const *data, int ndata
 }
 
 /* Whether the device path runs this stage: the universal stage (expert 0
- * alone is a LoRA for every method but MoLoRA), MoDULA-Res's router stage
- * and joint LoRA (dmodel.h). */
+ * alone is a LoRA for every method but MoLoRA), MoDULA-Res's domain and
+ * router stages, and joint LoRA (dmodel.h). */
 static int s_device_runs(const stage_job_t *job)
 {
-	int m = job->cfg.method;
+	int m = job->cfg.method, res = m == MOE_RES || m == MOE_RES_NORES;
 
 	return (job->kind == STAGE_UNIVERSAL && m != MOE_MOLORA) ||
-	       (job->kind == STAGE_ROUTER && (m == MOE_RES || m == MOE_RES_NORES)) ||
+	       ((job->kind == STAGE_DOMAIN || job->kind == STAGE_ROUTER) && res) ||
 	       (job->kind == STAGE_JOINT && m == MOE_LORA);
 }
 
@@ -337,17 +337,68 @@ static int s_device_model(srun_t *r)
 	return (r->dm = dmodel_load(t->model, t->K)) ? 0 : -1;
 }
 
-/* Route as the stage does and put the mixture on the device. */
+/* Route as the stage does and put the mixture on the device (the domain
+ * stage's rows are routed again at each micro-batch: dmodel_route_rows). */
 static int s_device_attach(srun_t *r)
 {
 	const train_job_t *t = &r->job->t;
-	moe_seg_t seg = { 0, 0, t->batch };
+	moe_seg_t seg[MOE_MAX_EXPERTS];
+	params_t all = { 0 };
+	int rc = -1;
 
-	if (r->job->kind == STAGE_UNIVERSAL ? moe_route_fixed(r->mo, &seg, 1, t->batch) < 0
-					    : (moe_route_soft(r->mo), 0))
+	for (int i = 0; i < r->ng; i++)
+		seg[i] = (moe_seg_t){ r->g[i].expert, i, i + 1 };
+	if (r->g[0].expert >= 0 ? moe_route_fixed(r->mo, seg, r->ng, r->ng) < 0 : (moe_route_soft(r->mo), 0))
 		return -1;
-	return dmodel_attach_moe(r->dm, r->mo, r->g[0].params) < 0 ? -1
-		: dmodel_reserve(r->dm, t->batch, t->seq_len);
+	/* the groups' tensors together are what trains */
+	for (int i = 0; i < r->ng; i++)
+		for (int k = 0; k < r->g[i].params->n; k++) {
+			const param_t *p = &r->g[i].params->v[k];
+			if (p->grad && params_add(&all, p->name, p->data, p->grad, p->ndim, p->shape) < 0)
+				goto out;
+		}
+	rc = dmodel_attach_moe(r->dm, r->mo, &all) < 0 ? -1
+		: dmodel_reserve(r->dm, r->ng * t->batch, t->seq_len);
+out:
+	params_clear(&all);
+	return rc;
+}
+
+/* A micro-batch on the device path: each group's rows weighted by its own
+ * target count (as the CPU engine's s_micro), its loss from the rows. */
+static int s_dmicro(srun_t *r, int T, long *ntok)
+{
+	const train_job_t *t = &r->job->t;
+	int B = t->batch, nseq = r->ng * B, ex[MOE_MAX_EXPERTS * 64], n[MOE_MAX_EXPERTS] = { 0 };
+	float w[MOE_MAX_EXPERTS * 64];
+	const float *hl;
+	double loss;
+
+	if (nseq > MOE_MAX_EXPERTS * 64)
+		return err_set("%d sequences per micro-batch on the device path (at most %d)", nseq,
+			       MOE_MAX_EXPERTS * 64);
+	for (int i = 0; i < nseq * T; i++)
+		n[i / (B * T)] += r->targets[i] >= 0;
+	for (int j = 0; j < nseq; j++) {
+		int i = j / B;
+		ex[j] = r->g[i].expert, w[j] = n[i] ? 1.0f / (float)n[i] : 0.0f;
+	}
+	if ((r->job->kind == STAGE_DOMAIN && dmodel_route_rows(r->dm, ex, nseq, T) < 0) ||
+	    dmodel_seq_weights(r->dm, w, nseq) < 0 ||
+	    dmodel_forward(r->dm, r->tokens, r->targets, nseq, T, 1.0f / t->accum, &loss) < 0 ||
+	    dmodel_backward(r->dm) < 0)
+		return -1;
+	hl = dmodel_row_losses(r->dm);
+	for (int i = 0; i < r->ng; i++) {
+		double sum = 0.0;
+		for (int k = i * B * T; k < (i + 1) * B * T; k++)
+			sum += r->targets[k] >= 0 ? hl[k] : 0.0;
+		r->g[i].loss += sum / (n[i] ? n[i] : 1);
+		r->g[i].ntarget += n[i];
+	}
+	*ntok += (long)nseq * T;
+	r->flops += flops_batch(&r->fl, (long)nseq, T);
+	return 0;
 }
 
 static int s_setup(srun_t *r)
@@ -475,18 +526,8 @@ static int s_micro(srun_t *r, long key, long *ntok)
 			}
 		seg[i] = (moe_seg_t){ g->expert, i * B, (i + 1) * B };
 	}
-	if (r->dm) {
-		/* one group, routed as s_device_attach set it up */
-		double loss;
-		if (dmodel_forward(r->dm, r->tokens, r->targets, B, T, 1.0f / t->accum, &loss) < 0 ||
-		    dmodel_backward(r->dm) < 0)
-			return -1;
-		r->g[0].loss += loss;
-		r->g[0].ntarget += dmodel_target_count(r->dm);
-		*ntok += (long)B * T;
-		r->flops += flops_batch(&r->fl, (long)B, T);
-		return 0;
-	}
+	if (r->dm)
+		return s_dmicro(r, T, ntok);
 	if (r->g[0].expert >= 0)
 		moe_route_fixed(r->mo, seg, r->ng, r->ng * B);
 	else
@@ -611,8 +652,10 @@ int stage_run(const stage_job_t *job, FILE *events)
 		for (int a = 0; a < t->accum; a++)
 			if (s_micro(&r, step * t->accum + a, &ntok) < 0)
 				goto out;
-		if (r.dm && dmodel_step(r.dm, &t->opt, optim_lr(&t->opt, step), ++r.g[0].opt->step, NULL) < 0)
-			goto out;
+		for (int i = 0; r.dm && i < r.ng; i++)
+			if (dmodel_step_group(r.dm, &t->opt, optim_lr(&t->opt, step), ++r.g[i].opt->step,
+					      r.g[i].params) < 0)
+				goto out;
 		for (int i = 0; !r.dm && i < r.ng; i++) {
 			optim_clip(r.g[i].opt);
 			optim_step(r.g[i].opt, optim_lr(&t->opt, step));
