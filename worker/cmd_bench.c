@@ -4,7 +4,10 @@
  * of forward, backward and AdamW; one JSON line out with tokens/s, the step
  * time and the device's memory (--profile: forward, backward and optimizer
  * times, and the time of each kind of op, synchronising after each group of
- * ops, which slows the steps it times). tests/gpu/hf_check.py runs it next
+ * ops, which slows the steps it times). --one-pass times MoDULA-Res's
+ * domain stage: --experts domains of --batch sequences each in one pass of
+ * the frozen base, against the same tokens as one single-domain step per
+ * domain (what separate runs do). tests/gpu/hf_check.py runs it next
  * to PyTorch + PEFT.
  *
  * Not a test and not a tuner: it checks nothing but that the loss is
@@ -33,7 +36,7 @@
 
 typedef struct bench_args {
 	const char *model, *method, *device, *dtype;
-	int batch, seq, rank, experts, expert_rank, steps, warmup, profile;
+	int batch, seq, rank, experts, expert_rank, steps, warmup, profile, one_pass;
 	float alpha;
 	uint64_t seed;
 } bench_args_t;
@@ -57,8 +60,8 @@ static int s_args(int argc, char **argv, bench_args_t *a)
 	for (int i = 1; i < argc; i += 2) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int x;
-		if (!strcmp(k, "--profile")) {
-			a->profile = 1, i--;
+		if (!strcmp(k, "--profile") || !strcmp(k, "--one-pass")) {
+			*(k[2] == 'p' ? &a->profile : &a->one_pass) = 1, i--;
 			continue;
 		}
 		if (!v)
@@ -160,7 +163,20 @@ static int s_setup(bench_t *b, const bench_args_t *a, const struct kdevice_ops *
 		if (!(b->mo = moe_attach(b->hm, &mc, names, a->seed)))
 			return -1;
 		b->train = &b->mo->train;
+		if (a->one_pass) {
+			/* the domain stage: the domain experts train, fixed routing */
+			moe_seg_t seg[MOE_MAX_EXPERTS];
+			for (int i = 0; i < a->experts; i++)
+				seg[i] = (moe_seg_t){ i + 1, i, i + 1 };
+			if (moe_set_trainable(b->mo, ((uint64_t)1 << (a->experts + 1)) - 2, 0) < 0 ||
+			    moe_route_fixed(b->mo, seg, a->experts, a->experts) < 0)
+				return -1;
+		}
 	}
+	if (a->one_pass && (!K || !b->mo || (b->mo->cfg.method != MOE_RES &&
+					     b->mo->cfg.method != MOE_RES_NORES)))
+		return err_set("--one-pass times MoDULA-Res's domain stage on the device path (--method "
+			       "modula-res, --device cuda or table)");
 	b->oc = (optim_config_t){ .lr = 2e-4f, .min_lr_ratio = 1.0f, .beta1 = 0.9f, .beta2 = 0.999f,
 				  .eps = 1e-8f, .weight_decay = 0.0f, .clip = 1.0f };
 	if (b->dm)
@@ -171,12 +187,14 @@ static int s_setup(bench_t *b, const bench_args_t *a, const struct kdevice_ops *
 	return model_reserve(b->hm, a->batch, a->seq);
 }
 
-static int s_step(bench_t *b, const int *tok, const int *tgt, const bench_args_t *a, double *loss)
+/* One step over nb sequences (the --one-pass runs route them first). */
+static int s_step(bench_t *b, const int *tok, const int *tgt, int nb, const bench_args_t *a,
+		  double *loss)
 {
 	b->step++;
 	if (!b->dm) {
 		params_zero_grad(b->train);
-		*loss = model_forward(b->hm, tok, tgt, a->batch, a->seq, (uint64_t)b->step, 1);
+		*loss = model_forward(b->hm, tok, tgt, nb, a->seq, (uint64_t)b->step, 1);
 		model_backward(b->hm, 1.0f);
 		optim_clip(b->opt);
 		optim_step(b->opt, b->oc.lr);
@@ -184,7 +202,7 @@ static int s_step(bench_t *b, const int *tok, const int *tgt, const bench_args_t
 	}
 	double t0 = mtime_s(), t1, t2;
 	D_BENCH(dmodel_zero_grad(b->dm));
-	D_BENCH(dmodel_forward(b->dm, tok, tgt, a->batch, a->seq, 1.0f, loss));
+	D_BENCH(dmodel_forward(b->dm, tok, tgt, nb, a->seq, 1.0f, loss));
 	t1 = mtime_s();
 	D_BENCH(dmodel_backward(b->dm));
 	if (a->profile)
@@ -222,11 +240,21 @@ int cmd_bench(int argc, char **argv)
 		fprintf(stderr, "modula-engine bench: %s\nusage: modula-engine bench [--model DIR|random] "
 			"[--method lora|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
 			"[--alpha 32] [--experts 4] [--expert-rank 8] [--steps 10] [--warmup 3] "
-			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1] [--profile]\n", err_msg());
+			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1] [--profile] "
+			"[--one-pass]\n", err_msg());
 		return 2;
 	}
-	size_t n = (size_t)a.batch * a.seq;
-	if (s_setup(&b, &a, K) < 0 || (b.dm && dmodel_reserve(b.dm, a.batch, a.seq) < 0))
+	int nb = a.one_pass ? a.batch * a.experts : a.batch, ex[4096];
+	size_t n = (size_t)nb * a.seq;
+	if (a.one_pass && nb > 4096) {
+		err_set("--one-pass: %d sequences per step (at most 4096)", nb);
+		goto out;
+	}
+	if (s_setup(&b, &a, K) < 0 || (b.dm && dmodel_reserve(b.dm, nb, a.seq) < 0))
+		goto out;
+	for (int j = 0; j < nb; j++)
+		ex[j] = 1 + j / a.batch;
+	if (a.one_pass && dmodel_route_rows(b.dm, ex, nb, a.seq) < 0)
 		goto out;
 	if (!(tok = malloc(n * sizeof *tok)) || !(tgt = malloc(n * sizeof *tgt))) {
 		err_set("out of memory");
@@ -246,7 +274,7 @@ int cmd_bench(int argc, char **argv)
 			if (a.profile && b.dm)
 				dmodel_profile(b.dm, 1);
 		}
-		if (s_step(&b, tok, tgt, &a, &loss) < 0)
+		if (s_step(&b, tok, tgt, nb, &a, &loss) < 0)
 			goto out;
 		if (s == 0)
 			loss0 = loss;
@@ -277,6 +305,33 @@ int cmd_bench(int argc, char **argv)
 	}
 	cJSON_AddNumberToObject(o, "trainable_params", (double)params_numel(b.train, 1));
 	cJSON_AddNumberToObject(o, "steps", a.steps);
+	if (a.one_pass) {
+		/* the same tokens as separate single-domain steps of a.batch
+		 * sequences, one per domain (what separate runs do) */
+		double ts = 0.0, l;
+		for (int s = 0; s < a.warmup + a.steps; s++) {
+			if (s == a.warmup) {
+				if (dmodel_sync(b.dm) < 0)
+					goto fail;
+				ts = mtime_s();
+			}
+			for (int d = 0; d < a.experts; d++) {
+				size_t off = (size_t)d * a.batch * a.seq;
+				for (int j = 0; j < a.batch; j++)
+					ex[j] = d + 1;
+				if (dmodel_route_rows(b.dm, ex, a.batch, a.seq) < 0 ||
+				    s_step(&b, tok + off, tgt + off, a.batch, &a, &l) < 0)
+					goto fail;
+			}
+		}
+		if (dmodel_sync(b.dm) < 0)
+			goto fail;
+		ts = (mtime_s() - ts) / a.steps;
+		cJSON_AddNumberToObject(o, "one_pass_sequences", nb);
+		cJSON_AddNumberToObject(o, "separate_step_ms", ts * 1e3);
+		cJSON_AddNumberToObject(o, "separate_tokens_per_s", (double)n / ts);
+		cJSON_AddNumberToObject(o, "one_pass_over_separate", ts / secs);
+	}
 	cJSON_AddNumberToObject(o, "warmup", a.warmup);
 	cJSON_AddNumberToObject(o, "step_ms", secs * 1e3);
 	cJSON_AddNumberToObject(o, "tokens_per_s", (double)n / secs);
@@ -300,6 +355,9 @@ int cmd_bench(int argc, char **argv)
 	free(line);
 	cJSON_Delete(o);
 	rc = 0;
+	goto out;
+fail:
+	cJSON_Delete(o);
 out:
 	if (rc)
 		fprintf(stderr, "modula-engine bench: %s\n", err_msg());

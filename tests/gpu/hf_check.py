@@ -360,6 +360,14 @@ def item4(args, res, work):
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
     res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
             "target <= 1.15x")
+    # the domain stage: 4 domains x 2 sequences in one pass of the frozen
+    # base against one single-domain step per domain (separate runs)
+    one = engine_bench(args.engine, path, "modula-res",
+                       ["--experts", "4", "--expert-rank", "8", "--one-pass", "--batch", "2"])
+    res.add("4", "4 domain experts in one pass (4 x 2 x 512 tokens) tokens/s",
+            f"{one['tokens_per_s']:.0f}", f"separate single-domain steps: {one['separate_tokens_per_s']:.0f}")
+    res.add("4", "one pass / separate runs tokens/s", f"{one['one_pass_over_separate']:.2f}x",
+            "target >= 2x")
     return True
 
 
