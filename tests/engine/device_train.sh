@@ -80,6 +80,20 @@ job auto.json auto
 "$engine" train auto.json --device auto >auto.log 2>&1 && grep -q '"device":"cpu"' auto.log
 check "--device auto (what a GPU worker passes) trains on the CPU here" $?
 
+# modula-engine bench: one JSON line with the figures, on both engines
+for d in cpu table; do
+	"$engine" bench --device $d --method modula-res --batch 2 --seq 16 --steps 2 --warmup 1 \
+		>bench-$d.json 2>/dev/null &&
+		"$py" -c 'import json, math, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["tokens_per_s"] > 0 and math.isfinite(d["loss_last"]) and d["method"] == "modula-res"))' bench-$d.json
+	check "bench --device $d prints its figures" $?
+done
+"$engine" bench --device table --method modula-res --one-pass --batch 2 --seq 16 --steps 1 --warmup 0 \
+	>onepass.json 2>/dev/null && grep -q '"one_pass_over_separate"' onepass.json
+check "bench --one-pass times one pass against separate steps" $?
+"$engine" bench --device cpu --one-pass --method modula-res >/dev/null 2>bench.err
+[ $? -eq 1 ] && grep -q "device path" bench.err
+check "bench --one-pass on the CPU engine is refused with the reason" $?
+
 if "$engine" devices | grep -q '^cuda: unavailable'; then
 	"$engine" train cpu.json --device cuda >cuda.log 2>cuda.err
 	[ $? -eq 1 ]
