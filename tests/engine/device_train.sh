@@ -90,7 +90,7 @@ done
 "$engine" bench --device table --method modula-res --one-pass --batch 2 --seq 16 --steps 1 --warmup 0 \
 	>onepass.json 2>/dev/null && grep -q '"one_pass_over_separate"' onepass.json
 check "bench --one-pass times one pass against separate steps" $?
-"$engine" bench --device cpu --one-pass --method modula-res >/dev/null 2>bench.err
+"$engine" bench --device cpu --one-pass --method modula-res --seq 16 >/dev/null 2>bench.err
 [ $? -eq 1 ] && grep -q "device path" bench.err
 check "bench --one-pass on the CPU engine is refused with the reason" $?
 
