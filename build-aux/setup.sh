@@ -4,6 +4,7 @@
 #                      that are missing; does nothing when all are there.
 # setup_build          generates, configures and builds as needed; quick when
 #                      nothing changed (make decides).
+# setup_sources DIR    copies the sources to DIR for a build of its own.
 # Runs as root on Debian 12. Never downloads anything but Debian and npm
 # packages.
 
@@ -62,4 +63,26 @@ setup_build() {
 	fi
 	setup_say "building (make -j$jobs)"
 	make -s -j"$jobs" || return 1
+}
+
+# setup_sources DIR: copy the sources (git's tracked and untracked, not
+# ignored, files) to DIR with their times, so that make there rebuilds only
+# what changed, and link the npm folders. A second build needs its own copy:
+# automake refuses an out-of-tree build of a source folder configured in
+# place (./test.sh's build), whose objects make would take through VPATH.
+setup_sources() {
+	local dir=$1 d
+	if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		echo "setup: copying the sources to '$dir' needs a git checkout; run 'configure' from a build folder instead" >&2
+		return 1
+	fi
+	mkdir -p "$dir" || return 1
+	git ls-files -z --cached --others --exclude-standard |
+		xargs -0 sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh |
+		tar --null -T - -cf - | tar -xf - -C "$dir" || {
+		echo "setup: cannot copy the sources to '$dir'" >&2; return 1; }
+	for d in web tests/formats; do
+		[ -d "$d/node_modules" ] && ln -sfn "$PWD/$d/node_modules" "$dir/$d/node_modules"
+	done
+	return 0
 }

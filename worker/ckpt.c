@@ -188,7 +188,8 @@ int ckpt_latest(const char *dir, char *path, size_t n)
 			goto oom;
 		count++;
 	}
-	qsort(names, (size_t)count, sizeof *names, s_cmp_desc);
+	if (count > 0)
+		qsort(names, (size_t)count, sizeof *names, s_cmp_desc);
 	/* The newest first; a file that does not validate is passed over. */
 	for (int i = 0; i < count && !found; i++) {
 		st_file_t *f;

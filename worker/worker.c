@@ -84,6 +84,7 @@ struct worker {
 	struct wresult *unacked;
 	int liveness, heard, reconnect_ms;
 	uint64_t next_hb_ns, reconnect_at_ns;
+	uint64_t ready_ns;         /* when a READY went that the broker has not answered since, or 0 */
 };
 
 /* ---- sending ----------------------------------------------------------------- */
@@ -184,6 +185,7 @@ static void s_ready(worker_t *w)
 			cJSON_AddItemToArray(run, p);
 		}
 	s_send(w, PROTO_READY, b);
+	w->ready_ns = mtime_ns();
 	cJSON_Delete(b);
 	s_resend(w, UINT64_MAX);
 }
@@ -661,9 +663,25 @@ static void s_jobs_tick(worker_t *w)
 
 static void s_on_msg(worker_t *w, const struct proto_msg *m)
 {
-	const cJSON *code;
+	const cJSON *code = m->cmd == PROTO_ERROR ? cJSON_GetObjectItem(m->body, "code") : NULL;
+	uint64_t live_ns = (uint64_t)w->o.heartbeat_ms * 1000000ull * (uint64_t)w->o.liveness;
 	struct wjob *j;
 
+	/* The broker answers each message that reached it before this
+	 * worker's READY with "unknown-worker" (a result or a PROGRESS also
+	 * with its answer), and they come in a burst. One READY answers them
+	 * all: a second one, written before a job leased since reaches us,
+	 * would hand that job back. Another READY goes once the broker has
+	 * sent a HEARTBEAT or a JOB, which it sends only to a worker it knows
+	 * (so it forgot us again since), or after a liveness period (the READY
+	 * was lost). */
+	if (code && !strcmp(code->valuestring, "unknown-worker")) {
+		if (!w->ready_ns || mtime_ns() - w->ready_ns > live_ns)
+			s_ready(w);
+		return;
+	}
+	if (m->cmd == PROTO_HEARTBEAT || m->cmd == PROTO_JOB)
+		w->ready_ns = 0;
 	switch (m->cmd) {
 	case PROTO_JOB:
 		s_on_job(w, m);
@@ -679,11 +697,6 @@ static void s_on_msg(worker_t *w, const struct proto_msg *m)
 		s_answered(w, m->job, (int)m->attempt);
 		break;
 	case PROTO_ERROR:
-		code = cJSON_GetObjectItem(m->body, "code");
-		if (!strcmp(code->valuestring, "unknown-worker")) {
-			s_ready(w);
-			break;
-		}
 		log_warn("worker: the broker says %s: %s", code->valuestring,
 			 cJSON_GetObjectItem(m->body, "message")->valuestring);
 		if (m->job > 0 && strcmp(code->valuestring, "internal"))
