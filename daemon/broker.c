@@ -450,6 +450,18 @@ static void s_answer(broker_t *b, const struct proto_msg *m, int rc)
 	}
 }
 
+/* A PROGRESS with a sequence number is acknowledged (after the commit,
+ * like every answer): the worker re-sends the ones it has no ACK for after
+ * a READY, so points that reached a broker killed before its commit are
+ * not lost (the queue keeps one point per job, key and step). */
+static void s_ack_progress(broker_t *b, const struct proto_msg *m)
+{
+	cJSON *body = s_pair(m->job, (int)m->attempt);
+
+	cJSON_AddNumberToObject(body, "progress", cJSON_GetObjectItem(m->body, "seq")->valuedouble);
+	s_post(b, m->identity, m->identity_len, PROTO_ACK, body);
+}
+
 static void s_handle(broker_t *b, const struct proto_msg *m, int64_t now)
 {
 	struct bworker *w = s_find(b, m->identity, m->identity_len);
@@ -473,6 +485,8 @@ static void s_handle(broker_t *b, const struct proto_msg *m, int64_t now)
 		rc = s_apply_progress(b, m, now);
 		if (rc != QUEUE_OK)
 			s_answer(b, m, rc);
+		else if (cJSON_GetObjectItem(m->body, "seq"))
+			s_ack_progress(b, m);
 		break;
 	case PROTO_DONE:
 	case PROTO_FAILED:

@@ -85,6 +85,7 @@ static const struct pfield s_progress[] = {
 	F_UINT("step", 0), F_UINT("total_steps", 0),
 	{ "metrics", PT_ARR, 0, 0, 100000, s_metric, NULL },
 	{ "checkpoint", PT_OBJ, 0, 0, 0, s_ckpt, NULL },
+	F_UINT("seq", 0),
 	F_END,
 };
 static const struct pfield s_artifact[] = {
@@ -113,7 +114,7 @@ static const struct pfield s_cancel[] = {
 	F_ID("job"), F_ID("attempt"), F_STR("reason", 0, 1024), F_END,
 };
 static const struct pfield s_ack[] = {
-	F_ID("job"), F_ID("attempt"), F_END,
+	F_ID("job"), F_ID("attempt"), F_UINT("progress", 0), F_END,
 };
 static const struct pfield s_disconnect[] = {
 	F_STR("reason", 0, 1024), F_END,

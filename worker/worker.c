@@ -39,6 +39,8 @@
 
 #define PROGRESS_MS 250
 #define METRICS_MAX 1000
+#define PENDING_MAX 4096        /* unacknowledged PROGRESS kept per job */
+#define METRICS_LIMIT 100000    /* points in one message (lib/proto.c) */
 /* An engine told to stop gets this long to checkpoint before SIGKILL. */
 #define STOP_GRACE_NS (30ull * 1000000000ull)
 /* After SIGTERM, how long to wait for the broker's ACKs. */
@@ -53,6 +55,8 @@ struct wjob {
 	uint64_t kill_at_ns, sleep_until_ns, flush_ns;
 	run_engine_t *run;
 	cJSON *metrics;            /* points not sent yet */
+	cJSON *pending;            /* PROGRESS bodies sent and not acknowledged, by seq */
+	int64_t seq;               /* the last PROGRESS's sequence number */
 	int64_t step, total;
 	cJSON *ckpt;               /* newest uploaded checkpoint {sha256, step} */
 	cJSON *done;               /* the DONE body, once the engine said done */
@@ -187,6 +191,13 @@ static void s_ready(worker_t *w)
 	s_send(w, PROTO_READY, b);
 	w->ready_ns = mtime_ns();
 	cJSON_Delete(b);
+	/* PROGRESS that a broker killed before its commit never recorded: send
+	 * again what it did not acknowledge, in order */
+	for (j = w->jobs; j; j = j->next) {
+		const cJSON *p;
+		cJSON_ArrayForEach(p, j->pending)
+			s_send(w, PROTO_PROGRESS, p);
+	}
 	s_resend(w, UINT64_MAX);
 }
 
@@ -245,6 +256,7 @@ static void s_job_free(worker_t *w, struct wjob *j)
 		}
 	run_engine_destroy(&j->run);
 	cJSON_Delete(j->metrics);
+	cJSON_Delete(j->pending);
 	cJSON_Delete(j->ckpt);
 	cJSON_Delete(j->done);
 	free(j->error);
@@ -263,7 +275,23 @@ static struct wjob *s_job_find(worker_t *w, int64_t job, int attempt)
 	return NULL;
 }
 
-/* Send the metric points gathered so far (and the step) in one PROGRESS. */
+/* Append to `into` the points of the PROGRESS the broker has not
+ * acknowledged, while it holds fewer than `room` (the protocol's limit). */
+static void s_add_pending(const struct wjob *j, cJSON *into, int room)
+{
+	const cJSON *p, *x;
+
+	cJSON_ArrayForEach(p, j->pending)
+		cJSON_ArrayForEach(x, cJSON_GetObjectItem(p, "metrics"))
+			if (cJSON_GetArraySize(into) < room)
+				cJSON_AddItemToArray(into, cJSON_Duplicate(x, 1));
+}
+
+/* Send the metric points gathered so far (and the step) in one PROGRESS.
+ * With a checkpoint it also carries every point not acknowledged yet: a
+ * retry resumes after the checkpoint and reports no earlier step again, so
+ * the points before it must be committed with it (a broker killed before
+ * its commit loses what it received). */
 static void s_flush(worker_t *w, struct wjob *j, int with_ckpt)
 {
 	cJSON *b = s_pair(j->job, j->attempt);
@@ -271,15 +299,47 @@ static void s_flush(worker_t *w, struct wjob *j, int with_ckpt)
 	cJSON_AddNumberToObject(b, "step", (double)j->step);
 	if (j->total > 0)
 		cJSON_AddNumberToObject(b, "total_steps", (double)j->total);
+	if (with_ckpt && j->ckpt) {
+		/* this PROGRESS carries every unacknowledged point from now on:
+		 * the ones it replaces are dropped (no point in two of them) */
+		s_add_pending(j, j->metrics, METRICS_LIMIT);
+		while (cJSON_GetArraySize(j->pending) > 0)
+			cJSON_DeleteItemFromArray(j->pending, 0);
+	}
 	if (cJSON_GetArraySize(j->metrics) > 0) {
 		cJSON_AddItemToObject(b, "metrics", j->metrics);
 		j->metrics = cJSON_CreateArray();
 	}
 	if (with_ckpt && j->ckpt)
 		cJSON_AddItemToObject(b, "checkpoint", cJSON_Duplicate(j->ckpt, 1));
+	cJSON_AddNumberToObject(b, "seq", (double)++j->seq);
 	s_send(w, PROTO_PROGRESS, b);
-	cJSON_Delete(b);
+	/* kept until the broker acknowledges it (s_progress_acked); the oldest
+	 * go when a broker that never answers lets them pile up */
+	if (cJSON_GetArraySize(j->pending) >= PENDING_MAX)
+		cJSON_DeleteItemFromArray(j->pending, 0);
+	cJSON_AddItemToArray(j->pending, b);
 	j->flush_ns = mtime_ns() + PROGRESS_MS * 1000000ull;
+}
+
+/* The broker has committed this attempt's PROGRESS number `seq`. Only that
+ * one: a broker killed before its commit loses a PROGRESS that its
+ * successor never saw, while it may acknowledge the next one. */
+static void s_progress_acked(worker_t *w, int64_t job, int attempt, int64_t seq)
+{
+	struct wjob *j = s_job_find(w, job, attempt);
+	const cJSON *p;
+	int i = 0;
+
+	if (!j)
+		return;
+	cJSON_ArrayForEach(p, j->pending) {
+		if (cJSON_GetObjectItem(p, "seq")->valuedouble == (double)seq) {
+			cJSON_DeleteItemFromArray(j->pending, i);
+			return;
+		}
+		i++;
+	}
 }
 
 static int s_kind_ok(const char *k)
@@ -390,6 +450,7 @@ static void s_on_job(worker_t *w, const struct proto_msg *m)
 	j->attempt = (int)m->attempt;
 	snprintf(j->kind, sizeof(j->kind), "%s", kind);
 	j->metrics = cJSON_CreateArray();
+	j->pending = cJSON_CreateArray();
 	if (st) {
 		const cJSON *tok = cJSON_GetObjectItem(st, "token");
 
@@ -609,6 +670,9 @@ static void s_engine_end(worker_t *w, struct wjob *j, int status)
 			s_flush(w, j, 1);
 		s_failed(w, j, "the worker stopped (SIGTERM)", 1, 1);
 	} else if (j->done && WIFEXITED(status) && WEXITSTATUS(status) == 0 && !j->error) {
+		/* the job ends here: what the broker has not acknowledged goes with
+		 * its result (kept until the ACK) */
+		s_add_pending(j, j->metrics, METRICS_LIMIT);
 		if (cJSON_GetArraySize(j->metrics) > 0)
 			cJSON_AddItemToObject(j->done, "metrics", cJSON_Duplicate(j->metrics, 1));
 		log_info("worker: job %lld/%d done", (long long)j->job, j->attempt);
@@ -694,7 +758,11 @@ static void s_on_msg(worker_t *w, const struct proto_msg *m)
 		}
 		break;
 	case PROTO_ACK:
-		s_answered(w, m->job, (int)m->attempt);
+		if (cJSON_GetObjectItem(m->body, "progress"))
+			s_progress_acked(w, m->job, (int)m->attempt,
+					 (int64_t)cJSON_GetObjectItem(m->body, "progress")->valuedouble);
+		else
+			s_answered(w, m->job, (int)m->attempt);
 		break;
 	case PROTO_ERROR:
 		log_warn("worker: the broker says %s: %s", code->valuestring,

@@ -81,6 +81,10 @@ range=$(sql "SELECT count(*) FROM metrics WHERE key = 'loss' AND (step < 1 OR st
 check "every loss point there once: $pts points, $distinct distinct, expected $((NJOBS * STEPS))" \
 	$([ "$pts" = $((NJOBS * STEPS)) ] && [ "$distinct" = "$pts" ] && [ "$range" = 0 ]; echo $?)
 diag "attempts per job: $(sql "SELECT group_concat(attempts, ' ') FROM jobs")"
+[ "$pts" = $((NJOBS * STEPS)) ] || diag "missing loss points (job: steps): $(sql "
+	WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $STEPS)
+	SELECT group_concat(j.id || ':' || s.n, ' ') FROM jobs j, s
+	WHERE NOT EXISTS (SELECT 1 FROM metrics m WHERE m.job_id = j.id AND m.key = 'loss' AND m.step = s.n)")"
 
 # The reference: the job with the most attempts (job i has seed i) run once,
 # uninterrupted, by the engine alone.
