@@ -108,6 +108,13 @@ static int s_cpu_gemm(void *c, int cdt, const void *a, const void *b, int m, int
 	return 0;
 }
 
+static int s_cpu_gemm_f32(float *c, const float *a, const float *b, int m, int n, int k, int ta,
+			  int tb, float alpha, float beta)
+{
+	op_gemm(c, a, b, m, n, k, ta, tb, alpha, beta);
+	return 0;
+}
+
 static int s_cpu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
 			 int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
@@ -416,7 +423,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.dev = KDEV_CPU, .dt = KCUDA_F32,
 	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
 	.download = s_cpu_copy, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
-	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld,
+	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
 	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
 	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
@@ -616,6 +623,12 @@ static int s_cuda_res_backward(void *dcat, void *dz, const float *s, const void 
 	return kcuda_res_backward(s_dt, dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
 }
 
+static int s_cuda_gemm_f32(float *c, const float *a, const float *b, int m, int n, int k, int ta,
+			   int tb, float alpha, float beta)
+{
+	return kcuda_gemm(KCUDA_F32, c, a, b, m, n, k, ta, tb, alpha, beta);
+}
+
 static int s_cuda_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b,
 			  int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
@@ -632,7 +645,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.dev = KDEV_CUDA, .dt = KCUDA_BF16,
 	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
 	.download = kcuda_copy_d2h, .sync = kcuda_sync, .attention_saved = s_cuda_att_saved,
-	.gemm = s_cuda_gemm, .gemm_ld = s_cuda_gemm_ld,
+	.gemm = s_cuda_gemm, .gemm_ld = s_cuda_gemm_ld, .gemm_f32 = s_cuda_gemm_f32,
 	.embedding_forward = s_cuda_embedding_forward,
 	.embedding_backward = s_cuda_embedding_backward,
 	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,

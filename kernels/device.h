@@ -58,6 +58,10 @@ struct kdevice_ops {
 	/* c in type cdt: dt, or KCUDA_F32 for a weight gradient */
 	int (*gemm)(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
 		    int tb, float alpha, float beta);
+	/* every matrix fp32, whatever dt is (small products kept exact: MoDULA-
+	 * Res's dz^T u0 against the fp32 masters) */
+	int (*gemm_f32)(float *c, const float *a, const float *b, int m, int n, int k, int ta,
+			int tb, float alpha, float beta);
 	/* the same with row strides: each matrix may be columns of a wider one */
 	int (*gemm_ld)(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
 		       int m, int n, int k, int ta, int tb, float alpha, float beta);

@@ -767,7 +767,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
 	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
-	      (m->xp = s_act(m, er * r0, dt)) && (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
+	      (m->xp = s_act(m, er * r0, KCUDA_F32)) && (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -832,13 +832,15 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
 	D_TRY(K->res_backward(dcat, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0, ad->sd,
 			      ad->slope));
-	/* P = dz^T u0s [er, r0]: dA += P B0^T, dB0^T += P^T A */
+	/* P = dz^T u0s [er, r0] in fp32: dA += P B0^T, dB0^T += P^T A, both
+	 * against the fp32 masters (these small products may cancel: in bf16
+	 * they cost A's gradient a tenth of its size) */
 	if (ad->a.grad || db)
-		D_TRY(K->gemm_ld(p, dt, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(p, KCUDA_F32, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
 	if (ad->a.grad)
-		D_TRY(K->gemm(ad->a.grad, KCUDA_F32, p, ad->bcat.cur, er, out, r0, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_f32(ad->a.grad, p, ad->bcat.master, er, out, r0, 0, 0, 1.0f, 1.0f));
 	if (db)
-		D_TRY(K->gemm(db, KCUDA_F32, p, ad->a.cur, r0, out, er, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_f32(db, p, ad->a.master, r0, out, er, 1, 0, 1.0f, 1.0f));
 	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
 	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
 			 ad->nores ? 0.0f : 1.0f));
