@@ -80,8 +80,10 @@ static int s_args(int argc, char **argv, bench_args_t *a)
 			D_BENCH(s_int(k, v, 2, &a->seq));
 		else if (!strcmp(k, "--rank"))
 			D_BENCH(s_int(k, v, 1, &a->rank));
-		else if (!strcmp(k, "--alpha") && s_int(k, v, 1, &x) == 0)
+		else if (!strcmp(k, "--alpha")) {
+			D_BENCH(s_int(k, v, 1, &x));
 			a->alpha = (float)x;
+		}
 		else if (!strcmp(k, "--experts"))
 			D_BENCH(s_int(k, v, 1, &a->experts));
 		else if (!strcmp(k, "--expert-rank"))
@@ -90,12 +92,11 @@ static int s_args(int argc, char **argv, bench_args_t *a)
 			D_BENCH(s_int(k, v, 1, &a->steps));
 		else if (!strcmp(k, "--warmup"))
 			D_BENCH(s_int(k, v, 0, &a->warmup));
-		else if (!strcmp(k, "--seed") && s_int(k, v, 0, &x) == 0)
+		else if (!strcmp(k, "--seed")) {
+			D_BENCH(s_int(k, v, 0, &x));
 			a->seed = (uint64_t)x;
-		else if (strcmp(k, "--alpha") && strcmp(k, "--seed"))
+		} else
 			return err_set("unknown option '%s'", k);
-		else
-			return -1;
 	}
 	return 0;
 }

@@ -51,24 +51,18 @@ int cmd_stage(int argc, char **argv)
 	stage_job_t job;
 	char base[TRAIN_PATH_MAX];
 	const struct kdevice_ops *K = NULL;
-	const char *device = NULL, *dtype = NULL;
+	const char *device = NULL;
 	cJSON *j;
 	int rc;
 
-	for (int i = 2; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--device"))
-			device = argv[i + 1];
-		else if (!strcmp(argv[i], "--dtype"))
-			dtype = argv[i + 1];
-		else
-			argc = -1;
-	}
-	if (argc < 2 || argc % 2) {
+	if (argc < 2 || (rc = dmodel_backend_args(argc, argv, 2, &device, &K)) == -2) {
+		if (argc >= 2)
+			fprintf(stderr, "modula-engine stage: %s\n", err_msg());
 		fputs("usage: modula-engine stage JOB.json [--device cpu|cuda|auto|table] "
 		      "[--dtype bf16|f16|f32]\n", stderr);
 		return 2;
 	}
-	if (dmodel_backend(device, dtype, &K) < 0)
+	if (rc < 0)
 		return s_fail("stage", 1);
 	if (!(j = s_read_job("stage", argv[1], base, sizeof base)))
 		return 1;

@@ -366,6 +366,14 @@ static int s_buf_alloc(dmodel_t *m, dbuf_t *b, size_t n, int trains)
 	return s_push((void ***)&m->bufs, &m->nbufs, &m->bcap, b);
 }
 
+/* The trainable params in the optimizer's order. */
+static int s_by_train_index(const void *a, const void *b)
+{
+	const dparam_t *x = a, *y = b;
+
+	return (x->train_index > y->train_index) - (x->train_index < y->train_index);
+}
+
 /* Allocate the planned buffers: the training ones as slices of five spans
  * (master, the dt copy, gradient, moments), the frozen ones on their own. */
 static int s_pack(dmodel_t *m)
@@ -399,6 +407,8 @@ static int s_pack(dmodel_t *m)
 		if (dt != KCUDA_F32)
 			D_PTR(b->cur = s_alloc(m, b->n, dt));
 	}
+	/* the optimizer walks the tensors in its list's order (its norm sums so) */
+	qsort(m->p, (size_t)m->np, sizeof *m->p, s_by_train_index);
 	m->fused_step = 1;
 	for (int i = 0; i < m->np; i++)
 		if (m->p[i].buf->trains && m->p[i].train_index < 0)
@@ -571,6 +581,7 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 		if (zero)
 			res = 0;
 		m->fixed = !zero;
+		m->fixed_e = mo->n_exp - 1;
 	}
 	if (c->top_k)
 		return err_set("top-k routing: the GPU path runs dense soft routing only");
@@ -1057,13 +1068,6 @@ int dmodel_zero_grad(dmodel_t *m)
 	return m->ntrain ? m->K->zero(m->tgrad, m->ntrain, KCUDA_F32) : 0;
 }
 
-/* The trainable params in the optimizer's order. */
-static int s_by_train_index(const void *a, const void *b)
-{
-	const dparam_t *x = a, *y = b;
-
-	return (x->train_index > y->train_index) - (x->train_index < y->train_index);
-}
 
 static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm,
 		      const params_t *group);
@@ -1101,7 +1105,6 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 		return K->adamw(m->tmaster, m->tcur == m->tmaster ? NULL : m->tcur, m->tgrad, m->tm,
 				m->tv, m->ntrain, lr, c->beta1, c->beta2, c->eps, c->weight_decay, step);
 	}
-	qsort(m->p, (size_t)m->np, sizeof *m->p, s_by_train_index);
 	for (int i = 0; i < m->np; i++) {
 		const dparam_t *d = &m->p[i];
 		double part;
@@ -1130,13 +1133,9 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 
 int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
 {
-	int e = 0;
+	int e = m->fixed_e;
 	float *h;
 
-	for (int l = 0; l < m->cfg.n_layers && !e; l++)
-		for (int s = 0; s < MODEL_NSLOTS && !e; s++)
-			if (m->l[l].lin[s].ad && m->l[l].lin[s].ad->res)
-				e = m->l[l].lin[s].ad->e;
 	if (!m->fixed || !e)
 		return err_set("route_rows: the device model has no fixed-routed Res layers");
 	if ((size_t)nseq * t > (size_t)m->max_b * m->max_t)
@@ -1147,7 +1146,6 @@ int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
 			return err_set("out of memory");
 		for (int i = 0; i < e; i++)
 			id[i * e + i] = 1.0f;
-		m->fixed_e = e;
 		m->eye = s_alloc(m, (size_t)e * e, m->K->dt);
 		m->fixed_rl = s_alloc(m, (size_t)m->max_b * m->max_t * e, m->K->dt);
 		if (!m->eye || !m->fixed_rl || m->K->upload(m->eye, m->K->dt, id, KCUDA_F32, (size_t)e * e) < 0) {
@@ -1229,6 +1227,22 @@ int dmodel_backend(const char *device, const char *dtype, const struct kdevice_o
 	if (d == KDEV_CUDA)
 		*K = kdevice_ops(KDEV_CUDA, dt);
 	return 0;
+}
+
+int dmodel_backend_args(int argc, char **argv, int first, const char **device,
+			const struct kdevice_ops **K)
+{
+	const char *dtype = NULL;
+
+	*device = NULL;
+	for (int i = first; i < argc; i += 2) {
+		if (i + 1 == argc || (strcmp(argv[i], "--device") && strcmp(argv[i], "--dtype"))) {
+			err_set("unexpected argument '%s'", argv[i]);
+			return -2;
+		}
+		*(strcmp(argv[i], "--device") ? &dtype : device) = argv[i + 1];
+	}
+	return dmodel_backend(*device, dtype, K);
 }
 
 int dmodel_sync(dmodel_t *m)

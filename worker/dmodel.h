@@ -42,6 +42,12 @@ typedef struct dmodel dmodel_t;
  * table (f32; for testing the GPU path's logic without a GPU). TYPE may be
  * NULL. 0, or -1 via err_set(). */
 int dmodel_backend(const char *device, const char *dtype, const struct kdevice_ops **K);
+/* The same from options `--device D` and `--dtype T` in argv[first..argc)
+ * (each at most once, nothing else); *device gets D (or NULL). 0; -2 via
+ * err_set() for an argument that is not one of them (a usage error); -1
+ * when the backend cannot be had. */
+int dmodel_backend_args(int argc, char **argv, int first, const char **device,
+			const struct kdevice_ops **K);
 
 /* DIR/config.json and its safetensors straight into the backend's memory:
  * on CUDA a bf16 (or fp16, fp32) tensor is copied as it is stored and

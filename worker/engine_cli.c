@@ -69,23 +69,17 @@ static int s_train(int argc, char **argv)
 	char base[TRAIN_PATH_MAX];
 	const char *slash;
 	const struct kdevice_ops *K = NULL;
-	const char *device = NULL, *dtype = NULL;
+	const char *device = NULL;
 	int rc;
 
-	for (int i = 2; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--device"))
-			device = argv[i + 1];
-		else if (!strcmp(argv[i], "--dtype"))
-			dtype = argv[i + 1];
-		else
-			argc = -1;
-	}
-	if (argc < 2 || argc % 2) {
+	if (argc < 2 || (rc = dmodel_backend_args(argc, argv, 2, &device, &K)) == -2) {
+		if (argc >= 2)
+			fprintf(stderr, "modula-engine train: %s\n", err_msg());
 		fputs("usage: modula-engine train JOB.json [--device cpu|cuda|auto|table] "
 		      "[--dtype bf16|f16|f32]\n", stderr);
 		return 2;
 	}
-	if (dmodel_backend(device, dtype, &K) < 0)
+	if (rc < 0)
 		return s_fail("train", 1);
 	slash = strrchr(argv[1], '/');
 	snprintf(base, sizeof base, "%.*s", slash ? (int)(slash - argv[1]) : 0, argv[1]);
