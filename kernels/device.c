@@ -7,6 +7,7 @@
 #include "err.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +88,8 @@ static int s_cpu_copy(void *dst, int ddt, const void *src, int sdt, size_t n)
 	if (ddt != sdt || (ddt != KCUDA_F32 && ddt != KCUDA_I32))
 		return err_set("the CPU backend copies f32 and i32 without conversion, not %s to %s",
 			       kcuda_dtype_name(sdt), kcuda_dtype_name(ddt));
-	memcpy(dst, src, n * 4);
+	if (dst != src)
+		memcpy(dst, src, n * 4);
 	return 0;
 }
 
@@ -443,6 +445,351 @@ static const struct kdevice_ops s_cpu_ops = {
 	.convert = s_cpu_copy, .sumsq = s_cpu_sumsq, .scale = s_cpu_scale, .adamw = s_cpu_adamw,
 	.memory_report = s_cpu_memory_report,
 };
+
+/* ---- the CPU's table with rounded storage ------------------------------
+ * The CPU ops in fp32, every store to a buffer of type dt rounded to dt
+ * (bf16 or f16) as the GPU's kernels store their fp32 results: the GPU
+ * path's numerics, reproducible without a GPU (tests/gpu/ops.c checks the
+ * kernels; this checks what the storage type costs a whole step). Buffers
+ * stay 4-byte floats holding dt's values. */
+
+#define D_TRY(x) do { if ((x) < 0) return -1; } while (0)
+
+static int s_emu_dt = KCUDA_BF16;
+
+static float s_round_dt(float x, int dt)
+{
+	if (dt == KCUDA_F16)
+		return (float)(_Float16)x;
+	if (dt == KCUDA_BF16 && isfinite(x)) {
+		uint32_t u;
+		memcpy(&u, &x, 4);
+		u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+		memcpy(&x, &u, 4);
+	}
+	return x;
+}
+
+/* Round rows x cols floats at p (rows ld apart) when type dt is rounded. */
+static void s_emu_round(void *p, int dt, size_t rows, size_t cols, size_t ld)
+{
+	float *x = p;
+
+	if (!p || dt == KCUDA_F32 || dt == KCUDA_I32)
+		return;
+	for (size_t i = 0; i < rows; i++)
+		for (size_t j = 0; j < cols; j++)
+			x[i * ld + j] = s_round_dt(x[i * ld + j], dt);
+}
+
+#define EMU_N(p, n) s_emu_round((p), s_emu_dt, 1, (n), (n))
+
+static void *s_emu_alloc(size_t n, int dt)
+{
+	return s_cpu_alloc(n, dt == KCUDA_I32 ? dt : KCUDA_F32);
+}
+
+static int s_emu_zero(void *p, size_t n, int dt)
+{
+	(void)dt;
+	memset(p, 0, n * 4);
+	return 0;
+}
+
+/* Host to "device": f32, bf16 or f16 in, dt's values out (in place too). */
+static int s_emu_copy(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	float *d = dst;
+
+	if (sdt == KCUDA_I32 || ddt == KCUDA_I32) {
+		if (sdt != ddt)
+			return err_set("the CPU backend copies i32 to i32 only");
+		memmove(dst, src, n * 4);
+		return 0;
+	}
+	if (sdt == KCUDA_BF16 || sdt == KCUDA_F16) {
+		const uint16_t *h = src;
+		if (dst == src)
+			return err_set("a 2-byte host tensor cannot convert in place");
+		for (size_t i = 0; i < n; i++) {
+			if (sdt == KCUDA_BF16) {
+				uint32_t u = (uint32_t)h[i] << 16;
+				memcpy(&d[i], &u, 4);
+			} else {
+				_Float16 f;
+				memcpy(&f, &h[i], 2);
+				d[i] = (float)f;
+			}
+		}
+	} else if (dst != src) {
+		memmove(dst, src, n * 4);
+	}
+	s_emu_round(dst, ddt, 1, n, n);
+	return 0;
+}
+
+static int s_emu_download(void *dst, int ddt, const void *src, int sdt, size_t n)
+{
+	(void)sdt;
+	if (ddt != KCUDA_F32 && ddt != KCUDA_I32)
+		return err_set("the emulated table downloads f32 and i32, not %s", kcuda_dtype_name(ddt));
+	memmove(dst, src, n * 4);
+	return 0;
+}
+
+static int s_emu_gemm(void *c, int cdt, const void *a, const void *b, int m, int n, int k, int ta,
+		      int tb, float alpha, float beta)
+{
+	s_cpu_gemm(c, cdt, a, b, m, n, k, ta, tb, alpha, beta);
+	s_emu_round(c, cdt, (size_t)m, (size_t)n, (size_t)n);
+	return 0;
+}
+
+static int s_emu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
+			 int m, int n, int k, int ta, int tb, float alpha, float beta)
+{
+	s_cpu_gemm_ld(c, cdt, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
+	s_emu_round(c, cdt, (size_t)m, (size_t)n, (size_t)ldc);
+	return 0;
+}
+
+static int s_emu_embedding_forward(void *out, const int *tok, const void *wte, int n, int c)
+{
+	s_cpu_embedding_forward(out, tok, wte, n, c);
+	EMU_N(out, (size_t)n * c);
+	return 0;
+}
+
+static int s_emu_matmul_forward(void *out, const void *inp, const void *w, const void *b, int n,
+				int c, int oc)
+{
+	s_cpu_matmul_forward(out, inp, w, b, n, c, oc);
+	EMU_N(out, (size_t)n * oc);
+	return 0;
+}
+
+static int s_emu_matmul_backward(void *dinp, float *dw, float *db, const void *dout,
+				 const void *inp, const void *w, int n, int c, int oc)
+{
+	D_TRY(s_cpu_matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc));
+	EMU_N(dinp, (size_t)n * c);
+	return 0;
+}
+
+static int s_emu_rmsnorm_forward(void *out, float *rstd, const void *inp, const void *w, int n,
+				 int c, float eps)
+{
+	s_cpu_rmsnorm_forward(out, rstd, inp, w, n, c, eps);
+	EMU_N(out, (size_t)n * c);
+	return 0;
+}
+
+static int s_emu_rmsnorm_backward(void *dinp, float *dw, const void *dout, const void *inp,
+				  const void *w, const float *rstd, int n, int c)
+{
+	s_cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	EMU_N(dinp, (size_t)n * c);
+	return 0;
+}
+
+static int s_emu_rope_forward(void *x, const float *cosv, const float *sinv, int b, int t, int nh,
+			      int hs)
+{
+	s_cpu_rope_forward(x, cosv, sinv, b, t, nh, hs);
+	EMU_N(x, (size_t)b * t * nh * hs);
+	return 0;
+}
+
+static int s_emu_rope_backward(void *dx, const float *cosv, const float *sinv, int b, int t, int nh,
+			       int hs)
+{
+	s_cpu_rope_backward(dx, cosv, sinv, b, t, nh, hs);
+	EMU_N(dx, (size_t)b * t * nh * hs);
+	return 0;
+}
+
+static int s_emu_attention_forward(void *out, float *saved, const void *q, const void *k,
+				   const void *v, int b, int t, int nh, int nkv, int hs)
+{
+	D_TRY(s_cpu_attention_forward(out, saved, q, k, v, b, t, nh, nkv, hs));
+	EMU_N(out, (size_t)b * t * nh * hs);
+	return 0;
+}
+
+static int s_emu_attention_backward(void *dq, void *dk, void *dv, const void *dout, const void *out,
+				    const float *saved, const void *q, const void *k, const void *v,
+				    int b, int t, int nh, int nkv, int hs)
+{
+	D_TRY(s_cpu_attention_backward(dq, dk, dv, dout, out, saved, q, k, v, b, t, nh, nkv, hs));
+	EMU_N(dq, (size_t)b * t * nh * hs);
+	EMU_N(dk, (size_t)b * t * nkv * hs);
+	EMU_N(dv, (size_t)b * t * nkv * hs);
+	return 0;
+}
+
+static int s_emu_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
+{
+	s_cpu_swiglu_forward(out, gate, up, n);
+	EMU_N(out, n);
+	return 0;
+}
+
+static int s_emu_swiglu_backward(void *dgate, void *dup, const void *dout, const void *gate,
+				 const void *up, size_t n)
+{
+	s_cpu_swiglu_backward(dgate, dup, dout, gate, up, n);
+	EMU_N(dgate, n);
+	EMU_N(dup, n);
+	return 0;
+}
+
+static int s_emu_residual_forward(void *out, const void *a, const void *b, size_t n)
+{
+	s_cpu_residual_forward(out, a, b, n);
+	EMU_N(out, n);
+	return 0;
+}
+
+static int s_emu_residual_backward(void *da, void *db, const void *dout, size_t n)
+{
+	s_cpu_residual_backward(da, db, dout, n);
+	EMU_N(da, n);
+	if (db != da)
+		EMU_N(db, n);
+	return 0;
+}
+
+static int s_emu_leakyrelu_forward(void *out, const void *inp, float slope, size_t n)
+{
+	s_cpu_leakyrelu_forward(out, inp, slope, n);
+	EMU_N(out, n);
+	return 0;
+}
+
+static int s_emu_leakyrelu_backward(void *dinp, const void *dout, const void *inp, float slope,
+				    size_t n)
+{
+	s_cpu_leakyrelu_backward(dinp, dout, inp, slope, n);
+	EMU_N(dinp, n);
+	return 0;
+}
+
+static int s_emu_softmax_forward(void *out, const void *inp, int n, int k)
+{
+	s_cpu_softmax_forward(out, inp, n, k);
+	EMU_N(out, (size_t)n * k);
+	return 0;
+}
+
+static int s_emu_softmax_backward(void *dinp, const void *dout, const void *out, int n, int k)
+{
+	s_cpu_softmax_backward(dinp, dout, out, n, k);
+	EMU_N(dinp, (size_t)n * k);
+	return 0;
+}
+
+static int s_emu_crossentropy_backward(void *dlogits, const float *dlosses, const void *logits,
+				       const float *lse, const int *targets, int n, int v)
+{
+	s_cpu_crossentropy_backward(dlogits, dlosses, logits, lse, targets, n, v);
+	EMU_N(dlogits, (size_t)n * v);
+	return 0;
+}
+
+static int s_emu_crossentropy_fused(float *losses, void *logits, const float *dlosses,
+				    const int *targets, int n, int v)
+{
+	D_TRY(s_cpu_crossentropy_fused(losses, logits, dlosses, targets, n, v));
+	EMU_N(logits, (size_t)n * v);
+	return 0;
+}
+
+static int s_emu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
+				       const void *u, int n, int e, int r, float scale)
+{
+	s_cpu_router_weight_forward(uw, ld, s, rlogits, u, n, e, r, scale);
+	s_emu_round(uw, s_emu_dt, (size_t)n, (size_t)e * r, (size_t)(ld ? ld : e * r));
+	return 0;
+}
+
+static int s_emu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
+					const float *s, const void *u, int n, int e, int r,
+					float scale)
+{
+	D_TRY(s_cpu_router_weight_backward(drlogits, du, duw, ld, s, u, n, e, r, scale));
+	EMU_N(drlogits, (size_t)n * e);
+	EMU_N(du, (size_t)n * e * r);
+	return 0;
+}
+
+static int s_emu_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
+			     float slope)
+{
+	s_cpu_res_forward(cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+	EMU_N(cat, (size_t)n * (r0 + e * r));
+	EMU_N(z, (size_t)n * e * r);
+	EMU_N(zl, (size_t)n * e * r);
+	return 0;
+}
+
+static int s_emu_res_backward(void *dcat, void *dz, const float *s, const void *z, const void *zl,
+			      int n, int r0, int e, int r, float s0, float sd, float slope)
+{
+	D_TRY(s_cpu_res_backward(dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope));
+	EMU_N(dcat, (size_t)n * (r0 + e * r));
+	EMU_N(dz, (size_t)n * e * r);
+	return 0;
+}
+
+static int s_emu_adamw(float *w, void *wdt, const float *g, float *m, float *v, size_t n, float lr,
+		       float beta1, float beta2, float eps, float weight_decay, long step)
+{
+	s_cpu_adamw(w, wdt, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+	if (wdt && wdt != w)
+		EMU_N(wdt, n);
+	return 0;
+}
+
+static void s_emu_memory_report(char *buf, size_t n)
+{
+	snprintf(buf, n, "host memory (the CPU backend, %s storage emulated)", kcuda_dtype_name(s_emu_dt));
+}
+
+static struct kdevice_ops s_emu_ops = {
+	.dev = KDEV_CPU, .dt = KCUDA_BF16,
+	.alloc = s_emu_alloc, .free = free, .zero = s_emu_zero, .upload = s_emu_copy,
+	.download = s_emu_download, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
+	.gemm = s_emu_gemm, .gemm_ld = s_emu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
+	.embedding_forward = s_emu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
+	.matmul_forward = s_emu_matmul_forward, .matmul_backward = s_emu_matmul_backward,
+	.rmsnorm_forward = s_emu_rmsnorm_forward, .rmsnorm_backward = s_emu_rmsnorm_backward,
+	.rope_table = s_cpu_rope_table, .rope_forward = s_emu_rope_forward,
+	.rope_backward = s_emu_rope_backward,
+	.attention_forward = s_emu_attention_forward, .attention_backward = s_emu_attention_backward,
+	.swiglu_forward = s_emu_swiglu_forward, .swiglu_backward = s_emu_swiglu_backward,
+	.residual_forward = s_emu_residual_forward, .residual_backward = s_emu_residual_backward,
+	.leakyrelu_forward = s_emu_leakyrelu_forward, .leakyrelu_backward = s_emu_leakyrelu_backward,
+	.softmax_forward = s_emu_softmax_forward, .softmax_backward = s_emu_softmax_backward,
+	.crossentropy_forward = s_cpu_crossentropy_forward,
+	.crossentropy_backward = s_emu_crossentropy_backward,
+	.crossentropy_fused = s_emu_crossentropy_fused,
+	.router_weight_forward = s_emu_router_weight_forward,
+	.router_weight_backward = s_emu_router_weight_backward,
+	.res_forward = s_emu_res_forward, .res_backward = s_emu_res_backward,
+	.convert = s_emu_copy, .sumsq = s_cpu_sumsq, .scale = s_cpu_scale, .adamw = s_emu_adamw,
+	.memory_report = s_emu_memory_report,
+};
+
+const struct kdevice_ops *kdevice_emulated(int dt)
+{
+	if (dt != KCUDA_BF16 && dt != KCUDA_F16 && dt != KCUDA_F32) {
+		err_set("the emulated table rounds to bf16, f16 or f32, not %s", kcuda_dtype_name(dt));
+		return NULL;
+	}
+	s_emu_dt = s_emu_ops.dt = dt;
+	return &s_emu_ops;
+}
 
 /* ---- the CUDA table: kcuda.h with the storage type of the process ----- */
 

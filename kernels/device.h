@@ -136,4 +136,17 @@ struct kdevice_ops {
  * kcuda's "no CUDA backend" message (resolve the device first). */
 const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt);
 
+/* The CPU's table with the GPU's storage rounding: ops in fp32 on host
+ * memory (4-byte buffers), every store to a buffer of type dt rounded to dt
+ * (KCUDA_BF16 or KCUDA_F16; KCUDA_F32 is the plain CPU table's numerics).
+ * For measuring what a storage type costs without a GPU (`--device table
+ * --dtype bf16`). NULL via err_set() for another dt. */
+const struct kdevice_ops *kdevice_emulated(int dt);
+
+/* Bytes per element of a dt buffer in K's memory (the CPU's tables: 4). */
+static inline size_t kdevice_elem_size(const struct kdevice_ops *K, size_t dt_size)
+{
+	return K->dev == KDEV_CPU ? 4 : dt_size;
+}
+
 #endif

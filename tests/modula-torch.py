@@ -15,6 +15,17 @@ row, two at once), and stage 3 (routers only, experts frozen).
 Tolerances (fp32 engine vs fp64 reference):
   logits max |diff| <= 2e-5 * max(1, max |ref|); loss <= 1e-5 * max(1, |ref|)
   each gradient: max |diff| <= 1e-4 * max |ref| + 1e-7
+
+The device path with the GPU's bf16 storage emulated (moe_dump table-bf16:
+the CPU ops, every stored activation and weight copy rounded to bf16) is
+held to what bf16 allows (on 4 rows of 64 tokens): logits <= 5e-2 *
+max(1, max |ref|), loss <= 1e-3 * max(1, |ref|); each LoRA gradient
+within 0.1 of its norm and at cosine >= 0.99; each MoDULA-Res gradient at
+cosine >= 0.9 with the reference. Res experts' A gradients are sums over rows
+that cancel, through LeakyReLU's kink: a rounding that flips the sign of a
+few z moves them by 10-35% of their norm (f16 as much as bf16, and with
+the slope set to 1 much less), so that is what bf16 costs there, on the
+GPU too (docs/cuda.md).
 """
 import os
 import subprocess
@@ -33,6 +44,9 @@ DUMP = os.path.join(top_builddir, "tests", "modula", "moe_dump")
 HFREF = os.path.join(top_srcdir, "tests", "ref", "hfref.py")
 TOKENS = "5,17,3,50,41,9,60,2,33,11;7,7,40,23,1,14,38,12,55,29"
 MASK = "0,0,0,0,1,1,1,1,1,1;0,0,0,0,0,0,1,1,1,1"
+# longer rows for the bf16 cases (4 x 64 tokens, a prompt of 8), as on the GPU
+TOKENS64 = ";".join(",".join(str((37 * r + 11 * j + j * j) % 64) for j in range(64)) for r in range(4))
+MASK64 = ";".join(",".join("0" if j < 8 else "1" for j in range(64)) for _ in range(4))
 from tap import done, ok  # noqa: E402
 
 
@@ -58,14 +72,16 @@ CASES = [
 ]
 
 
-def check(model, arch, case, table=False):
+def check(model, arch, case, table=None):
     method, nd, topk, route, train, what = case
+    bf16 = table == "table-bf16"
+    toks, msk = (TOKENS64, MASK64) if bf16 else (TOKENS, MASK)
     if table:
-        what += ", device path (CPU op table)"
+        what += ", device path (CPU op table" + (", bf16 storage emulated)" if bf16 else ")")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "dump.safetensors")
-        p = subprocess.run([DUMP, model, out, method, str(nd), str(topk), route, train, TOKENS, MASK]
-                           + (["table"] if table else []), capture_output=True, text=True)
+        p = subprocess.run([DUMP, model, out, method, str(nd), str(topk), route, train, toks, msk]
+                           + ([table] if table else []), capture_output=True, text=True)
         if p.returncode:
             print(f"# {p.stderr.strip()}")
             ok(False, f"{arch} {what}: moe_dump ran")
@@ -79,13 +95,13 @@ def check(model, arch, case, table=False):
     mix = moderef.Mixture(method, names, tensors, ranks, slope=0.1, top_k=topk, aux_weight=0.1)
     if route != "soft":
         mix.route = [int(v) for v in route.split(",")]
-    tokens = hfref.parse_rows(TOKENS, "tokens")
-    mask = hfref.parse_rows(MASK, "mask")
+    tokens = hfref.parse_rows(toks, "tokens")
+    mask = hfref.parse_rows(msk, "mask")
     logits, loss, grads = moderef.run(model, mix, tokens, mask)
     dl = maxdiff(d["logits"], logits)
     dloss = abs(d["loss"].double().item() - loss.item())
     bits, router = train.split(":")
-    worst, frozen_bad, ntrain = 0.0, [], 0
+    worst, frozen_bad, ntrain, cosmin = 0.0, [], 0, 1.0
     for k, g in grads.items():
         owner = k.split("/")[0]
         e = names.index(owner) if owner in names else -1
@@ -96,9 +112,22 @@ def check(model, arch, case, table=False):
                 frozen_bad.append(k)
             continue
         ntrain += 1
+        if bf16:
+            a, b = got.double().flatten(), g.double().flatten()
+            worst = max(worst, ((a - b).norm() / b.norm()).item())
+            cosmin = min(cosmin, (a @ b / (a.norm() * b.norm())).item())
+            continue
         err = maxdiff(got, g) / (g.abs().max().item() + 1e-7 / 1e-4)
         worst = max(worst, err)
     lscale = max(1.0, logits.abs().max().item())
+    if bf16:
+        ok(dl <= 5e-2 * lscale and dloss <= 1e-3 * max(1.0, abs(loss.item())),
+           f"{arch} {what}: logits max diff {dl:.2e}, loss diff {dloss:.2e}")
+        good = worst <= 0.1 and cosmin >= 0.99 if method == "lora" else cosmin >= 0.9
+        ok(ntrain > 0 and good and not frozen_bad,
+           f"{arch} {what}: {ntrain} trainable gradients, worst |diff|/|ref| {worst:.3f}, "
+           f"lowest cosine {cosmin:.4f}" + (f"; frozen with gradient: {frozen_bad[:2]}" if frozen_bad else ""))
+        return
     ok(dl <= 2e-5 * lscale and dloss <= 1e-5 * max(1.0, abs(loss.item())),
        f"{arch} {what}: logits max diff {dl:.2e}, loss diff {dloss:.2e}")
     ok(ntrain > 0 and worst <= 1e-4 and not frozen_bad,
@@ -127,7 +156,10 @@ def main():
         # and routings it runs, on both models
         for case in (CASES[0], CASES[4], CASES[5], CASES[11]):
             for model, arch in models:
-                check(model, arch, case, table=True)
+                check(model, arch, case, table="table")
+        # ... and with the GPU's bf16 storage rounding (what bf16 costs)
+        for case in (CASES[0], CASES[4], CASES[5], CASES[11]):
+            check(models[1][0], models[1][1], case, table="table-bf16")
     sys.exit(done())
 
 

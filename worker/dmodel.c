@@ -142,7 +142,7 @@ const char *dmodel_profile_report(const dmodel_t *m, int kind, double *seconds)
 
 static size_t s_dts(const dmodel_t *m)
 {
-	return kcuda_dtype_size(m->K->dt);
+	return kdevice_elem_size(m->K, kcuda_dtype_size(m->K->dt));
 }
 
 static void *s_at(const dmodel_t *m, void *base, size_t off)
@@ -311,8 +311,8 @@ static int s_load_one(dmodel_t *m, const char *name, void *dst, int ndim, const 
 
 	if (!t)
 		return -1;
-	if (m->K->dev == KDEV_CPU)
-		return st_to_f32(t, dst);
+	if (m->K->dev == KDEV_CPU)     /* (the emulated table: rounded to dt) */
+		return st_to_f32(t, dst) < 0 ? -1 : m->K->convert(dst, m->K->dt, dst, KCUDA_F32, n);
 	if (s_kdt(t->dtype) < 0)
 		return err_set("tensor '%s' is %s: the GPU path reads F32, F16 and BF16", name,
 			       st_dtype_name(t->dtype));
@@ -1218,9 +1218,9 @@ int dmodel_backend(const char *device, const char *dtype, const struct kdevice_o
 		dt = !strcmp(dtype, "f32") ? KCUDA_F32 : !strcmp(dtype, "f16") ? KCUDA_F16 : KCUDA_BF16;
 	if (!device || !strcmp(device, "cpu"))
 		return 0;
-	if (!strcmp(device, "table")) {
-		*K = kdevice_ops(KDEV_CPU, KCUDA_F32);
-		return 0;
+	if (!strcmp(device, "table")) {   /* with --dtype: the GPU's storage rounding */
+		*K = dtype ? kdevice_emulated(dt) : kdevice_ops(KDEV_CPU, KCUDA_F32);
+		return *K ? 0 : -1;
 	}
 	D_TRY(kdevice_parse(device, &req));
 	D_TRY(kdevice_resolve(req, &d));

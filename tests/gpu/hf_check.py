@@ -203,16 +203,21 @@ def item1(args, res, work):
                    for _ in range(4))
     dump = os.path.join(os.path.dirname(args.engine), "moe-dump")
     mask = ";".join(",".join("0" if j < 8 else "1" for j in range(64)) for _ in range(4))
+    # bf16 itself moves the Res experts' A gradients by 10-35% here (sums
+    # over rows that cancel, through LeakyReLU's kink: tests/modula-torch.py):
+    # the CPU's emulation of bf16 storage (table-bf16: fp32 ops, every stored
+    # tensor rounded to bf16) measures that, and the GPU is held to twice it.
     for method in ("modula-res", "modula-res-nores"):
         outs = {}
-        for dev in ("cpu", "cuda-f32", "cuda-bf16"):
+        for dev in ("cpu", "table-bf16", "cuda-f32", "cuda-bf16"):
             path = os.path.join(work, f"dump-{method}-{dev}.safetensors")
             run([dump, mdir, path, method, "4", "0", "soft", "31:1", tok, mask]
                 + ([] if dev == "cpu" else [dev]))
             outs[dev] = load_file(path)
         ref = outs["cpu"]
         names = [k for k in ref if k.startswith("grad/") or k in ("loss", "logits")]
-        for dev, tol in (("cuda-f32", 1e-4), ("cuda-bf16", 5e-2)):
+        floor = 0.0
+        for dev, tol in (("cuda-f32", 1e-4), ("table-bf16", None), ("cuda-bf16", 5e-2)):
             worst, where, rels = 0.0, "", []
             for k in names:
                 d = float(np.abs(outs[dev][k].astype(np.float64) - ref[k]).max())
@@ -224,10 +229,18 @@ def item1(args, res, work):
             byname = {k: d for d, k in rels}
             print(f"  {method} {dev}: logits {byname['logits']:.2e}, loss {byname['loss']:.2e}; worst: "
                   + ", ".join(f"{k[5:]} {d:.1e}" for d, k in rels[:6] if k.startswith("grad/")))
+            if tol is None:
+                floor = worst
+                res.add("1", f"{method} step (loss, logits, {len(names) - 2} grads) CPU with bf16 storage "
+                        "emulated vs CPU engine", f"{worst:.2e}", f"worst at {where}: what bf16 costs")
+                continue
+            if dev == "cuda-bf16":
+                tol = max(tol, 2 * floor)
             good = worst <= tol
             res.add("1", f"{method} step (loss, logits, {len(names) - 2} grads) {dev} vs CPU engine",
-                    f"{worst:.2e}", f"worst at {where}; tolerance {tol:.0e}: "
-                    f"{'ok' if good else 'EXCEEDED'}")
+                    f"{worst:.2e}", f"worst at {where}; tolerance {tol:.1e}"
+                    + (" (twice the emulated bf16's)" if dev == "cuda-bf16" and tol > 5e-2 else "")
+                    + f": {'ok' if good else 'EXCEEDED'}")
             ok = ok and good
     return ok
 

@@ -4,10 +4,11 @@
  *   moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK
  *     ROUTE  soft | e0,e1,... (fixed: expert of each token row)
  *     TRAIN  EXPERT_BITS:ROUTER (e.g. 6:0 trains experts 1 and 2)
- *   moe_dump ... MASK table|cuda-f32|cuda-bf16
+ *   moe_dump ... MASK table|table-DT|cuda-DT   (DT: f32, bf16, f16)
  *     the same through the device model (worker/dmodel.h): over the CPU op
- *     table (the GPU path's code, checked without a GPU), or on the GPU
- *     (tests/gpu/hf_check.py, from the GPU bundle).
+ *     table (the GPU path's code, checked without a GPU; table-bf16 rounds
+ *     every stored activation and weight copy to bf16 as the GPU does), or
+ *     on the GPU (tests/gpu/hf_check.py, from the GPU bundle).
  * Every expert tensor is drawn from normal(0, 0.15), every router from
  * normal(0, 0.3) (seed 5), so
  * no gradient is trivially zero. OUT holds "logits", "loss" (cross-entropy
@@ -70,14 +71,19 @@ int main(int argc, char **argv)
 	rng_t r;
 
 	const struct kdevice_ops *K = NULL;
-	if (argc == 11 && dmodel_backend(strncmp(argv[10], "cuda-", 5) ? argv[10] : "cuda",
-					 strncmp(argv[10], "cuda-", 5) ? NULL : argv[10] + 5, &K) < 0) {
+	char dev[32] = "", *dash = NULL;
+	if (argc == 11) {
+		snprintf(dev, sizeof dev, "%s", argv[10]);
+		if ((dash = strchr(dev, '-')))
+			*dash++ = '\0';
+	}
+	if (argc == 11 && dmodel_backend(dev, dash, &K) < 0) {
 		fprintf(stderr, "moe_dump: %s\n", err_msg());
 		return 1;
 	}
 	if (argc != 10 && (argc != 11 || !K)) {
 		fprintf(stderr, "usage: moe_dump MODEL OUT METHOD N_DOMAIN TOP_K ROUTE TRAIN TOKENS MASK "
-			"[table|cuda-f32|cuda-bf16]\n");
+			"[table|table-DT|cuda-DT] (DT: f32, bf16, f16)\n");
 		return 2;
 	}
 	for (const char *p = argv[8]; *p; p++)
