@@ -330,54 +330,16 @@ static int s_cpu_res_forward(void *cat, void *z, void *zl, float *s, const void 
 			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			     float slope)
 {
-	int er = e * r, w = r0 + er;
-	const float *m = mab;
-
-	#pragma omp parallel for schedule(static) if((size_t)n * er * r0 >= OPS_PARALLEL_MIN)
-	for (int i = 0; i < n; i++) {
-		const float *u = (const float *)ur + (size_t)i * (r0 + e);
-		float *c = (float *)cat + (size_t)i * w, *zi = (float *)z + (size_t)i * er;
-		float *li = (float *)zl + (size_t)i * er;
-		op_softmax_forward(s + (size_t)i * e, u + r0, 1, e);
-		for (int k = 0; k < r0; k++)
-			c[k] = s0 * u[k];
-		for (int j = 0; j < er; j++) {
-			float acc = 0.0f;
-			for (int k = 0; k < r0; k++)
-				acc += u[k] * m[(size_t)j * r0 + k];
-			zi[j] = s0 * acc;
-			li[j] = zi[j] > 0.0f ? zi[j] : slope * zi[j];
-			c[r0 + j] = sd * s[(size_t)i * e + j / r] * li[j];
-		}
-	}
+	op_res_forward(cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 
 static int s_cpu_res_backward(void *dcat, void *dz, const float *s, const void *z, const void *zl,
 			      int n, int r0, int e, int r, float s0, float sd, float slope)
 {
-	int er = e * r, w = r0 + er;
-
-	if (e > 64)
-		return err_set("res_backward: %d experts (at most 64)", e);
-	#pragma omp parallel for schedule(static) if((size_t)n * er >= OPS_PARALLEL_MIN / 8)
-	for (int i = 0; i < n; i++) {
-		float *d = (float *)dcat + (size_t)i * w, *dzi = (float *)dz + (size_t)i * er;
-		const float *si = s + (size_t)i * e, *zi = (const float *)z + (size_t)i * er;
-		const float *li = (const float *)zl + (size_t)i * er;
-		float ds[64] = { 0 }, dot = 0.0f;
-		for (int j = 0; j < er; j++) {
-			float g = sd * si[j / r] * d[r0 + j];
-			ds[j / r] += sd * li[j] * d[r0 + j];
-			dzi[j] = zi[j] > 0.0f ? g : slope * g;
-		}
-		for (int k = 0; k < e; k++)
-			dot += si[k] * ds[k];
-		for (int k = 0; k < e; k++)
-			d[r0 + k] = si[k] * (ds[k] - dot);
-		for (int k = 0; k < r0; k++)
-			d[k] *= s0;
-	}
+	if (e > OPS_RES_MAX_EXPERTS)
+		return err_set("res_backward: %d experts (at most %d)", e, OPS_RES_MAX_EXPERTS);
+	op_res_backward(dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 

@@ -4,7 +4,9 @@
  * list of "items" (expert e over rows [lo, hi), weighted by router column
  * `col` or by 1 when col < 0) plus, for Res, the universal output h over
  * all rows and the rows where h is added to y. Backward walks the same
- * items. */
+ * items. MoDULA-Res with soft routing (the router and joint stages) takes
+ * a fused path instead (s_fused_*), the same function computed without h
+ * (tests/modula-torch.py checks both against PyTorch). */
 #include "config.h"
 #include "worker/moe.h"
 #include "worker/rng.h"
@@ -45,6 +47,13 @@ struct moe_layer {
 	int n;                  /* rows of the last forward */
 	double aux;             /* load-balancing loss of the last forward */
 	float *frac;            /* [n_route] f_i of the last forward */
+	/* MoDULA-Res with soft routing, fused (s_fused_*): a0 = [A0; W_R],
+	 * acat = the experts' A stacked, bcat = [B0^T; B_1^T; ...], m = acat B0,
+	 * p = dz^T u0s, db = cat^T dy, da0 = d[u0 rl]^T x (weight-sized), and
+	 * per row ur = [u0 | rl], cat = [s0 u0 | sd s_i zl_i], dcat, z, zl, dz */
+	float *fmem;
+	float *fa0, *facat, *fbcat, *fm, *fp, *fdb, *fda0;
+	float *fur, *fcat, *fdcat, *fz, *fzl, *fdz;
 };
 
 const char *moe_method_name(int method)
@@ -107,6 +116,152 @@ static float *s_falloc(size_t n)
 	return calloc(n ? n : 1, sizeof(float));
 }
 
+/* ---- MoDULA-Res with soft routing, fused --------------------------------
+ * The same function as the items below, as worker/dmodel.c computes it: h
+ * = s0 B0 A0 x (as wide as the layer) is never made. The experts read h
+ * only through z = h A^T = s0 u0 (A B0)^T, so a layer is two products of
+ * its width forward (x [A0; W_R]^T, then cat [B0^T; B^T]) and four
+ * backward, like LoRA's, with a larger inner size, plus products of N x
+ * (e r) or smaller and one row kernel each way (kernels/cpu/ops.h
+ * op_res_*). The items path reads and writes h once per expert. */
+
+static int s_fusable(const moe_layer_t *L)
+{
+	const moe_t *mo = L->mo;
+	int e = mo->n_route;
+
+	if (!s_is_res(mo->cfg.method) || e < 1 || e > OPS_RES_MAX_EXPERTS || mo->route_base != 1 ||
+	    !L->w[0].r)
+		return 0;
+	for (int i = 1; i <= e; i++)
+		if (L->w[i].r != L->w[1].r || L->w[i].scale != L->w[1].scale || !L->w[i].r)
+			return 0;
+	return 1;
+}
+
+static int s_fused_alloc(moe_layer_t *L, int n)
+{
+	int e = L->mo->n_route, r0 = L->w[0].r, er = e * L->w[1].r, w = r0 + er;
+	size_t in = (size_t)L->base.in, out = (size_t)L->base.out;
+	size_t nw = (size_t)(r0 + e) * in * 2 + (size_t)er * out + (size_t)w * out * 2 +
+		    (size_t)er * r0 * 2;
+	size_t nr = (size_t)n * ((size_t)(r0 + e) + 2 * (size_t)w + 3 * (size_t)er);
+	float *q;
+
+	if (!(L->fmem = s_falloc(nw + nr)))
+		return err_set("out of memory for mixture activations of %d rows", n);
+	q = L->fmem;
+	L->fa0 = q, q += (size_t)(r0 + e) * in;
+	L->fda0 = q, q += (size_t)(r0 + e) * in;
+	L->facat = q, q += (size_t)er * out;
+	L->fbcat = q, q += (size_t)w * out;
+	L->fdb = q, q += (size_t)w * out;
+	L->fm = q, q += (size_t)er * r0;
+	L->fp = q, q += (size_t)er * r0;
+	L->fur = q, q += (size_t)n * (r0 + e);
+	L->fcat = q, q += (size_t)n * w;
+	L->fdcat = q, q += (size_t)n * w;
+	L->fz = q, q += (size_t)n * er;
+	L->fzl = q, q += (size_t)n * er;
+	L->fdz = q;
+	return 0;
+}
+
+/* dst[c, r] = src[r, c] for src [rows, cols] */
+static void s_transpose(float *dst, const float *src, int rows, int cols)
+{
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+}
+
+/* dst[r, c] += src[c, r] for dst [rows, cols] */
+static void s_add_transposed(float *dst, const float *src, int rows, int cols)
+{
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			dst[(size_t)i * cols + j] += src[(size_t)j * rows + i];
+}
+
+static void s_fused_forward(moe_layer_t *L, float *y, const float *x, int n)
+{
+	const moe_t *mo = L->mo;
+	const moe_w_t *u = &L->w[0];
+	int e = mo->n_route, r0 = u->r, r = L->w[1].r, er = e * r, w = r0 + er;
+	int in = L->base.in, out = L->base.out, nores = mo->cfg.method == MOE_RES_NORES;
+
+	memcpy(L->fa0, u->a, (size_t)r0 * in * sizeof(float));
+	memcpy(L->fa0 + (size_t)r0 * in, L->wr, (size_t)e * in * sizeof(float));
+	s_transpose(L->fbcat, u->b, out, r0);
+	for (int i = 0; i < e; i++) {
+		const moe_w_t *d = &L->w[1 + i];
+		memcpy(L->facat + (size_t)i * r * out, d->a, (size_t)r * out * sizeof(float));
+		s_transpose(L->fbcat + (size_t)(r0 + i * r) * out, d->b, out, r);
+	}
+	op_gemm(L->fm, L->facat, u->b, er, r0, out, 0, 0, 1.0f, 0.0f);
+	op_gemm(L->fur, x, L->fa0, n, r0 + e, in, 0, 1, 1.0f, 0.0f);
+	op_res_forward(L->fcat, L->fz, L->fzl, L->s, L->fur, L->fm, n, r0, e, r, u->scale,
+		       L->w[1].scale, mo->cfg.slope);
+	if (nores)
+		op_gemm_ld(y, out, L->fcat + r0, w, L->fbcat + (size_t)r0 * out, out, n, out, er, 0, 0,
+			   1.0f, 1.0f);
+	else
+		op_gemm(y, L->fcat, L->fbcat, n, out, w, 0, 0, 1.0f, 1.0f);
+}
+
+static void s_fused_backward(moe_layer_t *L, float *dx, const float *dy, const float *x, int n)
+{
+	const moe_t *mo = L->mo;
+	moe_w_t *u = &L->w[0];
+	int e = mo->n_route, r0 = u->r, r = L->w[1].r, er = e * r, w = r0 + er, k0 = 0;
+	int in = L->base.in, out = L->base.out, nores = mo->cfg.method == MOE_RES_NORES;
+	int any_b = 0;
+	float s0 = u->scale;
+
+	for (int i = 0; i < e; i++)
+		any_b |= mo->exp[1 + i].trainable;
+	/* dcat = dy bcat^T; db = cat^T dy (nores: the experts' columns only) */
+	if (nores) {
+		k0 = r0;
+		memset(L->fdcat, 0, (size_t)n * w * sizeof(float));
+		op_gemm_ld(L->fdcat + r0, w, dy, out, L->fbcat + (size_t)r0 * out, out, n, er, out, 0, 1,
+			   1.0f, 0.0f);
+	} else {
+		op_gemm(L->fdcat, dy, L->fbcat, n, w, out, 0, 1, 1.0f, 0.0f);
+	}
+	if (any_b || (!nores && mo->exp[0].trainable))
+		op_gemm_ld(L->fdb + (size_t)k0 * out, out, L->fcat + k0, w, dy, out, w - k0, out, n, 1, 0,
+			   1.0f, 0.0f);
+	if (!nores && mo->exp[0].trainable)
+		s_add_transposed(u->db, L->fdb, out, r0);
+	for (int i = 0; i < e; i++)
+		if (mo->exp[1 + i].trainable)
+			s_add_transposed(L->w[1 + i].db, L->fdb + (size_t)(r0 + i * r) * out, out, r);
+	op_res_backward(L->fdcat, L->fdz, L->s, L->fz, L->fzl, n, r0, e, r, s0, L->w[1].scale,
+			mo->cfg.slope);
+	/* P = dz^T u0s: dA_i += P_i B0^T, dB0 += A^T P */
+	if (any_b || mo->exp[0].trainable)
+		op_gemm_ld(L->fp, r0, L->fdz, er, L->fcat, w, er, r0, n, 1, 0, 1.0f, 0.0f);
+	for (int i = 0; i < e; i++)
+		if (mo->exp[1 + i].trainable)
+			op_gemm(L->w[1 + i].da, L->fp + (size_t)i * r * r0, u->b, r, out, r0, 0, 1, 1.0f,
+				1.0f);
+	if (mo->exp[0].trainable)
+		op_gemm(u->db, L->facat, L->fp, out, r0, er, 1, 0, 1.0f, 1.0f);
+	/* dcat[:, :r0] = s0 (du0s direct + dz M) */
+	op_gemm_ld(L->fdcat, w, L->fdz, er, L->fm, r0, n, r0, er, 0, 0, s0, nores ? 0.0f : 1.0f);
+	/* [du0 | drl] against x and a0 */
+	if (mo->exp[0].trainable || mo->router_trainable) {
+		op_gemm_ld(L->fda0, in, L->fdcat, w, x, in, r0 + e, in, n, 1, 0, 1.0f, 0.0f);
+		if (mo->exp[0].trainable)
+			op_residual_forward(u->da, u->da, L->fda0, (size_t)r0 * in);
+		if (mo->router_trainable)
+			op_residual_forward(L->dwr, L->dwr, L->fda0 + (size_t)r0 * in, (size_t)e * in);
+	}
+	if (dx)
+		op_gemm_ld(dx, in, L->fdcat, w, L->fa0, in, n, in, r0 + e, 0, 0, 1.0f, 1.0f);
+}
+
 static int s_reserve(adapter_t *ad, int n)
 {
 	moe_layer_t *L = (moe_layer_t *)ad;
@@ -116,10 +271,13 @@ static int s_reserve(adapter_t *ad, int n)
 	if (n <= L->cap)
 		return 0;
 	free(L->z), free(L->p), free(L->s), free(L->ds), free(L->h), free(L->dh);
-	free(L->tmp), free(L->dtmp);
+	free(L->tmp), free(L->dtmp), free(L->fmem);
+	L->fmem = NULL;
 	for (int e = 0; e < mo->n_exp; e++)
 		free(L->w[e].t), free(L->w[e].g), L->w[e].t = L->w[e].g = NULL;
 	L->cap = 0;
+	if (s_fusable(L) && s_fused_alloc(L, n) < 0)
+		return -1;
 	L->z = s_falloc((size_t)n * nr), L->p = s_falloc((size_t)n * nr);
 	L->s = s_falloc((size_t)n * nr), L->ds = s_falloc((size_t)n * nr);
 	L->h = s_falloc((size_t)n * ad->out), L->dh = s_falloc((size_t)n * ad->out);
@@ -197,6 +355,10 @@ static void s_forward(adapter_t *ad, float *y, const float *x, int n, uint64_t k
 	(void)key, (void)train;
 	L->n = n;
 	L->aux = 0.0;
+	if (L->fmem && !mo->fixed) {
+		s_fused_forward(L, y, x, n);
+		return;
+	}
 	if (!mo->fixed && nr > 0)
 		s_route_forward(L, x, n);
 	if (s_is_res(mo->cfg.method)) {
@@ -239,6 +401,10 @@ static void s_backward(adapter_t *ad, float *dx, const float *dy, const float *x
 	int nh, ni = s_plan(mo, n, it, hadd, &nh), out = ad->out, in = ad->in, nr = mo->n_route;
 	int res = s_is_res(mo->cfg.method), routed = !mo->fixed && nr > 0;
 
+	if (L->fmem && !mo->fixed) {
+		s_fused_backward(L, dx, dy, x, n);
+		return;
+	}
 	if (res) {
 		memset(L->dh, 0, (size_t)n * out * sizeof(float));
 		for (int i = 0; i < nh; i++)
@@ -326,7 +492,7 @@ static void s_destroy(adapter_t *ad)
 		free(L->w[e].t), free(L->w[e].g);
 	free(L->w);
 	free(L->z), free(L->p), free(L->s), free(L->ds), free(L->h), free(L->dh);
-	free(L->tmp), free(L->dtmp), free(L->frac), free(L->mem);
+	free(L->tmp), free(L->dtmp), free(L->frac), free(L->mem), free(L->fmem);
 	/* the moe description may outlive or predecease its hooks: unlink */
 	for (int k = 0; L->mo && k < L->mo->n_layers; k++)
 		if (L->mo->layers[k] == L)

@@ -94,6 +94,18 @@ void op_residual_backward(float *da, float *db, const float *dout, size_t n);
 void op_leakyrelu_forward(float *out, const float *inp, float slope, size_t n);
 void op_leakyrelu_backward(float *dinp, const float *dout, const float *inp, float slope, size_t n);
 
+/* MoDULA-Res's per-row work (worker/dmodel.c and worker/moe.c, METHOD.md):
+ * ur = [u0 | rl] [N, r0+e], mab = A B0 [e*r, r0]; forward writes s =
+ * softmax(rl) [N, e], z = s0 u0 mab^T and zl = LeakyReLU(z) [N, e*r], and
+ * cat = [s0 u0 | sd s_i zl_i] [N, r0+e*r]. Backward: dcat holds dy
+ * [B0^T; B^T]^T on entry; it writes dz [N, e*r], dcat[:, r0:r0+e] = d rl
+ * and dcat[:, :r0] *= s0. At most OPS_RES_MAX_EXPERTS experts. */
+#define OPS_RES_MAX_EXPERTS 64
+void op_res_forward(float *cat, float *z, float *zl, float *s, const float *ur, const float *mab,
+		    int n, int r0, int e, int r, float s0, float sd, float slope);
+void op_res_backward(float *dcat, float *dz, const float *s, const float *z, const float *zl, int n,
+		     int r0, int e, int r, float s0, float sd, float slope);
+
 /* Softmax over the last dimension: out[N,K] = softmax(inp[N,K]). */
 void op_softmax_forward(float *out, const float *inp, int n, int k);
 /* dinp[N,K] += out * (dout - sum(out * dout)). */

@@ -160,3 +160,55 @@ void op_crossentropy_backward(float *dlogits, const float *dlosses, const float 
 		d[targets[i]] -= g;
 	}
 }
+
+void op_res_forward(float *cat, float *z, float *zl, float *s, const float *ur, const float *mab,
+		    int n, int r0, int e, int r, float s0, float sd, float slope)
+{
+	int er = e * r, w = r0 + er;
+
+	#pragma omp parallel for schedule(static) if((size_t)n * er * r0 >= OPS_PARALLEL_MIN)
+	for (int i = 0; i < n; i++) {
+		const float *u = ur + (size_t)i * (r0 + e);
+		float *c = cat + (size_t)i * w, *zi = z + (size_t)i * er, *li = zl + (size_t)i * er;
+		float *si = s + (size_t)i * e, lse = s_logsumexp(u + r0, e);
+		/* (not op_softmax_forward: an OpenMP region per row costs more
+		 * than the row) */
+		for (int k = 0; k < e; k++)
+			si[k] = expf(u[r0 + k] - lse);
+		for (int k = 0; k < r0; k++)
+			c[k] = s0 * u[k];
+		for (int j = 0; j < er; j++) {
+			const float *mj = mab + (size_t)j * r0;
+			float acc = 0.0f;
+			for (int k = 0; k < r0; k++)
+				acc += u[k] * mj[k];
+			zi[j] = s0 * acc;
+			li[j] = zi[j] > 0.0f ? zi[j] : slope * zi[j];
+			c[r0 + j] = sd * si[j / r] * li[j];
+		}
+	}
+}
+
+void op_res_backward(float *dcat, float *dz, const float *s, const float *z, const float *zl, int n,
+		     int r0, int e, int r, float s0, float sd, float slope)
+{
+	int er = e * r, w = r0 + er;
+
+	#pragma omp parallel for schedule(static) if((size_t)n * er >= OPS_PARALLEL_MIN / 8)
+	for (int i = 0; i < n; i++) {
+		float *d = dcat + (size_t)i * w, *dzi = dz + (size_t)i * er;
+		const float *si = s + (size_t)i * e, *zi = z + (size_t)i * er, *li = zl + (size_t)i * er;
+		float ds[OPS_RES_MAX_EXPERTS] = { 0 }, dot = 0.0f;
+		for (int j = 0; j < er; j++) {
+			float g = sd * si[j / r] * d[r0 + j];
+			ds[j / r] += sd * li[j] * d[r0 + j];
+			dzi[j] = zi[j] > 0.0f ? g : slope * g;
+		}
+		for (int k = 0; k < e; k++)
+			dot += si[k] * ds[k];
+		for (int k = 0; k < e; k++)
+			d[r0 + k] = si[k] * (ds[k] - dot);
+		for (int k = 0; k < r0; k++)
+			d[k] *= s0;
+	}
+}
