@@ -518,8 +518,13 @@ static void s_expire(broker_t *b, int64_t now)
 
 	for (w = b->workers; w; w = next) {
 		next = w->next;
-		if (w->expiry_ns < t)
-			s_worker_down(b, w, "went silent");
+		if (w->expiry_ns < t) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "went silent (nothing for %llu ms)",
+				 (unsigned long long)((t - w->expiry_ns + s_liveness_ns(b)) / 1000000ull));
+			s_worker_down(b, w, why);
+		}
 	}
 	if (queue_expire_leases(b->q, now) > 0)
 		b->dispatch = 1;
@@ -859,8 +864,12 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
 		if (nitems == 3 && (items[2].revents & ZMQ_POLLIN))
 			s_zap_serve(b);
 		tick = mtime_ns() >= next;
+		t = mtime_ns();
 		if (s_batch(b, tick) < 0)
 			return -1;
+		if (mtime_ns() - t > hb_ns)
+			log_warn("broker: one batch took %llu ms (the registry was slow or busy)",
+				 (unsigned long long)((mtime_ns() - t) / 1000000ull));
 		if (tick) {
 			for (w = b->workers; w; w = w->next)
 				proto_send(b->router, w->ident, w->ident_len, PROTO_HEARTBEAT, NULL);

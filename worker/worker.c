@@ -55,7 +55,9 @@ struct wjob {
 	uint64_t kill_at_ns, sleep_until_ns, flush_ns;
 	run_engine_t *run;
 	cJSON *metrics;            /* points not sent yet */
+	int nmetrics;              /* how many (cJSON counts by walking the list) */
 	cJSON *pending;            /* PROGRESS bodies sent and not acknowledged, by seq */
+	int npending;
 	int64_t seq;               /* the last PROGRESS's sequence number */
 	int64_t step, total;
 	cJSON *ckpt;               /* newest uploaded checkpoint {sha256, step} */
@@ -88,6 +90,7 @@ struct worker {
 	struct wresult *unacked;
 	int liveness, heard, reconnect_ms;
 	uint64_t next_hb_ns, reconnect_at_ns;
+	uint64_t hb_sent_ns;       /* the last HEARTBEAT sent */
 	uint64_t ready_ns;         /* when a READY went that the broker has not answered since, or 0 */
 };
 
@@ -238,6 +241,7 @@ static void s_disconnect(worker_t *w)
 		 w->o.broker, w->o.liveness, w->reconnect_ms);
 	zmq_close(w->sock);
 	w->sock = NULL;
+	w->hb_sent_ns = 0;
 	w->reconnect_at_ns = mtime_ns() + (uint64_t)w->reconnect_ms * 1000000ull;
 	w->reconnect_ms = w->reconnect_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : w->reconnect_ms * 2;
 }
@@ -275,16 +279,22 @@ static struct wjob *s_job_find(worker_t *w, int64_t job, int attempt)
 	return NULL;
 }
 
-/* Append to `into` the points of the PROGRESS the broker has not
- * acknowledged, while it holds fewer than `room` (the protocol's limit). */
-static void s_add_pending(const struct wjob *j, cJSON *into, int room)
+/* Append to `into` (holding n points) the points of the PROGRESS the
+ * broker has not acknowledged, while it holds fewer than `room` (the
+ * protocol's limit). Linear: thousands of PROGRESS pile up while a broker
+ * does not answer, and this runs between two heartbeats. */
+static int s_add_pending(const struct wjob *j, cJSON *into, int n, int room)
 {
 	const cJSON *p, *x;
 
 	cJSON_ArrayForEach(p, j->pending)
-		cJSON_ArrayForEach(x, cJSON_GetObjectItem(p, "metrics"))
-			if (cJSON_GetArraySize(into) < room)
-				cJSON_AddItemToArray(into, cJSON_Duplicate(x, 1));
+		cJSON_ArrayForEach(x, cJSON_GetObjectItem(p, "metrics")) {
+			if (n >= room)
+				return n;
+			cJSON_AddItemToArray(into, cJSON_Duplicate(x, 1));
+			n++;
+		}
+	return n;
 }
 
 /* Send the metric points gathered so far (and the step) in one PROGRESS.
@@ -302,13 +312,15 @@ static void s_flush(worker_t *w, struct wjob *j, int with_ckpt)
 	if (with_ckpt && j->ckpt) {
 		/* this PROGRESS carries every unacknowledged point from now on:
 		 * the ones it replaces are dropped (no point in two of them) */
-		s_add_pending(j, j->metrics, METRICS_LIMIT);
-		while (cJSON_GetArraySize(j->pending) > 0)
-			cJSON_DeleteItemFromArray(j->pending, 0);
+		j->nmetrics = s_add_pending(j, j->metrics, j->nmetrics, METRICS_LIMIT);
+		cJSON_Delete(j->pending);
+		j->pending = cJSON_CreateArray();
+		j->npending = 0;
 	}
-	if (cJSON_GetArraySize(j->metrics) > 0) {
+	if (j->nmetrics > 0) {
 		cJSON_AddItemToObject(b, "metrics", j->metrics);
 		j->metrics = cJSON_CreateArray();
+		j->nmetrics = 0;
 	}
 	if (with_ckpt && j->ckpt)
 		cJSON_AddItemToObject(b, "checkpoint", cJSON_Duplicate(j->ckpt, 1));
@@ -316,9 +328,12 @@ static void s_flush(worker_t *w, struct wjob *j, int with_ckpt)
 	s_send(w, PROTO_PROGRESS, b);
 	/* kept until the broker acknowledges it (s_progress_acked); the oldest
 	 * go when a broker that never answers lets them pile up */
-	if (cJSON_GetArraySize(j->pending) >= PENDING_MAX)
+	if (j->npending >= PENDING_MAX) {
 		cJSON_DeleteItemFromArray(j->pending, 0);
+		j->npending--;
+	}
 	cJSON_AddItemToArray(j->pending, b);
+	j->npending++;
 	j->flush_ns = mtime_ns() + PROGRESS_MS * 1000000ull;
 }
 
@@ -336,6 +351,7 @@ static void s_progress_acked(worker_t *w, int64_t job, int attempt, int64_t seq)
 	cJSON_ArrayForEach(p, j->pending) {
 		if (cJSON_GetObjectItem(p, "seq")->valuedouble == (double)seq) {
 			cJSON_DeleteItemFromArray(j->pending, i);
+			j->npending--;
 			return;
 		}
 		i++;
@@ -536,6 +552,7 @@ static void s_metric(struct wjob *j, const char *key, double v)
 	cJSON_AddNumberToObject(p, "step", (double)j->step);
 	cJSON_AddNumberToObject(p, "value", v);
 	cJSON_AddItemToArray(j->metrics, p);
+	j->nmetrics++;
 }
 
 static int s_ev_done(worker_t *w, struct wjob *j, const cJSON *ev)
@@ -623,7 +640,7 @@ static void s_event(worker_t *w, struct wjob *j, const char *line)
 			    strlen(x->string) <= 128)
 				s_metric(j, x->string, x->valuedouble);
 		}
-		if (cJSON_GetArraySize(j->metrics) >= METRICS_MAX)
+		if (j->nmetrics >= METRICS_MAX)
 			s_flush(w, j, 0);
 	} else if (!strcmp(what, "checkpoint")) {
 		if (jsonu_req_str(ev, "path", &path) < 0 || jsonu_req_str(ev, "sha256", &sha) < 0 ||
@@ -666,20 +683,20 @@ static void s_engine_end(worker_t *w, struct wjob *j, int status)
 	if (j->cancelled) {
 		log_info("worker: job %lld/%d cancelled", (long long)j->job, j->attempt);
 	} else if (j->stopping) {
-		if (cJSON_GetArraySize(j->metrics) > 0 || j->ckpt)
+		if (j->nmetrics > 0 || j->ckpt)
 			s_flush(w, j, 1);
 		s_failed(w, j, "the worker stopped (SIGTERM)", 1, 1);
 	} else if (j->done && WIFEXITED(status) && WEXITSTATUS(status) == 0 && !j->error) {
 		/* the job ends here: what the broker has not acknowledged goes with
 		 * its result (kept until the ACK) */
-		s_add_pending(j, j->metrics, METRICS_LIMIT);
-		if (cJSON_GetArraySize(j->metrics) > 0)
+		j->nmetrics = s_add_pending(j, j->metrics, j->nmetrics, METRICS_LIMIT);
+		if (j->nmetrics > 0)
 			cJSON_AddItemToObject(j->done, "metrics", cJSON_Duplicate(j->metrics, 1));
 		log_info("worker: job %lld/%d done", (long long)j->job, j->attempt);
 		s_result(w, PROTO_DONE, j->job, j->attempt, j->done);
 		j->done = NULL;
 	} else {
-		if (cJSON_GetArraySize(j->metrics) > 0 || j->ckpt)
+		if (j->nmetrics > 0 || j->ckpt)
 			s_flush(w, j, 1);
 		if (WIFSIGNALED(status))
 			snprintf(why, sizeof(why), "the engine was killed by signal %d", WTERMSIG(status));
@@ -714,7 +731,7 @@ static void s_jobs_tick(worker_t *w)
 			log_warn("worker: job %lld: %s", (long long)j->job, err_msg());
 		while ((line = run_engine_line(j->run)))
 			s_event(w, j, line);
-		if (!j->stopping && now >= j->flush_ns && cJSON_GetArraySize(j->metrics) > 0)
+		if (!j->stopping && now >= j->flush_ns && j->nmetrics > 0)
 			s_flush(w, j, 0);
 		if (j->stopping && now >= j->kill_at_ns)
 			run_engine_signal(j->run, SIGKILL);
@@ -827,7 +844,7 @@ static long s_timeout(worker_t *w)
 	for (j = w->jobs; j; j = j->next) {
 		if (!j->run && j->sleep_until_ns < next)
 			next = j->sleep_until_ns;
-		if (j->run && cJSON_GetArraySize(j->metrics) > 0 && j->flush_ns < next)
+		if (j->run && j->nmetrics > 0 && j->flush_ns < next)
 			next = j->flush_ns;
 		if (j->run && run_engine_fd(j->run) < 0)
 			next = now + 10000000ull;  /* reap soon */
@@ -835,6 +852,20 @@ static long s_timeout(worker_t *w)
 			next = j->kill_at_ns;
 	}
 	return next <= now ? 0 : (long)((next - now) / 1000000ull) + 1;
+}
+
+/* A HEARTBEAT; a late one is said (the broker takes the jobs of a worker
+ * silent for a liveness period). */
+static void s_send_heartbeat(worker_t *w, uint64_t now)
+{
+	uint64_t gap = w->hb_sent_ns ? now - w->hb_sent_ns : 0;
+
+	if (gap > (uint64_t)w->o.heartbeat_ms * 2000000ull)
+		log_warn("worker: no heartbeat for %llu ms (this worker was busy); the broker takes a "
+			 "worker's jobs after %d ms", (unsigned long long)(gap / 1000000ull),
+			 w->o.heartbeat_ms * w->o.liveness);
+	s_send(w, PROTO_HEARTBEAT, NULL);
+	w->hb_sent_ns = now;
 }
 
 static void s_heartbeat(worker_t *w)
@@ -860,7 +891,7 @@ static void s_heartbeat(worker_t *w)
 		return;
 	}
 	w->heard = 0;
-	s_send(w, PROTO_HEARTBEAT, NULL);
+	s_send_heartbeat(w, now);
 	/* Results unanswered for a liveness period go again (a duplicate is
 	 * refused as stale, which counts as an answer). */
 	s_resend(w, now - hb * (uint64_t)w->o.liveness);
@@ -875,7 +906,7 @@ static void s_store_tick(void *arg)
 
 	if (!w->sock || now < w->next_hb_ns)
 		return;
-	s_send(w, PROTO_HEARTBEAT, NULL);
+	s_send_heartbeat(w, now);
 	w->next_hb_ns = now + (uint64_t)w->o.heartbeat_ms * 1000000ull;
 }
 
