@@ -11,7 +11,7 @@
  * jobs then get new keys, so the queue's cache does not hand out what an
  * older engine made. Not the package version: a release that leaves every
  * result as it was keeps the cache. */
-#define MODULA_ENGINE_NUMERICS 1
+#define MODULA_ENGINE_NUMERICS 2
 
 /* Print "PROG (modula) VERSION" and the build's backends to `f`. */
 void version_print(FILE *f, const char *prog);
