@@ -223,6 +223,7 @@ while [ "$quiet" -lt 25 ] && [ "$n" -gt 0 ]; do
 		quiet=0 silent=$now
 done
 [ "$quiet" -ge 25 ] || diag "the workers did not stay up together for 5 s before the cut"
+diag "before the cut: $(grep -c "went silent" "$tmp/daemon.log") time(s) a worker went silent"
 submit "{\"jobs\": [$(train_job 9 8000 250)]}"
 check "a longer job is submitted" $?
 wait_for "SELECT checkpoint IS NOT NULL AND state = 'running' FROM jobs WHERE id = 6" 1 900
