@@ -8,6 +8,7 @@
  */
 #include "kernels/cuda/kc.cuh"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,13 +58,104 @@ extern "C" int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, 
 	return kc_gemm(dt, dt, c, a, b, m, n, k, ta, tb, alpha, beta);
 }
 
+/* The device copies of batched products' pointer arrays, by content. A
+ * step makes the same few hundred arrays (attention's heads, chunk by
+ * chunk) every time; copying each from pageable host memory before its
+ * product may synchronise the host with the stream (CUDA's rules for
+ * pageable copies), so the host could not queue work ahead of the GPU. An
+ * array seen before is on the device already: no copy at all. Bounded:
+ * when full, the stream is synchronised and the table emptied. */
+#define PC_SLOTS 2048
+#define PC_MAX_USED 1536
+
+struct pc_entry {
+	uint64_t key;
+	int n;                 /* pointers (3 x count); 0: empty */
+	const void **host;     /* the array, to compare */
+	const void **dev;
+};
+
+static struct pc_entry s_pc[PC_SLOTS];
+static int s_pc_used;
+
+static uint64_t s_pc_hash(const void *const *p, int n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (int i = 0; i < n; i++) {
+		h ^= (uint64_t)(uintptr_t)p[i];
+		h *= 1099511628211ull;
+		h ^= h >> 29;
+	}
+	return h ^ (uint64_t)n;
+}
+
+static int s_pc_flush(struct kc_ctx *cx)
+{
+	KC_CK(cudaStreamSynchronize(cx->stream));
+	for (int i = 0; i < PC_SLOTS; i++) {
+		if (s_pc[i].n) {
+			kc_free((void *)s_pc[i].dev);
+			free(s_pc[i].host);
+		}
+		s_pc[i] = (struct pc_entry){ 0 };
+	}
+	s_pc_used = 0;
+	return 0;
+}
+
+/* The device array holding the n pointers of h, copied once. */
+static const void **s_pc_get(struct kc_ctx *cx, const void *const *h, int n)
+{
+	uint64_t key = s_pc_hash(h, n);
+	size_t bytes = (size_t)n * sizeof(void *);
+	struct pc_entry *e;
+	cudaError_t ce;
+
+	for (int i = 0; i < PC_SLOTS; i++) {
+		e = &s_pc[(key + (uint64_t)i) % PC_SLOTS];
+		if (!e->n)
+			break;
+		if (e->key == key && e->n == n && !memcmp(e->host, h, bytes))
+			return e->dev;
+	}
+	if (s_pc_used >= PC_MAX_USED) {
+		if (s_pc_flush(cx) < 0)
+			return NULL;
+		for (int i = 0; i < PC_SLOTS; i++) {
+			e = &s_pc[(key + (uint64_t)i) % PC_SLOTS];
+			if (!e->n)
+				break;
+		}
+	}
+	if (!(e->host = (const void **)malloc(bytes))) {
+		err_set("out of memory");
+		return NULL;
+	}
+	if (!(e->dev = (const void **)kc_alloc(bytes))) {
+		free(e->host);
+		return NULL;
+	}
+	memcpy(e->host, h, bytes);
+	/* from the table's own copy, which lives as long as the entry */
+	ce = cudaMemcpyAsync(e->dev, e->host, bytes, cudaMemcpyHostToDevice, cx->stream);
+	if (ce != cudaSuccess) {
+		kc_free((void *)e->dev);
+		free(e->host);
+		err_set("CUDA call failed: copying %d product pointers: %s", n, cudaGetErrorString(ce));
+		return NULL;
+	}
+	e->key = key, e->n = n;
+	s_pc_used++;
+	return e->dev;
+}
+
 int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const void *const *b,
 		    int count, int m, int n, int k, int ta, int tb, int lda, int ldb, int ldc,
 		    float alpha, float beta)
 {
 	size_t bytes = 3 * (size_t)count * sizeof(void *);
 	const void **h, **d;
-	cudaError_t e;
 	cublasStatus_t st;
 
 	KC_CTX(cx);
@@ -74,27 +166,19 @@ int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const
 		return 0;
 	if (!(h = (const void **)malloc(bytes)))
 		return err_set("out of memory");
-	if (!(d = (const void **)kc_alloc(bytes))) {
-		free(h);
-		return -1;
-	}
 	/* cuBLAS is column-major: it gets B first (see kc_gemm) */
 	memcpy(h, b, count * sizeof(void *));
 	memcpy(h + count, a, count * sizeof(void *));
 	memcpy(h + 2 * count, c, count * sizeof(void *));
-	e = cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, cx->stream);
-	free(h); /* a copy from pageable memory has been staged when it returns */
-	if (e != cudaSuccess) {
-		kc_free(d);
-		return err_set("CUDA call failed: copying %d product pointers: %s", count,
-			       cudaGetErrorString(e));
-	}
+	d = s_pc_get(cx, h, 3 * count);
+	free(h);
+	if (!d)
+		return -1;
 	st = cublasGemmBatchedEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
 				 ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, d, s_cuda_type(dt),
 				 ldb, d + count, s_cuda_type(dt), lda, &beta,
 				 (void *const *)(d + 2 * count), s_cuda_type(cdt), ldc, count,
 				 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-	kc_free(d);
 	if (st != CUBLAS_STATUS_SUCCESS)
 		return err_set("cuBLAS call failed: cublasGemmBatchedEx (%d products of %dx%dx%d): %s",
 			       count, m, n, k, cublasGetStatusString(st));
