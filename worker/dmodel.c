@@ -40,6 +40,9 @@ typedef struct dparam {
 /* The adapter on one linear layer. */
 typedef struct dad {
 	int res, nores;
+	int mol;                /* MoLoRA: e experts of rank r over x, soft-routed (r0 = 0):
+				 * a0 = [A_1; ...; A_e; W_R], bcat = [B_1^T; ...], u0 = x A^T,
+				 * zl = router logits, cat = sd s_i u_i, z = their gradient */
 	int in, out;
 	int r0;                 /* the LoRA / universal expert */
 	float s0;
@@ -557,17 +560,49 @@ static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int s
 	return s_add_param(m, router, &ad->a0, (size_t)ad->r0 * ad->in, 0, train);
 }
 
+/* A MoLoRA layer: the experts' A stacked with the router below, their B^T
+ * stacked. */
+static int s_place_molora(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
+			  const params_t *train)
+{
+	int trains_a = 0, trains_b = 0;
+	char name[192];
+	param_t *router;
+	size_t na = (size_t)ad->r * ad->in, nb = (size_t)ad->r * ad->out;
+
+	for (int i = 1; i < mo->n_exp; i++) {
+		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->in);
+		param_t *b = s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r);
+		D_PTR(a && b);
+		trains_a |= s_train_index(train, a) >= 0, trains_b |= s_train_index(train, b) >= 0;
+	}
+	s_peft_name(name, sizeof name, layer, slot, "router");
+	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
+		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
+	D_TRY(s_buf_alloc(m, &ad->a0, (na + ad->in) * ad->e,
+			  trains_a || s_train_index(train, router) >= 0));
+	D_TRY(s_buf_alloc(m, &ad->bcat, nb * ad->e, trains_b));
+	for (int i = 1; i < mo->n_exp; i++) {
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->in),
+				  &ad->a0, na * (i - 1), 0, train));
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
+				  &ad->bcat, nb * (i - 1), 1, train));
+	}
+	return s_add_param(m, router, &ad->a0, na * ad->e, 0, train);
+}
+
 int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 {
 	const moe_config_t *c = &mo->cfg;
 	const moe_expert_t *u = &mo->exp[0];
 	int res = c->method == MOE_RES || c->method == MOE_RES_NORES;
+	int mol = c->method == MOE_MOLORA;
 
 	if (m->nbufs)
 		return err_set("the device model already carries adapters");
-	if (c->method != MOE_LORA && !res && !mo->fixed)
-		return err_set("method %s: the GPU path runs lora, modula-res and modula-res-nores "
-			       "(use --device cpu)", moe_method_name(c->method));
+	if (c->method != MOE_LORA && !res && !mol && !mo->fixed)
+		return err_set("method %s: the GPU path runs lora, molora, modula-res and "
+			       "modula-res-nores (use --device cpu)", moe_method_name(c->method));
 	if (mo->fixed) {
 		/* every row to expert 0 (the universal stage) is y += s0 B0 A0 x,
 		 * a LoRA, for every method but MoLoRA; every row to a domain
@@ -585,8 +620,11 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 	}
 	if (c->top_k)
 		return err_set("top-k routing: the GPU path runs dense soft routing only");
-	if (!u->rank)
+	if (!u->rank && !mol)
 		return err_set("the GPU path needs a universal expert");
+	if (mol && (mo->n_exp < 2 || mo->n_exp - 1 > 32 || mo->n_route != mo->n_exp - 1 ||
+		    mo->route_base != 1))
+		return err_set("molora on the GPU path needs 1 to 32 experts and a router over them");
 	for (int i = 2; i < mo->n_exp; i++)
 		if (mo->exp[i].rank != mo->exp[1].rank || mo->exp[i].alpha != mo->exp[1].alpha ||
 		    mo->exp[i].rslora != mo->exp[1].rslora)
@@ -600,9 +638,15 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			char name[192];
 			dad_t *ad;
 			s_peft_name(name, sizeof name, l, s, "lora_A");
-			if (!params_find(&u->params, name))
+			if (!params_find(&mo->exp[mol ? 1 : 0].params, name))
 				continue;
 			D_PTR(ad = s_new_ad(m, l, s));
+			if (mol) {
+				ad->mol = 1, ad->e = mo->n_exp - 1, ad->r = mo->exp[1].rank;
+				ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
+				D_TRY(s_place_molora(m, ad, mo, l, s, train));
+				continue;
+			}
 			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
 			if (!res) {
 				D_TRY(s_place_pair(m, ad, &u->params, l, s, train, 0, 0, 0, 0));
@@ -753,6 +797,14 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 			if (!ad)
 				continue;
 			r0 = s_max(r0, (size_t)ad->r0);
+			if (ad->mol) {
+				size_t ne = (size_t)ad->e * ad->r;
+				er = s_max(er, ne), e = s_max(e, (size_t)ad->e), wide = s_max(wide, ne);
+				D_PTR((ad->u0 = s_act(m, N * ne, dt)) && (ad->cat = s_act(m, N * ne, dt)) &&
+				      (ad->zl = s_act(m, N * ad->e, dt)) && (ad->z = s_act(m, N * ad->e, dt)) &&
+				      (ad->s = s_act(m, N * ad->e, KCUDA_F32)));
+				continue;
+			}
 			if (!ad->res) {
 				D_PTR(ad->u0 = s_act(m, N * ad->r0, dt));
 				continue;
@@ -865,12 +917,57 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	return 0;
 }
 
-/* y += s0 (x A0^T) B0^T, or MoDULA-Res. */
+/* MoLoRA: u = x A^T, s = softmax(x W_R^T), y += (sd s_i u_i) B^T. */
+static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r;
+
+	D_TRY(K->gemm_ld(ad->u0, dt, er, x, ad->in, ad->a0.cur, ad->in, n, er, ad->in, 0, 1, 1.0f,
+			 0.0f));
+	D_TRY(K->gemm_ld(ad->zl, dt, ad->e, x, ad->in, s_at(m, ad->a0.cur, (size_t)er * ad->in),
+			 ad->in, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->router_weight_forward(ad->cat, 0, ad->s, ad->zl, ad->u0, n, ad->e, ad->r, ad->sd));
+	return K->gemm_ld(y, dt, ad->out, ad->cat, er, ad->bcat.cur, ad->out, n, ad->out, er, 0, 0,
+			  1.0f, 1.0f);
+}
+
+/* duw = dy B; dB^T += uw^T dy; [du | drl] from the router op; dA += du^T
+ * x, dW_R += drl^T x, dx += du A + drl W_R. */
+static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, er = ad->e * ad->r, in = ad->in;
+	void *duw = m->x1, *du = m->x3, *drl = ad->z, *wr = s_at(m, ad->a0.cur, (size_t)er * in);
+
+	D_TRY(K->gemm_ld(duw, dt, er, dy, ad->out, ad->bcat.cur, ad->out, n, er, ad->out, 0, 1, 1.0f,
+			 0.0f));
+	if (ad->bcat.grad)
+		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, er, dy, ad->out, er, ad->out,
+				 n, 1, 0, 1.0f, 1.0f));
+	D_TRY(K->zero(du, (size_t)n * er, dt));
+	D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
+	D_TRY(K->router_weight_backward(drl, du, duw, 0, ad->s, ad->u0, n, ad->e, ad->r, ad->sd));
+	if (ad->a0.grad) {
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, er, x, in, er, in, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(ad->a0.grad + (size_t)er * in, KCUDA_F32, in, drl, ad->e, x, in, ad->e,
+				 in, n, 1, 0, 1.0f, 1.0f));
+	}
+	if (dx) {
+		D_TRY(K->gemm_ld(dx, dt, in, du, er, ad->a0.cur, in, n, in, er, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(dx, dt, in, drl, ad->e, wr, in, n, in, ad->e, 0, 0, 1.0f, 1.0f));
+	}
+	return 0;
+}
+
+/* y += s0 (x A0^T) B0^T, MoLoRA or MoDULA-Res. */
 static int s_ad_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt;
 
+	if (ad->mol)
+		return s_mol_forward(m, ad, y, x, n);
 	if (ad->res)
 		return s_res_forward(m, ad, y, x, n);
 	D_TRY(K->gemm(ad->u0, dt, x, ad->a0.cur, n, ad->r0, ad->in, 0, 1, 1.0f, 0.0f));
@@ -885,6 +982,8 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 	int dt = K->dt;
 	void *du = m->xu;
 
+	if (ad->mol)
+		return s_mol_backward(m, ad, dx, dy, x, n);
 	if (ad->res)
 		return s_res_backward(m, ad, dx, dy, x, n);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));

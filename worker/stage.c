@@ -321,7 +321,7 @@ static int s_device_runs(const stage_job_t *job)
 
 	return (job->kind == STAGE_UNIVERSAL && m != MOE_MOLORA) ||
 	       ((job->kind == STAGE_DOMAIN || job->kind == STAGE_ROUTER) && res) ||
-	       (job->kind == STAGE_JOINT && m == MOE_LORA);
+	       (job->kind == STAGE_JOINT && (m == MOE_LORA || (m == MOE_MOLORA && !job->cfg.top_k)));
 }
 
 /* The weights on the device, the host keeping the layer shapes. */
@@ -413,7 +413,8 @@ static int s_setup(srun_t *r)
 
 	if (t->K && !s_device_runs(job))
 		fprintf(stderr, "modula-engine stage: the %s stage of %s runs on the CPU engine (the "
-			"device path runs the universal stage, Res routers and joint LoRA)\n",
+			"device path runs the universal stage, Res domain experts and routers, and joint "
+			"LoRA and MoLoRA without top-k)\n",
 			s_kinds[kind], moe_method_name(job->cfg.method));
 	if (t->K && s_device_runs(job) ? s_device_model(r) < 0 : !(r->m = model_load(t->model)))
 		return -1;

@@ -207,11 +207,11 @@ def item1(args, res, work):
     # over rows that cancel, through LeakyReLU's kink: tests/modula-torch.py):
     # the CPU's emulation of bf16 storage (table-bf16: fp32 ops, every stored
     # tensor rounded to bf16) measures that, and the GPU is held to twice it.
-    for method in ("modula-res", "modula-res-nores"):
+    for method, bits in (("modula-res", "31:1"), ("modula-res-nores", "31:1"), ("molora", "30:1")):
         outs = {}
         for dev in ("cpu", "table-bf16", "cuda-f32", "cuda-bf16"):
             path = os.path.join(work, f"dump-{method}-{dev}.safetensors")
-            run([dump, mdir, path, method, "4", "0", "soft", "31:1", tok, mask]
+            run([dump, mdir, path, method, "4", "0", "soft", bits, tok, mask]
                 + ([] if dev == "cpu" else [dev]))
             outs[dev] = load_file(path)
         ref = outs["cpu"]
