@@ -189,7 +189,7 @@ def item1(args, res, work):
                 f"{worst:.2e}", f"worst max|d|/max|x| at {where}; tolerance {tol:.0e}: "
                 f"{'ok' if good else 'EXCEEDED'}")
         ok = ok and good
-    # MoDULA-Res (and -nores): every expert and router nonzero, all trainable,
+    # MoDULA-Res, -nores and MoLoRA: every expert and router nonzero, all trainable,
     # soft routing: tests/modula/moe_dump on the CPU engine against the
     # device path on the GPU. moe_dump draws experts from N(0, 0.15) and
     # routers from N(0, 0.3), scales meant for a 32-wide model (as in

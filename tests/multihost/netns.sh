@@ -104,7 +104,7 @@ check "operator and viewer tokens" $([ -n "$op" ] && [ -n "$viewer" ]; echo $?)
 ip netns exec "$nsd" "$MODULAD" --data "$tmp/data" --http "$http" --broker "$broker" \
 	--curve-secret "$tmp/keys/broker.key" --curve-allow "$tmp/data/workers.allow" \
 	>>"$tmp/daemon.log" 2>&1 &
-pids="$pids $!"
+pids="$pids $!" daemon_pid=$!
 n=100
 until on "$nsa" curl -s -o /dev/null -H "Authorization: Bearer $viewer" "$api/health"; do
 	n=$((n - 1))
@@ -236,7 +236,11 @@ wait_for "SELECT state = 'succeeded' AND worker = '$other' FROM jobs WHERE id = 
 rc=$?
 check "its job was requeued and finished on the other host ($other)" $rc
 [ $rc = 0 ] || { sql "SELECT id, state, worker, attempts, error FROM jobs WHERE id = 6" | sed 's/^/# job: /'
-	  sql "SELECT t_ms, kind, actor, detail FROM events WHERE job_id = 6" | sed 's/^/# event: /'; }
+	  sql "SELECT t_ms, kind, actor, detail FROM events WHERE job_id = 6" | sed 's/^/# event: /'
+	  sql "SELECT id, state, last_seen FROM workers" | sed 's/^/# worker: /'
+	  ! command -v gdb >/dev/null ||
+		gdb -p "$daemon_pid" -batch -ex "thread apply all bt 12" 2>/dev/null |
+		grep -E "^Thread|^#" | sed 's/^/# modulad: /'; }
 att=$(sql "SELECT attempts FROM jobs WHERE id = 6")
 check "on a second attempt ($att)" $([ "$att" -ge 2 ]; echo $?)
 [ -f "$tmp/$other/job-6/checkpoints/step-00000000-resume.safetensors" ]
