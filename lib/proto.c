@@ -379,6 +379,14 @@ int proto_send(void *sock, const void *identity, size_t identity_len,
 	text = body ? cJSON_PrintUnformatted(body) : NULL;
 	if (body && !text)
 		return err_set("cannot send %s: out of memory", name);
+	/* the peer's libzmq would drop the connection, and the message with it */
+	if (text && strlen(text) + 4 + strlen(name) > (size_t)PROTO_MAX_MSG) {
+		err_set("refusing to send %s: %zu bytes, over the protocol's limit of %ld", name,
+			strlen(text), PROTO_MAX_MSG);
+		free(text);
+		errno = EMSGSIZE;
+		return -1;
+	}
 	if (identity && zmq_send(sock, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
 		goto err;
 	if (zmq_send(sock, PROTO_ID, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||

@@ -21,8 +21,12 @@
 #include <stddef.h>
 
 #define PROTO_ID "MDL1"
-/* Default largest accepted message (all frames), in bytes. */
-#define PROTO_MAX_MSG (1L << 20)
+/* Default largest accepted message (all frames), in bytes: room for a
+ * DONE or checkpoint PROGRESS carrying the protocol's 100,000 metric
+ * points (up to ~190 bytes each with a 128-byte key) and as many
+ * evaluations. A larger message is refused by proto_send and, from the
+ * network, dropped with its connection by libzmq (ZMQ_MAXMSGSIZE). */
+#define PROTO_MAX_MSG (32L << 20)
 /* Longest ROUTER identity kept (ZeroMQ's own limit is 255). */
 #define PROTO_IDENTITY_MAX 255
 /* Heartbeat interval and liveness (the ZeroMQ guide's Paranoid Pirate). */

@@ -99,8 +99,12 @@ struct worker {
 static void s_send(worker_t *w, enum proto_cmd cmd, const cJSON *body)
 {
 	/* Not connected yet (EAGAIN): READY and the kept results go again. */
-	if (w->sock && proto_send(w->sock, NULL, 0, cmd, body) < 0)
-		log_debug("worker: %s", err_msg());
+	if (w->sock && proto_send(w->sock, NULL, 0, cmd, body) < 0) {
+		if (errno == EAGAIN)
+			log_debug("worker: %s", err_msg());
+		else
+			log_warn("worker: %s", err_msg());
+	}
 }
 
 static cJSON *s_pair(int64_t job, int attempt)
