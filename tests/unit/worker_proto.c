@@ -205,6 +205,54 @@ static void test_sockets(void)
 	zmq_ctx_term(ctx);
 }
 
+/* The largest message the protocol's own limits allow (a DONE carrying
+ * 100,000 metric points with 128-byte keys, as a long job's DONE carries
+ * its unacknowledged points) goes through sockets with the default limit
+ * whole; with a 1 MiB limit libzmq dropped the connection with it. */
+static void test_largest(void)
+{
+	void *ctx = zmq_ctx_new(), *r = zmq_socket(ctx, ZMQ_ROUTER), *dl = zmq_socket(ctx, ZMQ_DEALER);
+	zmq_pollitem_t it = { r, 0, ZMQ_POLLIN, 0 };
+	cJSON *body = cJSON_Parse("{\"job\":7,\"attempt\":2}"), *pts = cJSON_AddArrayToObject(body, "metrics");
+	struct proto_msg m;
+	char key[129];
+	char *text;
+	size_t bytes;
+	int rc;
+
+	memset(key, 'k', 128);
+	key[128] = '\0';
+	for (int i = 0; i < 100000; i++) {
+		cJSON *p = cJSON_CreateObject();
+		cJSON_AddStringToObject(p, "key", key);
+		cJSON_AddNumberToObject(p, "step", 1e15 + i);
+		cJSON_AddNumberToObject(p, "value", 1.0 / 3.0 + i);
+		cJSON_AddItemToArray(pts, p);
+	}
+	text = cJSON_PrintUnformatted(body);
+	bytes = text ? strlen(text) : 0;
+	free(text);
+	proto_sockopts(r, 0);
+	proto_sockopts(dl, 0);
+	zmq_bind(r, "inproc://largest");
+	zmq_connect(dl, "inproc://largest");
+	TAP_OK(proto_send(dl, NULL, 0, PROTO_DONE, body) == 0, "a DONE of 100,000 points (%zu bytes) is sent",
+	       bytes);
+	zmq_poll(&it, 1, 5000);
+	rc = proto_recv(r, 1, 0, &m);
+	TAP_OK(rc == 1 && m.cmd == PROTO_DONE && m.job == 7 &&
+	       cJSON_GetArraySize(cJSON_GetObjectItem(m.body, "metrics")) == 100000,
+	       "and received whole under the default limit (%ld bytes)", PROTO_MAX_MSG);
+	proto_msg_clear(&m);
+	cJSON_AddItemToArray(pts, cJSON_Duplicate(cJSON_GetArrayItem(pts, 0), 1));
+	TAP_OK(proto_send(dl, NULL, 0, PROTO_DONE, body) < 0 && strstr(err_msg(), "refusing to send"),
+	       "one point more is refused by name: %s", err_msg());
+	cJSON_Delete(body);
+	zmq_close(r);
+	zmq_close(dl);
+	zmq_ctx_term(ctx);
+}
+
 static void test_keys(void)
 {
 	char dir[] = "/tmp/modula-proto-XXXXXX", prefix[64], path[80];
@@ -238,6 +286,7 @@ int main(void)
 	test_hostile();
 	test_random();
 	test_sockets();
+	test_largest();
 	test_keys();
 	return tap_done();
 }
