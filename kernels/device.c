@@ -718,39 +718,41 @@ static void s_emu_memory_report(char *buf, size_t n)
 	snprintf(buf, n, "host memory (the CPU backend, %s storage emulated)", kcuda_dtype_name(s_emu_dt));
 }
 
-static struct kdevice_ops s_emu_ops = {
-	.dev = KDEV_CPU, .dt = KCUDA_BF16,
-	.alloc = s_emu_alloc, .free = free, .zero = s_emu_zero, .upload = s_emu_copy,
-	.download = s_emu_download, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
-	.gemm = s_emu_gemm, .gemm_ld = s_emu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
-	.embedding_forward = s_emu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
-	.matmul_forward = s_emu_matmul_forward, .matmul_backward = s_emu_matmul_backward,
-	.rmsnorm_forward = s_emu_rmsnorm_forward, .rmsnorm_backward = s_emu_rmsnorm_backward,
-	.rope_table = s_cpu_rope_table, .rope_forward = s_emu_rope_forward,
-	.rope_backward = s_emu_rope_backward,
-	.attention_forward = s_emu_attention_forward, .attention_backward = s_emu_attention_backward,
-	.swiglu_forward = s_emu_swiglu_forward, .swiglu_backward = s_emu_swiglu_backward,
-	.residual_forward = s_emu_residual_forward, .residual_backward = s_emu_residual_backward,
-	.leakyrelu_forward = s_emu_leakyrelu_forward, .leakyrelu_backward = s_emu_leakyrelu_backward,
-	.softmax_forward = s_emu_softmax_forward, .softmax_backward = s_emu_softmax_backward,
-	.crossentropy_forward = s_cpu_crossentropy_forward,
-	.crossentropy_backward = s_emu_crossentropy_backward,
-	.crossentropy_fused = s_emu_crossentropy_fused,
-	.router_weight_forward = s_emu_router_weight_forward,
-	.router_weight_backward = s_emu_router_weight_backward,
-	.res_forward = s_emu_res_forward, .res_backward = s_emu_res_backward,
-	.convert = s_emu_copy, .sumsq = s_cpu_sumsq, .scale = s_cpu_scale, .adamw = s_emu_adamw,
-	.memory_report = s_emu_memory_report,
-};
+/* The CPU's table with the entries that store a dt buffer replaced. */
+static struct kdevice_ops s_emu_ops;
 
 const struct kdevice_ops *kdevice_emulated(int dt)
 {
+	struct kdevice_ops *o = &s_emu_ops;
+
 	if (dt != KCUDA_BF16 && dt != KCUDA_F16 && dt != KCUDA_F32) {
 		err_set("the emulated table rounds to bf16, f16 or f32, not %s", kcuda_dtype_name(dt));
 		return NULL;
 	}
-	s_emu_dt = s_emu_ops.dt = dt;
-	return &s_emu_ops;
+	*o = s_cpu_ops;
+	o->alloc = s_emu_alloc, o->zero = s_emu_zero, o->upload = s_emu_copy, o->convert = s_emu_copy;
+	o->download = s_emu_download;
+	o->gemm = s_emu_gemm, o->gemm_ld = s_emu_gemm_ld;
+	o->embedding_forward = s_emu_embedding_forward;
+	o->matmul_forward = s_emu_matmul_forward, o->matmul_backward = s_emu_matmul_backward;
+	o->rmsnorm_forward = s_emu_rmsnorm_forward, o->rmsnorm_backward = s_emu_rmsnorm_backward;
+	o->rope_forward = s_emu_rope_forward, o->rope_backward = s_emu_rope_backward;
+	o->attention_forward = s_emu_attention_forward;
+	o->attention_backward = s_emu_attention_backward;
+	o->swiglu_forward = s_emu_swiglu_forward, o->swiglu_backward = s_emu_swiglu_backward;
+	o->residual_forward = s_emu_residual_forward, o->residual_backward = s_emu_residual_backward;
+	o->leakyrelu_forward = s_emu_leakyrelu_forward;
+	o->leakyrelu_backward = s_emu_leakyrelu_backward;
+	o->softmax_forward = s_emu_softmax_forward, o->softmax_backward = s_emu_softmax_backward;
+	o->crossentropy_backward = s_emu_crossentropy_backward;
+	o->crossentropy_fused = s_emu_crossentropy_fused;
+	o->router_weight_forward = s_emu_router_weight_forward;
+	o->router_weight_backward = s_emu_router_weight_backward;
+	o->res_forward = s_emu_res_forward, o->res_backward = s_emu_res_backward;
+	o->adamw = s_emu_adamw;
+	o->memory_report = s_emu_memory_report;
+	s_emu_dt = o->dt = dt;
+	return o;
 }
 
 /* ---- the CUDA table: kcuda.h with the storage type of the process ----- */

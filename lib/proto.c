@@ -372,6 +372,7 @@ int proto_send(void *sock, const void *identity, size_t identity_len,
 	const char *name = proto_cmd_name(cmd);
 	int rc = -1;
 
+	errno = EINVAL;   /* (not EAGAIN: the caller's "not connected yet") */
 	if (!body && cmd != PROTO_HEARTBEAT && cmd != PROTO_DISCONNECT)
 		return err_set("refusing to send %s without a body", name ? name : "an unknown command");
 	if (body && proto_check(cmd, body) < 0)
@@ -382,7 +383,7 @@ int proto_send(void *sock, const void *identity, size_t identity_len,
 	/* the peer's libzmq would drop the connection, and the message with it */
 	if (text && strlen(text) + 4 + strlen(name) > (size_t)PROTO_MAX_MSG) {
 		err_set("refusing to send %s: %zu bytes, over the protocol's limit of %ld", name,
-			strlen(text), PROTO_MAX_MSG);
+			strlen(text) + 4 + strlen(name), PROTO_MAX_MSG);
 		free(text);
 		errno = EMSGSIZE;
 		return -1;

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "worker/dmodel.h"
 #include "worker/safetensors.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/kcuda.h"
 #include "err.h"
 #include "mtime.h"
@@ -529,34 +530,60 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 	return dmodel_sync_from_host(m, NULL);
 }
 
+/* A layer's domain experts (A [r, ain], B [out, r]; whether any A, any B
+ * trains) and its router [e, in]; NULL via err_set(). */
+static param_t *s_experts(const dad_t *ad, const moe_t *mo, int layer, int slot, int ain,
+			  const params_t *train, int *trains_a, int *trains_b)
+{
+	char name[192];
+	param_t *router;
+
+	*trains_a = *trains_b = 0;
+	for (int i = 1; i < mo->n_exp; i++) {
+		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ain);
+		param_t *b = s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r);
+		if (!a || !b)
+			return NULL;
+		*trains_a |= s_train_index(train, a) >= 0, *trains_b |= s_train_index(train, b) >= 0;
+	}
+	s_peft_name(name, sizeof name, layer, slot, "router");
+	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in) {
+		err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
+		return NULL;
+	}
+	return router;
+}
+
+/* Expert i's A into abuf at a_off + (i - 1) r ain, its B^T into bcat at
+ * b_off + (i - 1) r out. */
+static int s_add_experts(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot, int ain,
+			 const params_t *train, dbuf_t *abuf, size_t a_off, size_t b_off)
+{
+	size_t na = (size_t)ad->r * ain, nb = (size_t)ad->r * ad->out;
+
+	for (int i = 1; i < mo->n_exp; i++) {
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ain), abuf,
+				  a_off + na * (i - 1), 0, train));
+		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
+				  &ad->bcat, b_off + nb * (i - 1), 1, train));
+	}
+	return 0;
+}
+
 /* A Res layer: the universal pair, the router below A0 in a0, the domain
  * experts (A stacked, B^T below B0^T in bcat). */
 static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
 		       const params_t *train)
 {
-	int trains_a = 0, trains_b = 0;
-	char name[192];
-	param_t *router;
-	size_t na = (size_t)ad->r * ad->out, nb0 = (size_t)ad->r0 * ad->out;
+	int trains_a, trains_b;
+	param_t *router = s_experts(ad, mo, layer, slot, ad->out, train, &trains_a, &trains_b);
 
-	for (int i = 1; i < mo->n_exp; i++) {
-		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out);
-		param_t *b = s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r);
-		D_PTR(a && b);
-		trains_a |= s_train_index(train, a) >= 0, trains_b |= s_train_index(train, b) >= 0;
-	}
-	s_peft_name(name, sizeof name, layer, slot, "router");
-	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
-		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
+	D_PTR(router);
 	D_TRY(s_place_pair(m, ad, &mo->exp[0].params, layer, slot, train, ad->e,
 			   s_train_index(train, router) >= 0, ad->e * ad->r, trains_b));
-	D_TRY(s_buf_alloc(m, &ad->a, na * ad->e, trains_a));
-	for (int i = 1; i < mo->n_exp; i++) {
-		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->out),
-				  &ad->a, na * (i - 1), 0, train));
-		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
-				  &ad->bcat, nb0 + na * (i - 1), 1, train));
-	}
+	D_TRY(s_buf_alloc(m, &ad->a, (size_t)ad->r * ad->out * ad->e, trains_a));
+	D_TRY(s_add_experts(m, ad, mo, layer, slot, ad->out, train, &ad->a, 0,
+			    (size_t)ad->r0 * ad->out));
 	return s_add_param(m, router, &ad->a0, (size_t)ad->r0 * ad->in, 0, train);
 }
 
@@ -565,30 +592,16 @@ static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int s
 static int s_place_molora(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
 			  const params_t *train)
 {
-	int trains_a = 0, trains_b = 0;
-	char name[192];
-	param_t *router;
-	size_t na = (size_t)ad->r * ad->in, nb = (size_t)ad->r * ad->out;
+	int trains_a, trains_b;
+	param_t *router = s_experts(ad, mo, layer, slot, ad->in, train, &trains_a, &trains_b);
+	size_t na = (size_t)ad->r * ad->in * ad->e;
 
-	for (int i = 1; i < mo->n_exp; i++) {
-		param_t *a = s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->in);
-		param_t *b = s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r);
-		D_PTR(a && b);
-		trains_a |= s_train_index(train, a) >= 0, trains_b |= s_train_index(train, b) >= 0;
-	}
-	s_peft_name(name, sizeof name, layer, slot, "router");
-	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in)
-		return err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
-	D_TRY(s_buf_alloc(m, &ad->a0, (na + ad->in) * ad->e,
+	D_PTR(router);
+	D_TRY(s_buf_alloc(m, &ad->a0, na + (size_t)ad->e * ad->in,
 			  trains_a || s_train_index(train, router) >= 0));
-	D_TRY(s_buf_alloc(m, &ad->bcat, nb * ad->e, trains_b));
-	for (int i = 1; i < mo->n_exp; i++) {
-		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_A", ad->r, ad->in),
-				  &ad->a0, na * (i - 1), 0, train));
-		D_TRY(s_add_param(m, s_need(&mo->exp[i].params, layer, slot, "lora_B", ad->out, ad->r),
-				  &ad->bcat, nb * (i - 1), 1, train));
-	}
-	return s_add_param(m, router, &ad->a0, na * ad->e, 0, train);
+	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)ad->r * ad->out * ad->e, trains_b));
+	D_TRY(s_add_experts(m, ad, mo, layer, slot, ad->in, train, &ad->a0, 0, 0));
+	return s_add_param(m, router, &ad->a0, na, 0, train);
 }
 
 int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
@@ -663,19 +676,12 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 
 /* ---- host <-> device for the adapter tensors --------------------------- */
 
-static void s_transpose(float *dst, const float *src, int64_t rows, int64_t cols)
-{
-	for (int64_t i = 0; i < rows; i++)
-		for (int64_t j = 0; j < cols; j++)
-			dst[j * rows + i] = src[i * cols + j];
-}
-
 /* The device layout of host values `src` (for this param) into tmp. */
 static const float *s_dev_layout(const dparam_t *d, const float *src, float *tmp)
 {
 	if (!d->transposed)
 		return src;
-	s_transpose(tmp, src, d->host->shape[0], d->host->shape[1]);
+	op_transpose(tmp, src, (size_t)d->host->shape[0], (size_t)d->host->shape[1]);
 	return tmp;
 }
 
@@ -690,7 +696,7 @@ static int s_down(dmodel_t *m, const dparam_t *d, const float *dev, float *dst, 
 	D_TRY(m->K->download(d->transposed ? tmp : dst, KCUDA_F32, dev + d->off, KCUDA_F32,
 			     d->host->n));
 	if (d->transposed)
-		s_transpose(dst, tmp, d->host->shape[1], d->host->shape[0]);
+		op_transpose(dst, tmp, (size_t)d->host->shape[1], (size_t)d->host->shape[0]);
 	return 0;
 }
 

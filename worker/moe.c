@@ -167,14 +167,6 @@ static int s_fused_alloc(moe_layer_t *L, int n)
 	return 0;
 }
 
-/* dst[c, r] = src[r, c] for src [rows, cols] */
-static void s_transpose(float *dst, const float *src, int rows, int cols)
-{
-	for (int i = 0; i < rows; i++)
-		for (int j = 0; j < cols; j++)
-			dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
-}
-
 /* dst[r, c] += src[c, r] for dst [rows, cols] */
 static void s_add_transposed(float *dst, const float *src, int rows, int cols)
 {
@@ -192,11 +184,11 @@ static void s_fused_forward(moe_layer_t *L, float *y, const float *x, int n)
 
 	memcpy(L->fa0, u->a, (size_t)r0 * in * sizeof(float));
 	memcpy(L->fa0 + (size_t)r0 * in, L->wr, (size_t)e * in * sizeof(float));
-	s_transpose(L->fbcat, u->b, out, r0);
+	op_transpose(L->fbcat, u->b, out, r0);
 	for (int i = 0; i < e; i++) {
 		const moe_w_t *d = &L->w[1 + i];
 		memcpy(L->facat + (size_t)i * r * out, d->a, (size_t)r * out * sizeof(float));
-		s_transpose(L->fbcat + (size_t)(r0 + i * r) * out, d->b, out, r);
+		op_transpose(L->fbcat + (size_t)(r0 + i * r) * out, d->b, out, r);
 	}
 	op_gemm(L->fm, L->facat, u->b, er, r0, out, 0, 0, 1.0f, 0.0f);
 	op_gemm(L->fur, x, L->fa0, n, r0 + e, in, 0, 1, 1.0f, 0.0f);

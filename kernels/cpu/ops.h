@@ -41,6 +41,9 @@ void op_gemm_serial(float *c, int ldc, const float *a, int lda, const float *b, 
 void op_gemm_ld(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
 		int k, int ta, int tb, float alpha, float beta);
 
+/* dst[C,R] = src[R,C]^T. */
+void op_transpose(float *dst, const float *src, size_t rows, size_t cols);
+
 /* out[N,C] = wte[tok[n], :]; wte is [V,C]. */
 void op_embedding_forward(float *out, const int *tok, const float *wte, int n, int c);
 /* dwte[V,C] += rows of dout[N,C] by token. */

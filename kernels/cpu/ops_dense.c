@@ -62,6 +62,13 @@ void op_gemm(float *c, const float *a, const float *b, int m, int n, int k,
 	op_gemm_ld(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, alpha, beta);
 }
 
+void op_transpose(float *dst, const float *src, size_t rows, size_t cols)
+{
+	for (size_t i = 0; i < rows; i++)
+		for (size_t j = 0; j < cols; j++)
+			dst[j * rows + i] = src[i * cols + j];
+}
+
 void op_embedding_forward(float *out, const int *tok, const float *wte, int n, int c)
 {
 	#pragma omp parallel for if((size_t)n * c >= OPS_PARALLEL_MIN)

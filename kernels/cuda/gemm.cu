@@ -122,11 +122,7 @@ static const void **s_pc_get(struct kc_ctx *cx, const void *const *h, int n)
 	if (s_pc_used >= PC_MAX_USED) {
 		if (s_pc_flush(cx) < 0)
 			return NULL;
-		for (int i = 0; i < PC_SLOTS; i++) {
-			e = &s_pc[(key + (uint64_t)i) % PC_SLOTS];
-			if (!e->n)
-				break;
-		}
+		e = &s_pc[key % PC_SLOTS];
 	}
 	if (!(e->host = (const void **)malloc(bytes))) {
 		err_set("out of memory");
