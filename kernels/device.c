@@ -978,6 +978,8 @@ static struct kdevice_ops s_cuda_ops = {
 	.res_forward = s_cuda_res_forward, .res_backward = s_cuda_res_backward,
 	.convert = kcuda_copy_d2d, .sumsq = kcuda_sumsq, .scale = kcuda_scale, .adamw = s_cuda_adamw,
 	.memory_report = kcuda_memory_report,
+	.graph_begin = kcuda_graph_begin, .graph_end = kcuda_graph_end,
+	.graph_launch = kcuda_graph_launch, .graph_free = kcuda_graph_free,
 };
 
 const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt)

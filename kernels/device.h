@@ -127,6 +127,14 @@ struct kdevice_ops {
 		     float beta1, float beta2, float eps, float weight_decay, long step);
 	/* One line on the memory the backend holds (CUDA: now, peak, free). */
 	void (*memory_report)(char *buf, size_t n);
+	/* CUDA graphs (kcuda_graph_*): the ops called between graph_begin and
+	 * graph_end are recorded, not run; graph_launch replays them (1 when
+	 * the graph is stale and must be recorded again). NULL in
+	 * the CPU tables, whose ops run as they are called. */
+	int (*graph_begin)(void);
+	int (*graph_end)(void **exec);
+	int (*graph_launch)(void *exec);
+	void (*graph_free)(void *exec);
 };
 
 /* The op table of backend d. For KDEV_CUDA, dt is the storage type of

@@ -7,8 +7,9 @@
  * ops, which slows the steps it times). --one-pass times MoDULA-Res's
  * domain stage: --experts domains of --batch sequences each in one pass of
  * the frozen base, against the same tokens as one single-domain step per
- * domain (what separate runs do). tests/gpu/hf_check.py runs it next
- * to PyTorch + PEFT.
+ * domain (what separate runs do). On CUDA each step's forward and
+ * backward replay a CUDA graph (dmodel_train_micro) unless --no-graph or
+ * --profile. tests/gpu/hf_check.py runs it next to PyTorch + PEFT.
  *
  * Not a test and not a tuner: it checks nothing but that the loss is
  * finite, and it reports what it measured.
@@ -36,7 +37,7 @@
 
 typedef struct bench_args {
 	const char *model, *method, *device, *dtype;
-	int batch, seq, rank, experts, expert_rank, steps, warmup, profile, one_pass;
+	int batch, seq, rank, experts, expert_rank, steps, warmup, profile, one_pass, no_graph;
 	float alpha;
 	uint64_t seed;
 } bench_args_t;
@@ -60,8 +61,8 @@ static int s_args(int argc, char **argv, bench_args_t *a)
 	for (int i = 1; i < argc; i += 2) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int x;
-		if (!strcmp(k, "--profile") || !strcmp(k, "--one-pass")) {
-			*(k[2] == 'p' ? &a->profile : &a->one_pass) = 1, i--;
+		if (!strcmp(k, "--profile") || !strcmp(k, "--one-pass") || !strcmp(k, "--no-graph")) {
+			*(k[2] == 'p' ? &a->profile : k[2] == 'o' ? &a->one_pass : &a->no_graph) = 1, i--;
 			continue;
 		}
 		if (!v)
@@ -203,12 +204,17 @@ static int s_step(bench_t *b, const int *tok, const int *tgt, int nb, const benc
 	}
 	double t0 = mtime_s(), t1, t2;
 	D_BENCH(dmodel_zero_grad(b->dm));
-	D_BENCH(dmodel_forward(b->dm, tok, tgt, nb, a->seq, 1.0f, loss));
-	t1 = mtime_s();
-	D_BENCH(dmodel_backward(b->dm));
-	if (a->profile)
+	if (!a->profile) {
+		/* forward and backward as one micro-batch: a CUDA graph */
+		D_BENCH(dmodel_train_micro(b->dm, tok, tgt, nb, a->seq, 1.0f, loss));
+		t1 = t2 = mtime_s();
+	} else {
+		D_BENCH(dmodel_forward(b->dm, tok, tgt, nb, a->seq, 1.0f, loss));
+		t1 = mtime_s();
+		D_BENCH(dmodel_backward(b->dm));
 		D_BENCH(dmodel_sync(b->dm));
-	t2 = mtime_s();
+		t2 = mtime_s();
+	}
 	D_BENCH(dmodel_step(b->dm, &b->oc, b->oc.lr, b->step, NULL));
 	if (a->profile) {
 		D_BENCH(dmodel_sync(b->dm));
@@ -242,7 +248,7 @@ int cmd_bench(int argc, char **argv)
 			"[--method lora|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
 			"[--alpha 32] [--experts 4] [--expert-rank 8] [--steps 10] [--warmup 3] "
 			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1] [--profile] "
-			"[--one-pass]\n", err_msg());
+			"[--one-pass] [--no-graph]\n", err_msg());
 		return 2;
 	}
 	int nb = a.one_pass ? a.batch * a.experts : a.batch, ex[4096];
@@ -253,6 +259,8 @@ int cmd_bench(int argc, char **argv)
 	}
 	if (s_setup(&b, &a, K) < 0 || (b.dm && dmodel_reserve(b.dm, nb, a.seq) < 0))
 		goto out;
+	if (b.dm)
+		dmodel_graphs(b.dm, !a.no_graph);
 	for (int j = 0; j < nb; j++)
 		ex[j] = 1 + j / a.batch;
 	if (a.one_pass && dmodel_route_rows(b.dm, ex, nb, a.seq) < 0)
@@ -296,6 +304,8 @@ int cmd_bench(int argc, char **argv)
 	cJSON_AddStringToObject(o, "path", K ? "dmodel" : "model");
 	cJSON_AddStringToObject(o, "dtype", K ? kcuda_dtype_name(K->dt) : "f32");
 	cJSON_AddStringToObject(o, "model", a.model);
+	/* micro-batches that replayed a CUDA graph (none with --profile) */
+	cJSON_AddNumberToObject(o, "graph_replays", b.dm ? (double)dmodel_graph_replays(b.dm) : 0);
 	cJSON_AddStringToObject(o, "method", a.method);
 	cJSON_AddNumberToObject(o, "batch", a.batch);
 	cJSON_AddNumberToObject(o, "seq", a.seq);

@@ -8,6 +8,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/kcuda.h"
 #include "err.h"
+#include "log.h"
 #include "mtime.h"
 
 #include <math.h>
@@ -59,6 +60,8 @@ typedef struct dad {
 	float *s;               /* router probabilities [N, e] */
 } dad_t;
 
+#define DMODEL_GRAPHS 8   /* batch shapes with a recorded graph */
+
 typedef struct dlin {
 	void *w, *b;
 	int in, out;
@@ -109,6 +112,21 @@ struct dmodel {
 	float *seqw;            /* per-sequence gradient weights, or NULL */
 	int prof;               /* dmodel_profile: time each kind of op */
 	double prof_s[DMODEL_PROF_N], prof_last;
+	/* CUDA graphs of the training micro-batch (dmodel_train_micro), one
+	 * per batch shape, the least recently used replaced; `gen` counts the
+	 * allocations, which a recorded graph would not see (all dropped). */
+	int graphs;             /* 1: use graphs where the backend has them */
+	int g_off;              /* captures failed: no more graphs */
+	int g_fails;            /* captures that failed */
+	unsigned gen, g_gen;
+	unsigned long g_clock;
+	long g_replays;         /* micro-batches that replayed a graph */
+	struct dgraph {
+		int b, t;
+		int state;      /* 0: empty; 1: ran directly once; 2: exec replays */
+		unsigned long used;
+		void *exec;
+	} g[DMODEL_GRAPHS];
 };
 
 static const char *const s_prof_names[DMODEL_PROF_N] = {
@@ -172,6 +190,7 @@ static void *s_alloc(dmodel_t *m, size_t n, int dt)
 {
 	void *p = m->K->alloc(n ? n : 1, dt);
 
+	m->gen++;               /* a recorded graph would not know it */
 	if (p && s_push(&m->owned, &m->nowned, &m->ocap, p) < 0) {
 		m->K->free(p);
 		return NULL;
@@ -184,6 +203,7 @@ static void *s_act(dmodel_t *m, size_t n, int dt)
 {
 	void *p = m->K->alloc(n ? n : 1, dt);
 
+	m->gen++;
 	if (p && s_push(&m->acts, &m->nacts, &m->acap, p) < 0) {
 		m->K->free(p);
 		return NULL;
@@ -197,6 +217,9 @@ void dmodel_destroy(dmodel_t **pm)
 
 	if (!m)
 		return;
+	for (int i = 0; i < DMODEL_GRAPHS; i++)
+		if (m->g[i].exec)
+			m->K->graph_free(m->g[i].exec);
 	for (int i = 0; i < m->nacts; i++)
 		m->K->free(m->acts[i]);
 	for (int i = 0; i < m->nowned; i++)
@@ -275,6 +298,7 @@ static dmodel_t *s_new(const model_config_t *cfg, const struct kdevice_ops *K)
 		goto err;
 	}
 	m->K = K, m->cfg = *cfg;
+	m->graphs = !getenv("MODULA_CUDA_GRAPHS") || strcmp(getenv("MODULA_CUDA_GRAPHS"), "0");
 	if (!(m->wte = s_alloc(m, V * C, dt)) || !(m->norm = s_alloc(m, C, dt)))
 		goto err;
 	m->head = m->wte;
@@ -1023,14 +1047,15 @@ static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
-int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, int t, float gscale,
-		   double *loss)
+/* Check the batch and queue its inputs: the RoPE table when t changes,
+ * the tokens, and with targets the targets and each position's gradient
+ * weight (gscale > 0). */
+static int s_inputs(dmodel_t *m, const int *tokens, const int *targets, int b, int t,
+		    float gscale)
 {
 	const model_config_t *g = &m->cfg;
 	const struct kdevice_ops *K = m->K;
-	int N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads, HS = g->head_dim;
-	int V = g->vocab_size;
-	double sum = 0.0;
+	int N = b * t, V = g->vocab_size;
 
 	if (!m->acts || b > m->max_b || t > m->max_t)
 		return err_set("batch [%d, %d] larger than the reservation [%d, %d]", b, t, m->max_b,
@@ -1039,10 +1064,35 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 		if (tokens[i] < 0 || tokens[i] >= V)
 			return err_set("token id %d outside the vocabulary (%d)", tokens[i], V);
 	if (t != m->t)
-		D_TRY(K->rope_table(m->cosv, m->sinv, t, HS, 0, g->rope_theta));
+		D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
 	m->b = b, m->t = t, m->ntargets = 0;
 	D_TRY(s_mark(m, -1));
 	D_TRY(K->upload(m->tok, KCUDA_I32, tokens, KCUDA_I32, (size_t)N));
+	if (!targets)
+		return 0;
+	for (int i = 0; i < N; i++)
+		m->ntargets += targets[i] >= 0;
+	for (int i = 0; i < N; i++)
+		m->hdl[i] = targets[i] < 0 || gscale <= 0 ? 0.0f
+			  : m->seqw ? gscale * m->seqw[i / t] : gscale / (float)m->ntargets;
+	D_TRY(K->upload(m->tgt, KCUDA_I32, targets, KCUDA_I32, (size_t)N));
+	if (gscale > 0)
+		D_TRY(K->upload(m->dlosses, KCUDA_F32, m->hdl, KCUDA_F32, (size_t)N));
+	return 0;
+}
+
+enum { S_LOGITS, S_LOSSES, S_GRADIENT }; /* what s_forward_ops ends with */
+
+/* The forward's ops over the queued inputs, from the embedding to the
+ * logits, then the losses, or the losses and the logits' gradient (fused
+ * cross-entropy, written over the logits). Nothing is read back. */
+static int s_forward_ops(dmodel_t *m, int upto)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
+	int HS = g->head_dim, V = g->vocab_size;
+
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	for (int l = 0; l < g->n_layers; l++) {
@@ -1073,28 +1123,38 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	D_TRY(K->matmul_forward(m->logits, m->lnf, m->head, NULL, N, C, V));
 	D_TRY(s_mark(m, DMODEL_PROF_BASE));
-	if (!targets)
-		return K->sync();
-	for (int i = 0; i < N; i++)
-		m->ntargets += targets[i] >= 0;
-	for (int i = 0; i < N; i++)
-		m->hdl[i] = targets[i] < 0 || gscale <= 0 ? 0.0f
-			  : m->seqw ? gscale * m->seqw[i / t] : gscale / (float)m->ntargets;
-	D_TRY(K->upload(m->tgt, KCUDA_I32, targets, KCUDA_I32, (size_t)N));
-	if (gscale > 0) {
-		D_TRY(K->upload(m->dlosses, KCUDA_F32, m->hdl, KCUDA_F32, (size_t)N));
+	if (upto == S_GRADIENT)
 		D_TRY(K->crossentropy_fused(m->losses, m->logits, m->dlosses, m->tgt, N, V));
-		D_TRY(s_mark(m, DMODEL_PROF_CROSS_ENTROPY));
-	} else {
+	else if (upto == S_LOSSES)
 		D_TRY(K->crossentropy_forward(m->losses, m->lse, m->logits, m->tgt, N, V));
-		D_TRY(s_mark(m, DMODEL_PROF_CROSS_ENTROPY));
-	}
-	D_TRY(K->download(m->hlosses, KCUDA_F32, m->losses, KCUDA_F32, (size_t)N));
+	return s_mark(m, upto == S_LOGITS ? -1 : DMODEL_PROF_CROSS_ENTROPY);
+}
+
+/* Read the per-position losses back; *loss = their mean over targets. */
+static int s_losses(dmodel_t *m, const int *targets, double *loss)
+{
+	int N = m->b * m->t;
+	double sum = 0.0;
+
+	D_TRY(m->K->download(m->hlosses, KCUDA_F32, m->losses, KCUDA_F32, (size_t)N));
 	for (int i = 0; i < N; i++)
 		if (targets[i] >= 0)
 			sum += m->hlosses[i];
 	if (loss)
 		*loss = m->ntargets ? sum / m->ntargets : 0.0;
+	return 0;
+}
+
+int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, int t, float gscale,
+		   double *loss)
+{
+	D_TRY(s_inputs(m, tokens, targets, b, t, gscale));
+	if (!targets) {
+		D_TRY(s_forward_ops(m, S_LOGITS));
+		return m->K->sync();
+	}
+	D_TRY(s_forward_ops(m, gscale > 0 ? S_GRADIENT : S_LOSSES));
+	D_TRY(s_losses(m, targets, loss));
 	if (gscale <= 0)
 		m->ntargets = 0;        /* nothing for backward */
 	return 0;
@@ -1111,7 +1171,9 @@ int dmodel_logits(dmodel_t *m, float *out)
 			      (size_t)m->b * m->t * m->cfg.vocab_size);
 }
 
-int dmodel_backward(dmodel_t *m)
+/* The backward's ops, from the logits' gradient the fused cross-entropy
+ * left to the adapters' gradients (accumulated). */
+static int s_backward_ops(dmodel_t *m)
 {
 	const model_config_t *g = &m->cfg;
 	const struct kdevice_ops *K = m->K;
@@ -1120,8 +1182,6 @@ int dmodel_backward(dmodel_t *m)
 	size_t NC = (size_t)N * C, NF = (size_t)N * g->ffn_dim;
 	size_t NQ = (size_t)N * NH * HS, NK = (size_t)N * NKV * HS;
 
-	if (!m->ntargets)
-		return 0;
 	D_TRY(s_mark(m, -1));
 	/* the fused cross-entropy left dlogits in m->logits */
 	D_TRY(K->zero(m->dln, NC, dt));
@@ -1164,6 +1224,133 @@ int dmodel_backward(dmodel_t *m)
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	}
 	return 0;
+}
+
+int dmodel_backward(dmodel_t *m)
+{
+	return m->ntargets ? s_backward_ops(m) : 0;
+}
+
+/* ---- a training micro-batch, as a CUDA graph ---------------------------- */
+
+void dmodel_graphs(dmodel_t *m, int on)
+{
+	m->graphs = on;
+}
+
+static void s_graph_drop(dmodel_t *m, struct dgraph *g)
+{
+	if (g->exec)
+		m->K->graph_free(g->exec);
+	memset(g, 0, sizeof *g);
+}
+
+static int s_micro_ops(dmodel_t *m)
+{
+	D_TRY(s_forward_ops(m, S_GRADIENT));
+	return s_backward_ops(m);
+}
+
+/* The graph slot of the current batch shape: found, or a free or the
+ * least recently used one emptied for it. All are dropped when buffers
+ * were allocated since they were recorded. */
+static struct dgraph *s_graph_slot(dmodel_t *m)
+{
+	struct dgraph *g = NULL;
+
+	if (m->g_gen != m->gen) {
+		for (int i = 0; i < DMODEL_GRAPHS; i++)
+			s_graph_drop(m, &m->g[i]);
+		m->g_gen = m->gen;
+	}
+	for (int i = 0; i < DMODEL_GRAPHS; i++) {
+		struct dgraph *c = &m->g[i];
+		if (c->state && c->b == m->b && c->t == m->t) {
+			g = c;
+			break;
+		}
+		if (!g || (g->state && (!c->state || c->used < g->used)))
+			g = c;
+	}
+	if (g->state && (g->b != m->b || g->t != m->t))
+		s_graph_drop(m, g);
+	g->b = m->b, g->t = m->t, g->used = ++m->g_clock;
+	return g;
+}
+
+/* The micro-batch's ops with the inputs queued: the first time for a
+ * batch shape directly (every lazily made thing, such as the batched
+ * products' pointer arrays, is made then), the second time recorded as a
+ * CUDA graph and replayed, then replayed. A capture that fails (an op the
+ * graph cannot hold) leaves nothing run, so the ops run directly; after
+ * three failures the model goes on without graphs and says why. */
+static int s_micro_graph(dmodel_t *m)
+{
+	const struct kdevice_ops *K = m->K;
+	struct dgraph *g = s_graph_slot(m);
+	char why[512];
+	int rc;
+
+	if (g->state == 0) {
+		D_TRY(s_micro_ops(m));
+		g->state = 1;
+		return 0;
+	}
+	if (g->state == 1) {
+		D_TRY(K->graph_begin());
+		if ((rc = s_micro_ops(m)) < 0)
+			snprintf(why, sizeof why, "%s", err_msg());
+		if (K->graph_end(&g->exec) < 0 && rc == 0)
+			rc = -1, snprintf(why, sizeof why, "%s", err_msg());
+		if (rc == 0 && m->g_gen != m->gen)
+			rc = -1, snprintf(why, sizeof why, "buffers were allocated during the capture");
+		if (rc < 0) {
+			/* the next micro-batch of this shape tries again (what it
+			 * misses, this direct run makes), up to three failures */
+			s_graph_drop(m, g);
+			if (++m->g_fails >= 3) {
+				log_warn("training goes on without CUDA graphs: %s", why);
+				for (int i = 0; i < DMODEL_GRAPHS; i++)
+					s_graph_drop(m, &m->g[i]);
+				m->g_off = 1;
+			} else {
+				log_warn("a CUDA graph capture failed (tried again later): %s", why);
+			}
+			return s_micro_ops(m);
+		}
+		g->state = 2;
+	}
+	if ((rc = K->graph_launch(g->exec)) == 1) {
+		/* stale (see kdevice_ops): this micro-batch directly, the next
+		 * one recorded again */
+		K->graph_free(g->exec);
+		g->exec = NULL, g->state = 1;
+		return s_micro_ops(m);
+	}
+	m->g_replays += rc == 0;
+	return rc;
+}
+
+long dmodel_graph_replays(const dmodel_t *m)
+{
+	return m->g_replays;
+}
+
+int dmodel_train_micro(dmodel_t *m, const int *tokens, const int *targets, int b, int t,
+		       float gscale, double *loss)
+{
+	if (!targets || gscale <= 0)
+		return err_set("train_micro: a training micro-batch needs targets and gscale > 0");
+	D_TRY(s_inputs(m, tokens, targets, b, t, gscale));
+	if (!m->ntargets) {
+		D_TRY(s_forward_ops(m, S_LOSSES));
+		return s_losses(m, targets, loss);
+	}
+	if (m->graphs && !m->g_off && !m->prof && m->K->graph_begin)
+		D_TRY(s_micro_graph(m));
+	else
+		D_TRY(s_micro_ops(m));
+	return s_losses(m, targets, loss);
 }
 
 /* ---- the optimizer ----------------------------------------------------- */

@@ -80,6 +80,19 @@ int dmodel_forward(dmodel_t *m, const int *tokens, const int *targets, int b, in
 		   double *loss);
 /* Accumulate the adapters' gradients of the last forward. 0 or -1. */
 int dmodel_backward(dmodel_t *m);
+/* One training micro-batch: dmodel_forward with targets and gscale > 0,
+ * then dmodel_backward, with *loss as dmodel_forward gives it. On a
+ * backend with CUDA graphs the ops of the pair are recorded once per batch
+ * shape (the second micro-batch of that shape, after a direct first) and
+ * replayed after: one launch instead of thousands. The same results as
+ * the pair, to the bit. 0, or -1 via err_set(). */
+int dmodel_train_micro(dmodel_t *m, const int *tokens, const int *targets, int b, int t,
+		       float gscale, double *loss);
+/* Graphs on (the default) or off for this model; MODULA_CUDA_GRAPHS=0 in
+ * the environment turns them off for every model. */
+void dmodel_graphs(dmodel_t *m, int on);
+/* Micro-batches so far that replayed a graph (the first replay included). */
+long dmodel_graph_replays(const dmodel_t *m);
 /* Positions with a target in the last forward. */
 int dmodel_target_count(const dmodel_t *m);
 /* The last forward's logits [b*t, V] as fp32 into host memory. 0 or -1. */

@@ -150,11 +150,13 @@ static int s_parse_rows(const char *s, int **out, int *b, int *t)
 typedef struct eval_args {
 	const char *model, *adapter, *tokens, *targets, *out, *device, *dtype;
 	int full;
+	int repeat;             /* grads: micro-batches run, the last one's gradients kept */
 } eval_args_t;
 
 static int s_eval_args(int argc, char **argv, eval_args_t *a, int grads)
 {
 	memset(a, 0, sizeof *a);
+	a->repeat = 1;
 	for (int i = 1; i < argc; i++) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(k, "--full") && grads) {
@@ -177,7 +179,13 @@ static int s_eval_args(int argc, char **argv, eval_args_t *a, int grads)
 			a->device = v;
 		else if (!strcmp(k, "--dtype"))
 			a->dtype = v;
-		else
+		else if (!strcmp(k, "--repeat") && grads) {
+			char *end;
+			long n = strtol(v, &end, 10);
+			if (*end || n < 1 || n > 100)
+				return err_set("--repeat takes 1 to 100, not '%s'", v);
+			a->repeat = (int)n;
+		} else
 			return err_set("unknown option '%s'", k);
 		i++;
 	}
@@ -315,7 +323,7 @@ static int s_grads(int argc, char **argv)
 	if (s_eval_args(argc, argv, &a, 1) < 0) {
 		fprintf(stderr, "modula-engine grads: %s\nusage: modula-engine grads --model DIR "
 			"(--adapter FILE_OR_DIR | --full) --tokens 1,2,3 [--targets 2,3,-1] --out FILE "
-			"[--device cpu|cuda|auto|table] [--dtype bf16|f16|f32]\n",
+			"[--device cpu|cuda|auto|table] [--dtype bf16|f16|f32] [--repeat N]\n",
 			err_msg());
 		return 2;
 	}
@@ -348,9 +356,14 @@ static int s_grads(int argc, char **argv)
 	if (dm) {
 		/* the fused cross-entropy overwrites the logits: keep them first */
 		if (dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 ||
-		    !(logits = s_host_logits(m, dm, b, t, &buf)) || dmodel_zero_grad(dm) < 0 ||
-		    dmodel_forward(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 || dmodel_backward(dm) < 0 ||
-		    dmodel_grads_to_host(dm) < 0)
+		    !(logits = s_host_logits(m, dm, b, t, &buf)))
+			goto out;
+		/* --repeat 3 on CUDA: direct, recorded as a graph, replayed */
+		for (int r = 0; r < a.repeat; r++)
+			if (dmodel_zero_grad(dm) < 0 ||
+			    dmodel_train_micro(dm, tok, tgt, b, t, 1.0f, &dloss) < 0)
+				goto out;
+		if (dmodel_grads_to_host(dm) < 0)
 			goto out;
 		loss = (float)dloss;
 	} else {

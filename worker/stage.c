@@ -385,8 +385,7 @@ static int s_dmicro(srun_t *r, int T, long *ntok)
 	}
 	if ((r->job->kind == STAGE_DOMAIN && dmodel_route_rows(r->dm, ex, nseq, T) < 0) ||
 	    dmodel_seq_weights(r->dm, w, nseq) < 0 ||
-	    dmodel_forward(r->dm, r->tokens, r->targets, nseq, T, 1.0f / t->accum, &loss) < 0 ||
-	    dmodel_backward(r->dm) < 0)
+	    dmodel_train_micro(r->dm, r->tokens, r->targets, nseq, T, 1.0f / t->accum, &loss) < 0)
 		return -1;
 	hl = dmodel_row_losses(r->dm);
 	for (int i = 0; i < r->ng; i++) {

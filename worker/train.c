@@ -409,8 +409,8 @@ static int s_dstep(run_t *r, long *ntok, float *loss)
 		return -1;
 	for (int a = 0; a < job->accum; a++) {
 		data_next_batch(r->data, &r->cur, job->batch, r->tokens, r->targets, &t);
-		if (dmodel_forward(r->dm, r->tokens, r->targets, job->batch, t, 1.0f / job->accum, &l) < 0 ||
-		    dmodel_backward(r->dm) < 0)
+		if (dmodel_train_micro(r->dm, r->tokens, r->targets, job->batch, t, 1.0f / job->accum,
+				       &l) < 0)
 			return -1;
 		sum += l;
 		*ntok += (long)job->batch * t;
@@ -568,6 +568,9 @@ int train_run(const train_job_t *job, FILE *events)
 		}
 	}
 	rc = s_finish(&r, events, t0);
+	if (r.dm && dmodel_graph_replays(r.dm) > 0)
+		fprintf(stderr, "modula-engine train: %ld micro-batches replayed a CUDA graph\n",
+			dmodel_graph_replays(r.dm));
 out:
 	s_run_free(&r);
 	return rc;

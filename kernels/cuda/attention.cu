@@ -174,6 +174,15 @@ struct att_work {
 	void *host;
 };
 
+/* S and P live on between calls, grown when a call needs more: their
+ * addresses are inside the batched products' pointer arrays, which a CUDA
+ * graph records, so they must be the same at every call of a shape. A
+ * growth frees the old ones: graphs recorded before are stale then
+ * (kc_pc_epoch), and inside a capture it is refused. */
+static float *s_att_s;
+static void *s_att_p;
+static size_t s_att_cap; /* elements of each */
+
 static int s_work_open(struct att_work *w, const struct att_shape *sh, int nb)
 {
 	size_t tt = (size_t)nb * sh->nh * sh->t * sh->t, n = (size_t)nb * sh->nh;
@@ -185,15 +194,29 @@ static int s_work_open(struct att_work *w, const struct att_shape *sh, int nb)
 	w->pp.a = (const void **)w->host;
 	w->pp.b = w->pp.a + n;
 	w->pp.c = (void **)(w->pp.b + n);
-	if (!(w->s = (float *)kc_alloc(tt * sizeof(float))) || !(w->p = kc_alloc(tt * sh->es)))
-		return err_prefix("attention scores of %d sequences of %d tokens", nb, sh->t);
+	if (tt > s_att_cap) {
+		if (kcuda_capturing())
+			return err_set("attention scores of %d sequences of %d tokens need more scratch "
+				       "inside a CUDA graph capture", nb, sh->t);
+		kc_free(s_att_s);
+		kc_free(s_att_p);
+		s_att_s = NULL, s_att_p = NULL, s_att_cap = 0;
+		kc_pc_epoch++;
+		/* P sized for fp32, the widest storage type */
+		if (!(s_att_s = (float *)kc_alloc(tt * sizeof(float))) ||
+		    !(s_att_p = kc_alloc(tt * sizeof(float)))) {
+			kc_free(s_att_s);
+			s_att_s = NULL;
+			return err_prefix("attention scores of %d sequences of %d tokens", nb, sh->t);
+		}
+		s_att_cap = tt;
+	}
+	w->s = s_att_s, w->p = s_att_p;
 	return 0;
 }
 
 static void s_work_close(struct att_work *w)
 {
-	kc_free(w->s);
-	kc_free(w->p);
 	free(w->host);
 }
 

@@ -77,6 +77,7 @@ struct pc_entry {
 
 static struct pc_entry s_pc[PC_SLOTS];
 static int s_pc_used;
+unsigned long kc_pc_epoch;
 
 static uint64_t s_pc_hash(const void *const *p, int n)
 {
@@ -101,6 +102,7 @@ static int s_pc_flush(struct kc_ctx *cx)
 		s_pc[i] = (struct pc_entry){ 0 };
 	}
 	s_pc_used = 0;
+	kc_pc_epoch++;
 	return 0;
 }
 
@@ -118,6 +120,12 @@ static const void **s_pc_get(struct kc_ctx *cx, const void *const *h, int n)
 			break;
 		if (e->key == key && e->n == n && !memcmp(e->host, h, bytes))
 			return e->dev;
+	}
+	if (kcuda_capturing()) {
+		/* a copy from the host cannot be part of a CUDA graph: the
+		 * step runs once before its capture, so every array is here */
+		err_set("a batched product's pointers were not seen before the CUDA graph capture");
+		return NULL;
 	}
 	if (s_pc_used >= PC_MAX_USED) {
 		if (s_pc_flush(cx) < 0)

@@ -143,6 +143,10 @@ int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const
 		    int count, int m, int n, int k, int ta, int tb, int lda, int ldb, int ldc,
 		    float alpha, float beta);
 
+/* Counts the flushes of kc_gemm_batched's pointer-array table: a CUDA
+ * graph recorded before a flush refers to arrays since freed. */
+extern unsigned long kc_pc_epoch;
+
 /* out[col] += sum over rows of in[row, col] (deterministic, fp32 result):
  * the column sums behind bias and norm-weight gradients. `in` is fp32. */
 int kc_colsum(float *out, const float *in, int rows, int cols);

@@ -80,9 +80,27 @@ int kcuda_copy_d2d(void *dst, int ddt, const void *src, int sdt, size_t n);
 /* Wait for all queued work; a fault inside an earlier kernel shows here. */
 int kcuda_sync(void);
 
-/* One line on memory: held by modula now and at peak (the pool's counters),
- * free and total on the device. */
+/* One line on memory: held by modula now and at peak (the pool's counters,
+ * plus what CUDA graphs hold for their own allocations), free and total on
+ * the device. */
 void kcuda_memory_report(char *buf, size_t n);
+
+/* ---- CUDA graphs ------------------------------------------------------ */
+
+/* Record the work queued between graph_begin and graph_end on the
+ * backend's stream as a CUDA graph instead of running it; graph_end
+ * instantiates it into *exec (NULL on failure, with err_set() saying why:
+ * an op that cannot be captured, such as a copy to the host). Between the
+ * two nothing runs. graph_launch queues one replay: the same kernels with
+ * the same arguments and pointers; it returns 1, queueing nothing, when
+ * the graph is stale (the batched products' pointer arrays it reads were
+ * freed since: record it again). graph_free takes NULL. */
+int kcuda_graph_begin(void);
+int kcuda_graph_end(void **exec);
+int kcuda_graph_launch(void *exec);
+void kcuda_graph_free(void *exec);
+/* 1 while a capture is open (the ops refuse what a graph cannot hold). */
+int kcuda_capturing(void);
 
 /* ---- the ops of kernels/cpu/ops.h ------------------------------------ */
 

@@ -10,10 +10,12 @@
 #include "kernels/cuda/kc.cuh"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 
 static struct kc_ctx s_ctx;
 static int s_open; /* 1 once s_ctx is ready */
+static int s_capturing; /* 1 between kcuda_graph_begin and kcuda_graph_end */
 
 static int s_open_ctx(void)
 {
@@ -128,19 +130,115 @@ extern "C" int kcuda_sync(void)
 	return 0;
 }
 
+/* What CUDA graphs hold for the allocations inside them (their own pool,
+ * outside the stream-ordered pool's counters): now and at peak. */
+static void s_graph_counts(uint64_t *now, uint64_t *peak)
+{
+	*now = *peak = 0;
+	if (cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, now) != cudaSuccess ||
+	    cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemHigh, peak) != cudaSuccess) {
+		cudaGetLastError();
+		*now = *peak = 0;
+	}
+}
+
 extern "C" void kcuda_memory_report(char *buf, size_t n)
 {
 	size_t free_b = 0, total_b = 0;
-	uint64_t now, peak;
+	uint64_t now, peak, gnow, gpeak;
 
 	if (!s_open || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
 		snprintf(buf, n, "GPU memory: the CUDA backend is not open");
 		return;
 	}
 	s_pool_counts(&now, &peak);
-	snprintf(buf, n, "GPU memory: modula holds %.2f GiB (peak %.2f GiB); device %.2f GiB free "
-		 "of %.2f GiB", now / 1073741824.0, peak / 1073741824.0, free_b / 1073741824.0,
+	s_graph_counts(&gnow, &gpeak);
+	/* the peaks of the two pools may not coincide: their sum bounds it */
+	snprintf(buf, n, "GPU memory: modula holds %.2f GiB (peak %.2f GiB, of which CUDA graphs "
+		 "%.2f GiB); device %.2f GiB free of %.2f GiB", (now + gnow) / 1073741824.0,
+		 (peak + gpeak) / 1073741824.0, gpeak / 1073741824.0, free_b / 1073741824.0,
 		 total_b / 1073741824.0);
+}
+
+/* ---- CUDA graphs ------------------------------------------------------ */
+
+extern "C" int kcuda_capturing(void)
+{
+	return s_capturing;
+}
+
+extern "C" int kcuda_graph_begin(void)
+{
+	KC_CTX(cx);
+	if (s_capturing)
+		return err_set("a CUDA graph capture is already open");
+	/* thread-local: a call this thread makes that a graph cannot hold
+	 * (a synchronising copy, say) fails the capture instead of running */
+	KC_CK(cudaStreamBeginCapture(cx->stream, cudaStreamCaptureModeThreadLocal));
+	s_capturing = 1;
+	return 0;
+}
+
+/* An instantiated graph and the pointer-array epoch it was recorded in. */
+struct kc_graph {
+	cudaGraphExec_t exec;
+	unsigned long epoch;
+};
+
+extern "C" int kcuda_graph_end(void **exec)
+{
+	cudaGraph_t g = NULL;
+	cudaGraphExec_t ge = NULL;
+	struct kc_graph *kg;
+	cudaError_t e;
+
+	KC_CTX(cx);
+	*exec = NULL;
+	if (!s_capturing)
+		return err_set("no CUDA graph capture is open");
+	s_capturing = 0;
+	e = cudaStreamEndCapture(cx->stream, &g);
+	if (e != cudaSuccess || !g) {
+		cudaGetLastError(); /* the capture's failure is not sticky */
+		if (g)
+			cudaGraphDestroy(g);
+		return err_set("CUDA graph capture failed: %s", cudaGetErrorString(e));
+	}
+	e = cudaGraphInstantiate(&ge, g, 0);
+	cudaGraphDestroy(g);
+	if (e != cudaSuccess) {
+		cudaGetLastError();
+		return err_set("CUDA graph instantiation failed: %s", cudaGetErrorString(e));
+	}
+	if (!(kg = (struct kc_graph *)malloc(sizeof *kg))) {
+		cudaGraphExecDestroy(ge);
+		return err_set("out of memory");
+	}
+	kg->exec = ge, kg->epoch = kc_pc_epoch;
+	*exec = kg;
+	return 0;
+}
+
+extern "C" int kcuda_graph_launch(void *exec)
+{
+	struct kc_graph *kg = (struct kc_graph *)exec;
+
+	KC_CTX(cx);
+	if (kg->epoch != kc_pc_epoch)
+		return 1; /* its pointer arrays were freed: record it again */
+	KC_CK(cudaGraphLaunch(kg->exec, cx->stream));
+	return 0;
+}
+
+extern "C" void kcuda_graph_free(void *exec)
+{
+	struct kc_graph *kg = (struct kc_graph *)exec;
+
+	if (!kg)
+		return;
+	if (s_open)
+		cudaGraphExecDestroy(kg->exec);
+	free(kg);
 }
 
 /* ---- copies with conversion ------------------------------------------ */
@@ -184,6 +282,8 @@ extern "C" int kcuda_copy_h2d(void *dst, int ddt, const void *src, int sdt, size
 	size_t ss, ds, at, len;
 
 	KC_CTX(cx);
+	if (s_capturing)
+		return err_set("a copy from the host cannot be part of a CUDA graph capture");
 	if (s_check_types(ddt, sdt) < 0)
 		return -1;
 	ss = kcuda_dtype_size(sdt);
@@ -207,6 +307,8 @@ extern "C" int kcuda_copy_d2h(void *dst, int ddt, const void *src, int sdt, size
 	size_t ss, ds, at, len;
 
 	KC_CTX(cx);
+	if (s_capturing)
+		return err_set("a copy to the host cannot be part of a CUDA graph capture");
 	if (s_check_types(ddt, sdt) < 0)
 		return -1;
 	ss = kcuda_dtype_size(sdt);

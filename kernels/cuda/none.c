@@ -44,6 +44,19 @@ void kcuda_memory_report(char *buf, size_t n)
 }
 
 NOCUDA(kcuda_memset0, void *p, size_t bytes)
+NOCUDA(kcuda_graph_begin, void)
+NOCUDA(kcuda_graph_end, void **exec)
+NOCUDA(kcuda_graph_launch, void *exec)
+
+void kcuda_graph_free(void *exec)
+{
+}
+
+int kcuda_capturing(void)
+{
+	return 0;
+}
+
 NOCUDA(kcuda_copy_h2d, void *dst, int ddt, const void *src, int sdt, size_t n)
 NOCUDA(kcuda_copy_d2h, void *dst, int ddt, const void *src, int sdt, size_t n)
 NOCUDA(kcuda_copy_d2d, void *dst, int ddt, const void *src, int sdt, size_t n)

@@ -67,6 +67,9 @@ def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[0]} {cmd[1]} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    for line in r.stderr.splitlines():   # warnings (a CUDA graph not used, say)
+        if " warn " in line or " error " in line:
+            print("    " + line.strip()[-500:], flush=True)
     return r.stdout
 
 
@@ -129,6 +132,24 @@ def engine_bench(engine, model_dir, method, extra=()):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def graph_check(args, res, item, what, with_graph, without):
+    """The same bench with and without CUDA graphs: the graph replays must
+    give the direct path's losses (the same kernels on the same data), and
+    the step times side by side."""
+    replays = with_graph.get("graph_replays", 0)
+    same = all(abs(with_graph[k] - without[k]) <= 1e-6 * max(1.0, abs(without[k]))
+               for k in ("loss_first", "loss_last"))
+    res.add(item, f"{what} step with / without CUDA graphs",
+            f"{with_graph['step_ms']:.1f} / {without['step_ms']:.1f} ms",
+            f"{replays} graph replays; losses {'the same' if same else 'DIFFER'}: "
+            f"{with_graph['loss_last']:.6f} / {without['loss_last']:.6f}")
+    if not same or replays <= 0:
+        res.add(item, f"{what}: CUDA graph replay", "FAILED",
+                "no replay" if replays <= 0 else "losses differ from the direct path")
+        return False
+    return True
+
+
 def peak_gib(memory_line):
     """The peak of kcuda_memory_report's line ("... (peak 1.23 GiB) ...")."""
     m = re.search(r"peak ([0-9.]+) GiB", memory_line)
@@ -173,8 +194,10 @@ def item1(args, res, work):
     outs = {}
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
+        # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
-             "--out", path, "--device", dev, "--dtype", dt])
+             "--out", path, "--device", dev, "--dtype", dt]
+            + (["--repeat", "3"] if dev == "cuda" else []))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2)):
@@ -353,6 +376,7 @@ def item3(args, res, work):
     torch.cuda.empty_cache()
     path = ensure_qwen2(work, res, "3")
     e = engine_bench(args.engine, path, "lora")
+    ok = graph_check(args, res, "3", "LoRA", e, engine_bench(args.engine, path, "lora", ["--no-graph"]))
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
     res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}")
@@ -360,7 +384,7 @@ def item3(args, res, work):
             "the engine's memory pool high-water mark (cuBLAS workspace not counted)")
     res.add("3", "engine MFU", f"{100 * emfu:.1f}%", "target >= 50%")
     res.add("3", "engine / PyTorch+PEFT tokens/s", f"{e['tokens_per_s'] / tps:.2f}x", "target >= 1.3x")
-    return True
+    return ok
 
 
 def item4(args, res, work):
@@ -368,6 +392,9 @@ def item4(args, res, work):
     path = ensure_qwen2(work, res, "4")
     lora = engine_bench(args.engine, path, "lora")
     mres = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"])
+    ok = graph_check(args, res, "4", "modula-res", mres,
+                     engine_bench(args.engine, path, "modula-res",
+                                  ["--experts", "4", "--expert-rank", "8", "--no-graph"]))
     res.add("4", "plain LoRA step (rank 16)", f"{lora['step_ms']:.1f} ms")
     res.add("4", "modula-res step (universal 16 + 4 experts of rank 8, soft routing)",
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
@@ -381,7 +408,7 @@ def item4(args, res, work):
             f"{one['tokens_per_s']:.0f}", f"separate single-domain steps: {one['separate_tokens_per_s']:.0f}")
     res.add("4", "one pass / separate runs tokens/s", f"{one['one_pass_over_separate']:.2f}x",
             "target >= 2x")
-    return True
+    return ok
 
 
 def item5(args, res, work):
@@ -418,7 +445,53 @@ def item5(args, res, work):
         ref = pm(torch.tensor([tokens], device="cuda")).logits[0].float().cpu().numpy()
     res.add("5", "engine device for training and logits", "cuda",
             "trained 4 steps in bf16; logits with --dtype f32")
-    return compare(res, "5", ours, ref, 1e-3)
+    ok = compare(res, "5", ours, ref, 1e-3)
+    return graph_training(args, res, work, mdir) and ok
+
+
+def graph_training(args, res, work, mdir):
+    """The same training job with CUDA graphs (the default) and without
+    (MODULA_CUDA_GRAPHS=0): records of one length, so every micro-batch has
+    one shape and from the third on replays the graph with new tokens; the
+    two trained adapters must agree."""
+    from safetensors.torch import load_file as load_t
+    data = os.path.join(work, "data-fixed.jsonl")
+    with open(data, "w") as f:
+        for i in range(96):
+            f.write(json.dumps({"prompt": f"q{i:03d}: ", "response": f"a{i * 7 % 101:03d}"}) + "\n")
+    outs, logs = {}, {}
+    for graphs in ("1", "0"):
+        out_dir = os.path.join(work, f"train-graphs{graphs}")
+        job = dict(model=mdir, tokenizer="bytes", data=data, mode="lora", out_dir=out_dir,
+                   lora=dict(rank=8, alpha=16, targets=["q", "k", "v", "o", "gate", "up", "down"]),
+                   steps=12, batch=4, seq_len=32, lr=1e-2, seed=3)
+        jpath = os.path.join(work, f"job-graphs{graphs}.json")
+        with open(jpath, "w") as f:
+            json.dump(job, f)
+        env = dict(os.environ, MODULA_CUDA_GRAPHS=graphs)
+        p = subprocess.run([args.engine, "train", jpath, "--device", "cuda", "--dtype", "bf16"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"train (MODULA_CUDA_GRAPHS={graphs}) failed: {p.stderr[-2000:]}")
+        for line in p.stderr.splitlines():
+            if " warn " in line or "graph" in line:
+                print("    " + line.strip()[-500:], flush=True)
+        logs[graphs] = p.stderr
+        outs[graphs] = {k: v.double().numpy() for k, v in
+                        load_t(os.path.join(out_dir, "adapter", "adapter_model.safetensors")).items()}
+    m = re.search(r"(\d+) micro-batches replayed a CUDA graph", logs["1"])
+    replays = int(m.group(1)) if m else 0
+    worst, where = 0.0, ""
+    for k, ref in outs["0"].items():
+        got = outs["1"][k]
+        d = float(np.max(np.abs(got - ref))) / max(float(np.max(np.abs(ref))), 1e-30)
+        if d > worst:
+            worst, where = d, k
+    ok = replays > 0 and worst <= 1e-5 and set(outs["0"]) == set(outs["1"])
+    res.add("5", "12 training steps with / without CUDA graphs: adapters' worst relative diff",
+            f"{worst:.2e}" if ok else "FAILED",
+            f"{replays} of 12 micro-batches replayed a graph; worst {where}; tolerance 1e-5")
+    return ok
 
 
 def main():

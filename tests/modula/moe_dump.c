@@ -128,8 +128,17 @@ int main(int argc, char **argv)
 		    dmodel_attach_moe(dm, mo, &mo->train) < 0 || dmodel_reserve(dm, b, t) < 0 ||
 		    !(dlogits = malloc(nl * sizeof *dlogits)) ||
 		    dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 || dmodel_logits(dm, dlogits) < 0 ||
-		    dmodel_zero_grad(dm) < 0 || dmodel_forward(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 ||
-		    dmodel_backward(dm) < 0 || dmodel_grads_to_host(dm) < 0)
+		    dmodel_zero_grad(dm) < 0)
+			goto out;
+		/* three micro-batches, the gradients of the last: on CUDA the
+		 * first runs directly, the second is recorded as a graph, the
+		 * third replays it */
+		for (int k = 1; k < 3; k++)
+			if (dmodel_train_micro(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 ||
+			    dmodel_zero_grad(dm) < 0)
+				goto out;
+		if (dmodel_train_micro(dm, tok, tgt, b, t, 1.0f, &dloss) < 0 ||
+		    dmodel_grads_to_host(dm) < 0)
 			goto out;
 		loss = (float)dloss, logits = dlogits;
 	} else {
