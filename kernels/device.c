@@ -124,6 +124,15 @@ static int s_cpu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, cons
 	return 0;
 }
 
+static int s_cpu_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
+			      int count, int m, int n, int k, int ta, int tb, float alpha, float beta)
+{
+	(void)dt;
+	for (int i = 0; i < count; i++)
+		op_gemm(c[i], a[i], b[i], m, n, k, ta, tb, alpha, beta);
+	return 0;
+}
+
 static int s_cpu_embedding_forward(void *out, const int *tok, const void *wte, int n, int c)
 {
 	op_embedding_forward(out, tok, wte, n, c);
@@ -388,6 +397,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
 	.download = s_cpu_copy, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
 	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
+	.gemm_batched = s_cpu_gemm_batched,
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
 	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
 	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
@@ -512,6 +522,15 @@ static int s_emu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, cons
 {
 	s_cpu_gemm_ld(c, cdt, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 	s_emu_round(c, cdt, (size_t)m, (size_t)n, (size_t)ldc);
+	return 0;
+}
+
+static int s_emu_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
+			      int count, int m, int n, int k, int ta, int tb, float alpha, float beta)
+{
+	s_cpu_gemm_batched(dt, c, a, b, count, m, n, k, ta, tb, alpha, beta);
+	for (int i = 0; i < count; i++)
+		s_emu_round(c[i], dt, (size_t)m, (size_t)n, (size_t)n);
 	return 0;
 }
 
@@ -732,7 +751,7 @@ const struct kdevice_ops *kdevice_emulated(int dt)
 	*o = s_cpu_ops;
 	o->alloc = s_emu_alloc, o->zero = s_emu_zero, o->upload = s_emu_copy, o->convert = s_emu_copy;
 	o->download = s_emu_download;
-	o->gemm = s_emu_gemm, o->gemm_ld = s_emu_gemm_ld;
+	o->gemm = s_emu_gemm, o->gemm_ld = s_emu_gemm_ld, o->gemm_batched = s_emu_gemm_batched;
 	o->embedding_forward = s_emu_embedding_forward;
 	o->matmul_forward = s_emu_matmul_forward, o->matmul_backward = s_emu_matmul_backward;
 	o->rmsnorm_forward = s_emu_rmsnorm_forward, o->rmsnorm_backward = s_emu_rmsnorm_backward;
@@ -946,6 +965,14 @@ static int s_cuda_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, con
 	return kcuda_gemm_ld(s_dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 }
 
+static int s_cuda_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
+			       int count, int m, int n, int k, int ta, int tb, float alpha,
+			       float beta)
+{
+	return kcuda_gemm_batched(dt == KCUDA_F32 ? KCUDA_F32 : s_dt, c, a, b, count, m, n, k, ta,
+				  tb, alpha, beta);
+}
+
 static int s_cuda_adamw(float *w, void *wdt, const float *g, float *m, float *v, size_t n,
 			float lr, float beta1, float beta2, float eps, float weight_decay, long step)
 {
@@ -957,6 +984,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
 	.download = kcuda_copy_d2h, .sync = kcuda_sync, .attention_saved = s_cuda_att_saved,
 	.gemm = s_cuda_gemm, .gemm_ld = s_cuda_gemm_ld, .gemm_f32 = s_cuda_gemm_f32,
+	.gemm_batched = s_cuda_gemm_batched,
 	.embedding_forward = s_cuda_embedding_forward,
 	.embedding_backward = s_cuda_embedding_backward,
 	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,

@@ -65,6 +65,12 @@ struct kdevice_ops {
 	/* the same with row strides: each matrix may be columns of a wider one */
 	int (*gemm_ld)(void *c, int cdt, int ldc, const void *a, int lda, const void *b, int ldb,
 		       int m, int n, int k, int ta, int tb, float alpha, float beta);
+	/* count products of one shape, C_i = alpha op(A_i) op(B_i) + beta C_i,
+	 * every matrix contiguous and of type dt (the table's, or KCUDA_F32);
+	 * c, a, b are host arrays of count pointers. One launch on CUDA: many
+	 * small products (one per layer) cost one launch's time, not count. */
+	int (*gemm_batched)(int dt, void *const *c, const void *const *a, const void *const *b,
+			    int count, int m, int n, int k, int ta, int tb, float alpha, float beta);
 	int (*embedding_forward)(void *out, const int *tok, const void *wte, int n, int c);
 	int (*embedding_backward)(float *dwte, const void *dout, const int *tok, int n, int c);
 	int (*matmul_forward)(void *out, const void *inp, const void *w, const void *b, int n, int c,

@@ -53,7 +53,8 @@ typedef struct dad {
 	int e, r;               /* Res: domain experts of rank r */
 	float sd, slope;
 	dbuf_t a;               /* A [e*r, out] (A_i stacked) */
-	void *mab;              /* M = A B0 [e*r, r0] (s_ad_forward) */
+	void *mab;              /* M = A B0 [e*r, r0] (s_res_batched, forward) */
+	float *p;               /* P = dz^T u0s [e*r, r0] (backward; s_res_batched) */
 	void *u0;               /* LoRA: u0 [N, r0] */
 	void *cat;              /* Res: [s0 u0 | zw] [N, r0 + e*r] */
 	void *z, *zl;           /* Res: [N, e*r] */
@@ -91,6 +92,7 @@ struct dmodel {
 	float *tmaster, *tgrad, *tm, *tv;
 	void *tcur;
 	int fused_step;         /* no frozen member inside a training buffer */
+	int nres;               /* MoDULA-Res layers (s_res_batched) */
 	void **owned;           /* everything allocated through K */
 	int nowned, ocap;
 	/* activations, reserved for [max_b, max_t] */
@@ -99,7 +101,7 @@ struct dmodel {
 	float *rstdf, *losses, *lse, *dlosses, *cosv, *sinv;
 	int *tok, *tgt;
 	void *dres, *dln, *dq, *dk, *dv, *dy, *dgate, *dup, *dsw;
-	void *x1, *x3, *xp, *xu;  /* adapter scratch */
+	void *x1, *x3, *xu;     /* adapter scratch */
 	int *htgt;
 	float *hlosses, *hdl;
 	void **acts;            /* the reservation's buffers */
@@ -690,6 +692,7 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 				continue;
 			}
 			ad->res = 1, ad->nores = c->method == MOE_RES_NORES;
+			m->nres++;
 			ad->e = mo->n_exp - 1, ad->r = mo->exp[1].rank, ad->slope = c->slope;
 			ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
 			D_TRY(s_place_res(m, ad, mo, l, s, train));
@@ -842,6 +845,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 			er = s_max(er, (size_t)ad->e * ad->r), e = s_max(e, (size_t)ad->e);
 			wide = s_max(wide, (size_t)ad->r0 + (size_t)ad->e * ad->r);
 			D_PTR((ad->mab = s_act(m, (size_t)ad->e * ad->r * ad->r0, dt)) &&
+			      (ad->p = s_act(m, (size_t)ad->e * ad->r * ad->r0, KCUDA_F32)) &&
 			      (ad->cat = s_act(m, N * (ad->r0 + (size_t)ad->e * ad->r), dt)) &&
 			      (ad->z = s_act(m, N * ad->e * ad->r, dt)) &&
 			      (ad->zl = s_act(m, N * ad->e * ad->r, dt)) &&
@@ -860,7 +864,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
 	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
-	      (m->xp = s_act(m, er * r0, KCUDA_F32)) && (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
+	      (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -892,7 +896,6 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	} else {
 		D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
 	}
-	D_TRY(K->gemm(ad->mab, dt, ad->a.cur, ad->bcat.cur, er, r0, out, 0, 1, 1.0f, 0.0f));
 	D_TRY(K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
 			     ad->s0, ad->sd, ad->slope));
 	if (ad->nores)
@@ -907,8 +910,8 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
 	int ra = m->fixed ? r0 : r0 + ad->e;    /* fixed routing: no router gradient */
-	void *dcat = m->x1, *dz = m->x3, *p = m->xp;
-	float *db = ad->bcat.grad;
+	void *dcat = m->x1, *dz = m->x3;
+	float *db = ad->bcat.grad, *p = ad->p;
 
 	if (ad->nores) {
 		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, out,
@@ -925,15 +928,12 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
 	D_TRY(K->res_backward(dcat, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0, ad->sd,
 			      ad->slope));
-	/* P = dz^T u0s [er, r0] in fp32: dA += P B0^T, dB0^T += P^T A, both
-	 * against the fp32 masters (these small products may cancel: in bf16
-	 * they cost A's gradient a tenth of its size) */
+	/* P = dz^T u0s [er, r0] in fp32; dA += P B0^T and dB0^T += P^T A
+	 * follow, against the fp32 masters, for every layer at once at the
+	 * end of the backward (s_res_batched) (these small products may
+	 * cancel: in bf16 they cost A's gradient a tenth of its size) */
 	if (ad->a.grad || db)
 		D_TRY(K->gemm_ld(p, KCUDA_F32, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
-	if (ad->a.grad)
-		D_TRY(K->gemm_f32(ad->a.grad, p, ad->bcat.master, er, out, r0, 0, 0, 1.0f, 1.0f));
-	if (db)
-		D_TRY(K->gemm_f32(db, p, ad->a.master, r0, out, er, 1, 0, 1.0f, 1.0f));
 	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
 	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
 			 ad->nores ? 0.0f : 1.0f));
@@ -945,6 +945,61 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 		D_TRY(K->gemm_ld(dx, dt, ad->in, dcat, w, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
 				 1.0f));
 	return 0;
+}
+
+/* The small products of the Res layers, one batched launch per shape
+ * (a model's layers share a few): S_MAB, before the forward, M = A B0
+ * [e*r, r0] of every layer; after the backward, S_DA: dA += P B0^T and
+ * S_DB0: dB0^T += P^T A (fp32, against the masters) where they train. */
+enum { S_MAB, S_DA, S_DB0 };
+
+static int s_res_batched(dmodel_t *m, int kind)
+{
+	const struct kdevice_ops *K = m->K;
+	int nv = 0, rc = -1, cap = m->cfg.n_layers * MODEL_NSLOTS;
+	dad_t **v = malloc((size_t)cap * sizeof *v);
+	void **c = malloc((size_t)cap * sizeof *c);
+	const void **a = malloc((size_t)cap * sizeof *a), **b = malloc((size_t)cap * sizeof *b);
+
+	if (!v || !c || !a || !b) {
+		err_set("out of memory");
+		goto out;
+	}
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			dad_t *ad = m->l[l].lin[s].ad;
+			if (ad && ad->res && (kind == S_MAB || (kind == S_DA ? ad->a.grad != NULL
+										: ad->bcat.grad != NULL)))
+				v[nv++] = ad;
+		}
+	while (nv > 0) {
+		dad_t *f = v[0];
+		int n = 0, keep = 0, er = f->e * f->r;
+		for (int i = 0; i < nv; i++) {
+			dad_t *ad = v[i];
+			if (ad->out != f->out || ad->e * ad->r != er || ad->r0 != f->r0) {
+				v[keep++] = ad;
+				continue;
+			}
+			c[n] = kind == S_MAB ? ad->mab : kind == S_DA ? (void *)ad->a.grad
+								  : (void *)ad->bcat.grad;
+			a[n] = kind == S_MAB ? ad->a.cur : ad->p;
+			b[n++] = kind == S_MAB ? ad->bcat.cur : kind == S_DA ? (void *)ad->bcat.master
+									     : (void *)ad->a.master;
+		}
+		nv = keep;
+		if ((kind == S_MAB && K->gemm_batched(K->dt, c, a, b, n, er, f->r0, f->out, 0, 1, 1.0f,
+						      0.0f) < 0) ||
+		    (kind == S_DA && K->gemm_batched(KCUDA_F32, c, a, b, n, er, f->out, f->r0, 0, 0,
+						     1.0f, 1.0f) < 0) ||
+		    (kind == S_DB0 && K->gemm_batched(KCUDA_F32, c, a, b, n, f->r0, f->out, er, 1, 0,
+						      1.0f, 1.0f) < 0))
+			goto out;
+	}
+	rc = 0;
+out:
+	free(v), free(c), free(a), free(b);
+	return rc;
 }
 
 /* MoLoRA: u = x A^T, s = softmax(x W_R^T), y += (sd s_i u_i) B^T. */
@@ -1093,6 +1148,8 @@ static int s_forward_ops(dmodel_t *m, int upto)
 	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
 	int HS = g->head_dim, V = g->vocab_size;
 
+	if (m->nres)
+		D_TRY(s_res_batched(m, S_MAB));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	for (int l = 0; l < g->n_layers; l++) {
@@ -1222,6 +1279,11 @@ static int s_backward_ops(dmodel_t *m)
 		if (need_dx)
 			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
+	}
+	if (m->nres) {
+		D_TRY(s_res_batched(m, S_DA));
+		D_TRY(s_res_batched(m, S_DB0));
+		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
 	}
 	return 0;
 }

@@ -189,6 +189,14 @@ int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const
 	return 0;
 }
 
+extern "C" int kcuda_gemm_batched(int dt, void *const *c, const void *const *a,
+				  const void *const *b, int count, int m, int n, int k, int ta, int tb,
+				  float alpha, float beta)
+{
+	return kc_gemm_batched(dt, dt, c, a, b, count, m, n, k, ta, tb, ta ? m : k, tb ? k : n, n,
+			       alpha, beta);
+}
+
 extern "C" int kcuda_gemm_mixed(int dt, int cdt, void *c, const void *a, const void *b, int m,
 				int n, int k, int ta, int tb, float alpha, float beta)
 {

@@ -117,6 +117,12 @@ int kcuda_gemm_mixed(int dt, int cdt, void *c, const void *a, const void *b, int
 int kcuda_gemm_ld(int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b, int ldb,
 		  int m, int n, int k, int ta, int tb, float alpha, float beta);
 
+/* count products of one shape, all matrices contiguous row-major in dt:
+ * C_i = alpha op(A_i) op(B_i) + beta C_i; c, a, b host arrays of device
+ * pointers. One cuBLAS launch. */
+int kcuda_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
+		       int count, int m, int n, int k, int ta, int tb, float alpha, float beta);
+
 /* out[N,C] = wte[tok[n], :]; wte [V,C]. Tokens must be in [0, V). */
 int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, int n, int c);
 /* dwte[V,C] (fp32) += rows of dout[N,C] by token (atomics, see above). */

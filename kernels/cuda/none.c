@@ -67,6 +67,8 @@ NOCUDA(kcuda_gemm_mixed, int dt, int cdt, void *c, const void *a, const void *b,
        int k, int ta, int tb, float alpha, float beta)
 NOCUDA(kcuda_gemm_ld, int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b,
        int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
+NOCUDA(kcuda_gemm_batched, int dt, void *const *c, const void *const *a, const void *const *b,
+       int count, int m, int n, int k, int ta, int tb, float alpha, float beta)
 NOCUDA(kcuda_embedding_forward, int dt, void *out, const int *tok, const void *wte, int n, int c)
 NOCUDA(kcuda_embedding_backward, int dt, float *dwte, const void *dout, const int *tok, int n,
        int c)

@@ -461,6 +461,39 @@ static int case_gemm_ld(void)
 	return 0;
 }
 
+/* Batched products of one shape (kcuda_gemm_batched): five products of
+ * separate matrices in one launch, each against op_gemm. */
+static int case_gemm_batched(void)
+{
+	enum { NB = 5 };
+	int m = 24, n = 19, k = 33;
+
+	for (int ta = 0; ta < 2; ta++) {
+		for (int tb = 0; tb < 2; tb++) {
+			float *a[NB], *b[NB], *c[NB];
+			void *da[NB], *db[NB], *dc[NB];
+			char name[24];
+			for (int i = 0; i < NB; i++) {
+				a[i] = s_rrand((size_t)m * k, -1, 1), b[i] = s_rrand((size_t)k * n, -1, 1);
+				c[i] = s_rrand((size_t)m * n, -1, 1);
+				S_PTR(a[i] && b[i] && c[i]);
+				S_PTR((da[i] = S_DEV(a[i], (size_t)m * k)) &&
+				      (db[i] = S_DEV(b[i], (size_t)k * n)) &&
+				      (dc[i] = S_DEV(c[i], (size_t)m * n)));
+				op_gemm(c[i], a[i], b[i], m, n, k, ta, tb, 0.7f, 0.3f);
+			}
+			S_TRY(kcuda_gemm_batched(s_dt, dc, (const void *const *)da,
+						 (const void *const *)db, NB, m, n, k, ta, tb, 0.7f,
+						 0.3f));
+			for (int i = 0; i < NB; i++) {
+				snprintf(name, sizeof name, "c%d[t%d%d]", i, ta, tb);
+				S_TRY(S_CMP(name, dc[i], c[i], (size_t)m * n));
+			}
+		}
+	}
+	return 0;
+}
+
 /* The CPU reference of router weighting: s = softmax(rl), uw = scale s_i u. */
 static void s_router_fwd(float *uw, float *s, const float *rl, const float *u, int n, int e,
 			 int r, float scale)
@@ -784,6 +817,7 @@ static const struct {
 	{ "softmax", case_softmax, 1 },
 	{ "crossentropy", case_crossentropy, 2 },
 	{ "gemm with row strides", case_gemm_ld, 4 },
+	{ "batched gemm, one shape", case_gemm_batched, 4 },
 	{ "router softmax + expert weighting", case_router, 2 },
 	{ "modula-res fused rows", case_res, 2 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
