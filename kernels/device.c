@@ -298,39 +298,54 @@ static int s_cpu_crossentropy_fused(float *losses, void *logits, const float *dl
 	return 0;
 }
 
+/* Column j's expert among e + (r0 > 0): the head (rank r0) first. */
+static int s_router_expert(int j, int r0, int r)
+{
+	return j < r0 ? 0 : (r0 > 0) + (j - r0) / r;
+}
+
 static int s_cpu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-				       const void *u, int n, int e, int r, float scale)
+				       const void *u, int n, int e, int r, float scale, int r0,
+				       float s0)
 {
 	float *o = uw;
 	const float *x = u;
+	int ne = e + (r0 > 0), w = r0 + e * r;
 
-	ld = ld ? ld : e * r;
-	op_softmax_forward(s, rlogits, n, e);
+	ld = ld ? ld : w;
+	op_softmax_forward(s, rlogits, n, ne);
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < e * r; j++)
-			o[(size_t)i * ld + j] = scale * s[(size_t)i * e + j / r] * x[(size_t)i * e * r + j];
+		for (int j = 0; j < w; j++)
+			o[(size_t)i * ld + j] = (j < r0 ? s0 : scale) *
+						s[(size_t)i * ne + s_router_expert(j, r0, r)] *
+						x[(size_t)i * w + j];
 	return 0;
 }
 
-/* du += scale s_i duw; drlogits += softmax backward of ds_i = scale sum_j u duw. */
+/* du += scale_i s_i duw; drlogits += softmax backward of ds_i = scale_i
+ * sum over expert i's columns of u duw. */
 static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
-					const float *s, const void *u, int n, int e, int r, float scale)
+					const float *s, const void *u, int n, int e, int r, float scale,
+					int r0, float s0)
 {
 	const float *g = duw, *x = u;
-	float *ds = calloc((size_t)n * e + 1, sizeof(float)), *d = du;
+	int ne = e + (r0 > 0), w = r0 + e * r;
+	float *ds = calloc((size_t)n * ne + 1, sizeof(float)), *d = du;
 
 	if (!ds)
 		return err_set("out of memory");
-	ld = ld ? ld : e * r;
+	ld = ld ? ld : w;
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < e * r; j++) {
-			size_t o = (size_t)i * e * r + j, og = (size_t)i * ld + j;
-			ds[(size_t)i * e + j / r] += scale * x[o] * g[og];
+		for (int j = 0; j < w; j++) {
+			size_t o = (size_t)i * w + j, og = (size_t)i * ld + j;
+			size_t k = (size_t)i * ne + s_router_expert(j, r0, r);
+			float sc = j < r0 ? s0 : scale;
+			ds[k] += sc * x[o] * g[og];
 			if (d)
-				d[o] += scale * s[(size_t)i * e + j / r] * g[og];
+				d[o] += sc * s[k] * g[og];
 		}
 	if (drlogits)
-		op_softmax_backward(drlogits, ds, s, n, e);
+		op_softmax_backward(drlogits, ds, s, n, ne);
 	free(ds);
 	return 0;
 }
@@ -686,20 +701,23 @@ static int s_emu_crossentropy_fused(float *losses, void *logits, const float *dl
 }
 
 static int s_emu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-				       const void *u, int n, int e, int r, float scale)
+				       const void *u, int n, int e, int r, float scale, int r0,
+				       float s0)
 {
-	s_cpu_router_weight_forward(uw, ld, s, rlogits, u, n, e, r, scale);
-	s_emu_round(uw, s_emu_dt, (size_t)n, (size_t)e * r, (size_t)(ld ? ld : e * r));
+	size_t w = (size_t)r0 + (size_t)e * r;
+
+	s_cpu_router_weight_forward(uw, ld, s, rlogits, u, n, e, r, scale, r0, s0);
+	s_emu_round(uw, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	return 0;
 }
 
 static int s_emu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
 					const float *s, const void *u, int n, int e, int r,
-					float scale)
+					float scale, int r0, float s0)
 {
-	D_TRY(s_cpu_router_weight_backward(drlogits, du, duw, ld, s, u, n, e, r, scale));
-	EMU_N(drlogits, (size_t)n * e);
-	EMU_N(du, (size_t)n * e * r);
+	D_TRY(s_cpu_router_weight_backward(drlogits, du, duw, ld, s, u, n, e, r, scale, r0, s0));
+	EMU_N(drlogits, (size_t)n * (e + (r0 > 0)));
+	EMU_N(du, (size_t)n * ((size_t)r0 + (size_t)e * r));
 	return 0;
 }
 
@@ -927,16 +945,18 @@ static int s_cuda_crossentropy_fused(float *losses, void *logits, const float *d
 }
 
 static int s_cuda_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-					const void *u, int n, int e, int r, float scale)
+					const void *u, int n, int e, int r, float scale, int r0,
+					float s0)
 {
-	return kcuda_router_weight_forward(s_dt, uw, ld, s, rlogits, u, n, e, r, scale);
+	return kcuda_router_weight_forward(s_dt, uw, ld, s, rlogits, u, n, e, r, scale, r0, s0);
 }
 
 static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
 					 const float *s, const void *u, int n, int e, int r,
-					 float scale)
+					 float scale, int r0, float s0)
 {
-	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, ld, s, u, n, e, r, scale);
+	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, ld, s, u, n, e, r, scale, r0,
+					    s0);
 }
 
 static int s_cuda_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,

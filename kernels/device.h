@@ -111,12 +111,15 @@ struct kdevice_ops {
 	int (*crossentropy_fused)(float *losses, void *logits, const float *dlosses,
 				  const int *targets, int n, int v);
 	/* The router softmax with expert weighting (kcuda_router_weight_*):
-	 * s = softmax(rlogits[N,E]) (fp32), uw[N,E*R] = scale s_i u; uw's and
-	 * duw's rows are ld apart (0: E*R). */
+	 * s = softmax(rlogits[N,E]) (fp32), uw[N,w] = scale_i s_i u over a
+	 * head expert of rank r0 (scale s0; none when r0 = 0) and e experts of
+	 * rank r, E = e + (r0 > 0), w = r0 + e*r; uw's and duw's rows are ld
+	 * apart (0: w). */
 	int (*router_weight_forward)(void *uw, int ld, float *s, const void *rlogits, const void *u,
-				     int n, int e, int r, float scale);
+				     int n, int e, int r, float scale, int r0, float s0);
 	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, int ld,
-				      const float *s, const void *u, int n, int e, int r, float scale);
+				      const float *s, const void *u, int n, int e, int r, float scale,
+				      int r0, float s0);
 	/* MoDULA-Res's per-row work, fused (kcuda_res_forward/backward). */
 	int (*res_forward)(void *cat, void *z, void *zl, float *s, const void *ur, const void *mab,
 			   int n, int r0, int e, int r, float s0, float sd, float slope);

@@ -148,6 +148,24 @@ def main():
             if g4 else [float("inf")]
         ok(max(diffs) <= 1e-4, "device path domain stage (two domains in one pass, fixed routing) equals the "
            "CPU engine's: " + ", ".join(f"{d:.1e}" for d in diffs))
+        # MoDULA-Flan's domain stage (two domains, fixed routing: the universal
+        # expert weighted 0) and router stage (soft over the universal and the
+        # domain experts, their ranks different) on the device path
+        flan = {"method": "modula-flan", "universal": {"rank": 4}, "domain": {"rank": 2}}
+        gf, _ = stage(tmp, "fu", dict(flan, stage="universal", data="suite/universal.train.jsonl"))
+        fu = {"name": "universal", "path": "fu/experts/universal.safetensors"}
+        fdom = dict(flan, stage="domain", experts=[fu], domains=[dom("math"), dom("code")])
+        g1, _ = stage(tmp, "fd", fdom)
+        g2, _ = stage(tmp, "fdt", fdom, *table)
+        fexp = [fu] + [{"name": d, "path": f"fd/experts/{d}.safetensors"} for d in ("math", "code")]
+        frouter = dict(flan, stage="router", experts=fexp, data=mix)
+        g3, _ = stage(tmp, "fr", frouter)
+        g4, _ = stage(tmp, "frt", frouter, *table)
+        diffs = [close(f"fd/experts/{d}.safetensors", f"fdt/experts/{d}.safetensors") for d in ("math", "code")] \
+            + [close("fr/router.safetensors", "frt/router.safetensors")] \
+            if gf and g1 and g2 and g3 and g4 else [float("inf")]
+        ok(max(diffs) <= 1e-4, "device path MoDULA-Flan stages (two domains in one pass; the router over "
+           "the universal and domain experts) equal the CPU engine's: " + ", ".join(f"{d:.1e}" for d in diffs))
         molora = {"stage": "joint", "method": "molora", "n_experts": 2, "universal": {"rank": 4},
                   "domain": {"rank": 2}, "data": mix}
         # joint MoLoRA: one step, then the whole stage (AdamW's normalised

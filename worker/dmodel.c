@@ -44,7 +44,9 @@ typedef struct dad {
 	int res, nores;
 	int mol;                /* MoLoRA: e experts of rank r over x, soft-routed (r0 = 0):
 				 * a0 = [A_1; ...; A_e; W_R], bcat = [B_1^T; ...], u0 = x A^T,
-				 * zl = router logits, cat = sd s_i u_i, z = their gradient */
+				 * zl = router logits, cat = sd s_i u_i, z = their gradient;
+				 * MoDULA-Flan the same with the universal expert (rank r0,
+				 * scale s0) first in a0 and bcat and under the router */
 	int in, out;
 	int r0;                 /* the LoRA / universal expert */
 	float s0;
@@ -110,6 +112,7 @@ struct dmodel {
 	 * to one domain expert, as router logits 0 / -1e30 (`fixed`, [N, e])
 	 * copied into ur's router columns by a product with `eye` [e, e]. */
 	int fixed, fixed_e;
+	int fixed_head;         /* Flan: a first logit column, the universal expert's (-1e30) */
 	void *fixed_rl, *eye;
 	float *seqw;            /* per-sequence gradient weights, or NULL */
 	int prof;               /* dmodel_profile: time each kind of op */
@@ -557,10 +560,12 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 }
 
 /* A layer's domain experts (A [r, ain], B [out, r]; whether any A, any B
- * trains) and its router [e, in]; NULL via err_set(). */
+ * trains) and its router [E, in] (E = e, or e + 1 for Flan's, which also
+ * routes the universal expert); NULL via err_set(). */
 static param_t *s_experts(const dad_t *ad, const moe_t *mo, int layer, int slot, int ain,
 			  const params_t *train, int *trains_a, int *trains_b)
 {
+	int ne = ad->e + (ad->mol && ad->r0 > 0);
 	char name[192];
 	param_t *router;
 
@@ -573,8 +578,8 @@ static param_t *s_experts(const dad_t *ad, const moe_t *mo, int layer, int slot,
 		*trains_a |= s_train_index(train, a) >= 0, *trains_b |= s_train_index(train, b) >= 0;
 	}
 	s_peft_name(name, sizeof name, layer, slot, "router");
-	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ad->e * ad->in) {
-		err_set("router '%s' missing or not [%d, %d]", name, ad->e, ad->in);
+	if (!(router = params_find(&mo->router, name)) || router->n != (size_t)ne * ad->in) {
+		err_set("router '%s' missing or not [%d, %d]", name, ne, ad->in);
 		return NULL;
 	}
 	return router;
@@ -613,6 +618,22 @@ static int s_place_res(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int s
 	return s_add_param(m, router, &ad->a0, (size_t)ad->r0 * ad->in, 0, train);
 }
 
+/* A MoDULA-Flan layer: the universal pair first, the domain experts' A
+ * and the router below A0 in a0, their B^T below B0^T in bcat. */
+static int s_place_flan(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
+			const params_t *train)
+{
+	int trains_a, trains_b, er = ad->e * ad->r;
+	param_t *router = s_experts(ad, mo, layer, slot, ad->in, train, &trains_a, &trains_b);
+
+	D_PTR(router);
+	D_TRY(s_place_pair(m, ad, &mo->exp[0].params, layer, slot, train, er + ad->e + 1,
+			   trains_a || s_train_index(train, router) >= 0, er, trains_b));
+	D_TRY(s_add_experts(m, ad, mo, layer, slot, ad->in, train, &ad->a0,
+			    (size_t)ad->r0 * ad->in, (size_t)ad->r0 * ad->out));
+	return s_add_param(m, router, &ad->a0, ((size_t)ad->r0 + er) * ad->in, 0, train);
+}
+
 /* A MoLoRA layer: the experts' A stacked with the router below, their B^T
  * stacked. */
 static int s_place_molora(dmodel_t *m, dad_t *ad, const moe_t *mo, int layer, int slot,
@@ -635,27 +656,29 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 	const moe_config_t *c = &mo->cfg;
 	const moe_expert_t *u = &mo->exp[0];
 	int res = c->method == MOE_RES || c->method == MOE_RES_NORES;
-	int mol = c->method == MOE_MOLORA;
+	int mol = c->method == MOE_MOLORA, flan = c->method == MOE_FLAN;
 
 	if (m->nbufs)
 		return err_set("the device model already carries adapters");
-	if (c->method != MOE_LORA && !res && !mol && !mo->fixed)
-		return err_set("method %s: the GPU path runs lora, molora, modula-res and "
-			       "modula-res-nores (use --device cpu)", moe_method_name(c->method));
+	if (c->method != MOE_LORA && !res && !mol && !flan && !mo->fixed)
+		return err_set("method %s: the GPU path runs lora, molora, modula-flan, modula-res "
+			       "and modula-res-nores (use --device cpu)", moe_method_name(c->method));
 	if (mo->fixed) {
 		/* every row to expert 0 (the universal stage) is y += s0 B0 A0 x,
 		 * a LoRA, for every method but MoLoRA; every row to a domain
-		 * expert (the domain stage) runs for Res with one-hot routing */
+		 * expert (the domain stage) runs for Res and Flan with one-hot
+		 * routing (Flan's universal expert given weight 0) */
 		int zero = 0;
 		for (int i = 0; i < mo->nseg; i++)
 			zero += mo->seg[i].expert == 0;
-		if (c->method == MOE_MOLORA || (zero && zero < mo->nseg) || (!zero && !res))
+		if (c->method == MOE_MOLORA || (zero && zero < mo->nseg) || (!zero && !res && !flan))
 			return err_set("fixed routing: the GPU path runs the universal expert alone, or "
-				       "MoDULA-Res's domain experts");
+				       "the domain experts of MoDULA-Res or -Flan");
 		if (zero)
-			res = 0;
+			res = 0, flan = 0;
 		m->fixed = !zero;
 		m->fixed_e = mo->n_exp - 1;
+		m->fixed_head = flan;
 	}
 	if (c->top_k)
 		return err_set("top-k routing: the GPU path runs dense soft routing only");
@@ -672,6 +695,10 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 				       mo->exp[i].name);
 	if (res && (mo->n_exp < 2 || mo->n_route != mo->n_exp - 1 || mo->route_base != 1))
 		return err_set("modula-res on the GPU needs domain experts and a router over them");
+	if (flan && (mo->n_exp < 2 || mo->n_exp > 32 || mo->n_route != mo->n_exp ||
+		     mo->route_base != 0))
+		return err_set("modula-flan on the GPU path needs 1 to 31 domain experts and a router "
+			       "over them and the universal expert");
 	for (int l = 0; l < m->cfg.n_layers; l++)
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			char name[192];
@@ -680,10 +707,15 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			if (!params_find(&mo->exp[mol ? 1 : 0].params, name))
 				continue;
 			D_PTR(ad = s_new_ad(m, l, s));
-			if (mol) {
+			if (mol || flan) {
 				ad->mol = 1, ad->e = mo->n_exp - 1, ad->r = mo->exp[1].rank;
 				ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
-				D_TRY(s_place_molora(m, ad, mo, l, s, train));
+				if (mol) {
+					D_TRY(s_place_molora(m, ad, mo, l, s, train));
+					continue;
+				}
+				ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
+				D_TRY(s_place_flan(m, ad, mo, l, s, train));
 				continue;
 			}
 			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
@@ -831,11 +863,12 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 				continue;
 			r0 = s_max(r0, (size_t)ad->r0);
 			if (ad->mol) {
-				size_t ne = (size_t)ad->e * ad->r;
-				er = s_max(er, ne), e = s_max(e, (size_t)ad->e), wide = s_max(wide, ne);
-				D_PTR((ad->u0 = s_act(m, N * ne, dt)) && (ad->cat = s_act(m, N * ne, dt)) &&
-				      (ad->zl = s_act(m, N * ad->e, dt)) && (ad->z = s_act(m, N * ad->e, dt)) &&
-				      (ad->s = s_act(m, N * ad->e, KCUDA_F32)));
+				size_t w = (size_t)ad->r0 + (size_t)ad->e * ad->r;
+				size_t ne = (size_t)ad->e + (ad->r0 > 0);
+				er = s_max(er, w), e = s_max(e, ne), wide = s_max(wide, w);
+				D_PTR((ad->u0 = s_act(m, N * w, dt)) && (ad->cat = s_act(m, N * w, dt)) &&
+				      (ad->zl = s_act(m, N * ne, dt)) && (ad->z = s_act(m, N * ne, dt)) &&
+				      (ad->s = s_act(m, N * ne, KCUDA_F32)));
 				continue;
 			}
 			if (!ad->res) {
@@ -1002,45 +1035,57 @@ out:
 	return rc;
 }
 
-/* MoLoRA: u = x A^T, s = softmax(x W_R^T), y += (sd s_i u_i) B^T. */
+/* MoLoRA and MoDULA-Flan: u = x A^T over the w = r0 + e*r stacked rows
+ * (Flan's universal expert of rank r0 first, none for MoLoRA), s =
+ * softmax(x W_R^T) over E = e + (r0 > 0) (fixed routing: the one-hot
+ * logits of dmodel_route_rows instead), y += (scale_i s_i u_i) B^T. */
 static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r;
+	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0);
+	const void *rl = m->fixed ? m->fixed_rl : ad->zl;
 
-	D_TRY(K->gemm_ld(ad->u0, dt, er, x, ad->in, ad->a0.cur, ad->in, n, er, ad->in, 0, 1, 1.0f,
+	D_TRY(K->gemm_ld(ad->u0, dt, w, x, ad->in, ad->a0.cur, ad->in, n, w, ad->in, 0, 1, 1.0f,
 			 0.0f));
-	D_TRY(K->gemm_ld(ad->zl, dt, ad->e, x, ad->in, s_at(m, ad->a0.cur, (size_t)er * ad->in),
-			 ad->in, n, ad->e, ad->in, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->router_weight_forward(ad->cat, 0, ad->s, ad->zl, ad->u0, n, ad->e, ad->r, ad->sd));
-	return K->gemm_ld(y, dt, ad->out, ad->cat, er, ad->bcat.cur, ad->out, n, ad->out, er, 0, 0,
+	if (!m->fixed)
+		D_TRY(K->gemm_ld(ad->zl, dt, ne, x, ad->in, s_at(m, ad->a0.cur, (size_t)w * ad->in),
+				 ad->in, n, ne, ad->in, 0, 1, 1.0f, 0.0f));
+	D_TRY(K->router_weight_forward(ad->cat, 0, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
+				       ad->r0, ad->s0));
+	return K->gemm_ld(y, dt, ad->out, ad->cat, w, ad->bcat.cur, ad->out, n, ad->out, w, 0, 0,
 			  1.0f, 1.0f);
 }
 
 /* duw = dy B; dB^T += uw^T dy; [du | drl] from the router op; dA += du^T
- * x, dW_R += drl^T x, dx += du A + drl W_R. */
+ * x, dW_R += drl^T x, dx += du A + drl W_R (no router terms with fixed
+ * routing). */
 static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r, in = ad->in;
-	void *duw = m->x1, *du = m->x3, *drl = ad->z, *wr = s_at(m, ad->a0.cur, (size_t)er * in);
+	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0), in = ad->in;
+	void *duw = m->x1, *du = m->x3, *drl = m->fixed ? NULL : ad->z;
+	void *wr = s_at(m, ad->a0.cur, (size_t)w * in);
 
-	D_TRY(K->gemm_ld(duw, dt, er, dy, ad->out, ad->bcat.cur, ad->out, n, er, ad->out, 0, 1, 1.0f,
+	D_TRY(K->gemm_ld(duw, dt, w, dy, ad->out, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1, 1.0f,
 			 0.0f));
 	if (ad->bcat.grad)
-		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, er, dy, ad->out, er, ad->out,
+		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, w, dy, ad->out, w, ad->out,
 				 n, 1, 0, 1.0f, 1.0f));
-	D_TRY(K->zero(du, (size_t)n * er, dt));
-	D_TRY(K->zero(drl, (size_t)n * ad->e, dt));
-	D_TRY(K->router_weight_backward(drl, du, duw, 0, ad->s, ad->u0, n, ad->e, ad->r, ad->sd));
+	D_TRY(K->zero(du, (size_t)n * w, dt));
+	if (drl)
+		D_TRY(K->zero(drl, (size_t)n * ne, dt));
+	D_TRY(K->router_weight_backward(drl, du, duw, 0, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
+					ad->r0, ad->s0));
 	if (ad->a0.grad) {
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, er, x, in, er, in, n, 1, 0, 1.0f, 1.0f));
-		D_TRY(K->gemm_ld(ad->a0.grad + (size_t)er * in, KCUDA_F32, in, drl, ad->e, x, in, ad->e,
-				 in, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, w, x, in, w, in, n, 1, 0, 1.0f, 1.0f));
+		if (drl)
+			D_TRY(K->gemm_ld(ad->a0.grad + (size_t)w * in, KCUDA_F32, in, drl, ne, x, in, ne,
+					 in, n, 1, 0, 1.0f, 1.0f));
 	}
 	if (dx) {
-		D_TRY(K->gemm_ld(dx, dt, in, du, er, ad->a0.cur, in, n, in, er, 0, 0, 1.0f, 1.0f));
-		D_TRY(K->gemm_ld(dx, dt, in, drl, ad->e, wr, in, n, in, ad->e, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(dx, dt, in, du, w, ad->a0.cur, in, n, in, w, 0, 0, 1.0f, 1.0f));
+		if (drl)
+			D_TRY(K->gemm_ld(dx, dt, in, drl, ne, wr, in, n, in, ne, 0, 0, 1.0f, 1.0f));
 	}
 	return 0;
 }
@@ -1487,28 +1532,28 @@ static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step,
 
 int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
 {
-	int e = m->fixed_e;
+	int e = m->fixed_e, ne = e + m->fixed_head;
 	float *h;
 
 	if (!m->fixed || !e)
-		return err_set("route_rows: the device model has no fixed-routed Res layers");
+		return err_set("route_rows: the device model has no fixed-routed mixture layers");
 	if ((size_t)nseq * t > (size_t)m->max_b * m->max_t)
 		return err_set("route_rows: %d x %d rows, more than reserved", nseq, t);
-	if (!m->eye) {
+	if (!m->fixed_rl) {
 		float *id = calloc((size_t)e * e, sizeof *id);
 		if (!id)
 			return err_set("out of memory");
 		for (int i = 0; i < e; i++)
 			id[i * e + i] = 1.0f;
 		m->eye = s_alloc(m, (size_t)e * e, m->K->dt);
-		m->fixed_rl = s_alloc(m, (size_t)m->max_b * m->max_t * e, m->K->dt);
+		m->fixed_rl = s_alloc(m, (size_t)m->max_b * m->max_t * ne, m->K->dt);
 		if (!m->eye || !m->fixed_rl || m->K->upload(m->eye, m->K->dt, id, KCUDA_F32, (size_t)e * e) < 0) {
 			free(id);
 			return -1;
 		}
 		free(id);
 	}
-	if (!(h = malloc((size_t)nseq * t * e * sizeof *h)))
+	if (!(h = malloc((size_t)nseq * t * ne * sizeof *h)))
 		return err_set("out of memory");
 	for (int j = 0; j < nseq; j++) {
 		if (expert[j] < 1 || expert[j] > e) {
@@ -1516,11 +1561,13 @@ int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
 			return err_set("route_rows: sequence %d to expert %d (domain experts are 1..%d)", j,
 				       expert[j], e);
 		}
+		/* logit 0 for the sequence's expert, -1e30 (weight 0) for the others */
 		for (int k = 0; k < t; k++)
-			for (int i = 0; i < e; i++)
-				h[((size_t)j * t + k) * e + i] = i == expert[j] - 1 ? 0.0f : -1e30f;
+			for (int i = 0; i < ne; i++)
+				h[((size_t)j * t + k) * ne + i] =
+					i == expert[j] - 1 + m->fixed_head ? 0.0f : -1e30f;
 	}
-	int rc = m->K->upload(m->fixed_rl, m->K->dt, h, KCUDA_F32, (size_t)nseq * t * e);
+	int rc = m->K->upload(m->fixed_rl, m->K->dt, h, KCUDA_F32, (size_t)nseq * t * ne);
 	free(h);
 	return rc;
 }

@@ -317,10 +317,10 @@ static int s_group_new(srun_t *r, int expert, const char *const *data, int ndata
  * router stages, and joint LoRA (dmodel.h). */
 static int s_device_runs(const stage_job_t *job)
 {
-	int m = job->cfg.method, res = m == MOE_RES || m == MOE_RES_NORES;
+	int m = job->cfg.method, staged = m == MOE_RES || m == MOE_RES_NORES || m == MOE_FLAN;
 
 	return (job->kind == STAGE_UNIVERSAL && m != MOE_MOLORA) ||
-	       ((job->kind == STAGE_DOMAIN || job->kind == STAGE_ROUTER) && res) ||
+	       ((job->kind == STAGE_DOMAIN || job->kind == STAGE_ROUTER) && staged) ||
 	       (job->kind == STAGE_JOINT && (m == MOE_LORA || (m == MOE_MOLORA && !job->cfg.top_k)));
 }
 
@@ -412,8 +412,8 @@ static int s_setup(srun_t *r)
 
 	if (t->K && !s_device_runs(job))
 		fprintf(stderr, "modula-engine stage: the %s stage of %s runs on the CPU engine (the "
-			"device path runs the universal stage, Res domain experts and routers, and joint "
-			"LoRA and MoLoRA without top-k)\n",
+			"device path runs the universal stage, MoDULA domain experts and routers, and "
+			"joint LoRA and MoLoRA without top-k)\n",
 			s_kinds[kind], moe_method_name(job->cfg.method));
 	if (t->K && s_device_runs(job) ? s_device_model(r) < 0 : !(r->m = model_load(t->model)))
 		return -1;

@@ -196,18 +196,22 @@ int kcuda_crossentropy_fused(int dt, float *losses, void *logits, const float *d
 
 /* ---- adapters: routers and LoRA expert groups (METHOD.md) ------------ */
 
-/* Router softmax with expert weighting, fused. s[N,E] = softmax(rlogits[N,E])
- * (fp32, saved) and uw[N,E*R] = scale * s[n,i] * u[n, i*R + j]: the rank-R
- * outputs u of E stacked experts, each weighted by its routing probability.
- * E <= 32. uw's rows are `ld` elements apart (0: E*R), so it may be the
- * right-hand columns of a wider matrix. */
+/* The router softmax fused with the weighting of the experts' outputs:
+ * s[N,E] = softmax(rlogits[N,E]) (fp32, saved) and uw = scale_i s[n,i]
+ * u[n, columns of expert i], where the w = r0 + e*r columns of u (rows w
+ * apart) are a head expert of rank r0 with scale s0 when r0 > 0
+ * (MoDULA-Flan's universal expert, under the router too), then e experts
+ * of rank r with scale `scale`; E = e + (r0 > 0) <= 32. uw's rows are `ld`
+ * elements apart (0: w), so it may be the right-hand columns of a wider
+ * matrix. r0 = 0: e equal experts (MoLoRA). */
 int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
-				const void *u, int n, int e, int r, float scale);
-/* du[N,E*R] += scale * s * duw; drlogits[N,E] += softmax backward of
- * ds[n,i] = scale * sum_j u * duw (duw's rows `ld` apart, 0: E*R). Either
- * gradient may be NULL. */
+				const void *u, int n, int e, int r, float scale, int r0, float s0);
+/* du[N,w] += scale_i * s_i * duw; drlogits[N,E] += softmax backward of
+ * ds[n,i] = scale_i * sum over expert i's columns of u * duw (duw's rows
+ * `ld` apart, 0: w). Either gradient may be NULL. */
 int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw, int ld,
-				 const float *s, const void *u, int n, int e, int r, float scale);
+				 const float *s, const void *u, int n, int e, int r, float scale,
+				 int r0, float s0);
 
 /* MoDULA-Res's per-row work between its products, fused (worker/dmodel.c):
  * ur = [u0 | rl] [N, r0+E] (x [A0; W_R]^T), mab = M = A B0 [E*R, r0]:

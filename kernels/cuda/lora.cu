@@ -19,98 +19,117 @@
 
 #define KC_ROUTER_MAX_E 32
 
-/* One warp per row: lane i < e owns expert i's logit and probability. */
+/* Column col of the w = r0 + e*r weighted outputs belongs to expert
+ * (col < r0 ? 0 : h + (col - r0) / r), h = (r0 > 0): the head expert of
+ * rank r0 (MoDULA-Flan's universal expert), then e experts of rank r. */
+static __device__ __forceinline__ int kc_router_expert(int col, int r0, int r)
+{
+	return col < r0 ? 0 : (r0 > 0) + (col - r0) / r;
+}
+
+/* One warp per row: lane i < E = e + h owns expert i's logit and
+ * probability. */
 template <typename T>
 __global__ void k_router_fwd(T *uw, int ld, float *s, const T *rlogits, const T *u, int n, int e,
-			     int r, float scale)
+			     int r, float scale, int r0, float s0)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	int ne = e + (r0 > 0), w = r0 + e * r;
 	if (row >= n)
 		return;
-	float x = lane < e ? kc_ld(rlogits[(size_t)row * e + lane]) : -FLT_MAX;
+	float x = lane < ne ? kc_ld(rlogits[(size_t)row * ne + lane]) : -FLT_MAX;
 	float m = kc_warp_max(x);
-	float p = lane < e ? expf(x - m) : 0.0f;
+	float p = lane < ne ? expf(x - m) : 0.0f;
 	p /= kc_warp_sum(p);
-	if (lane < e)
-		s[(size_t)row * e + lane] = p;
-	for (int c0 = 0; c0 < e * r; c0 += 32) { /* every lane takes part in the shuffle */
+	if (lane < ne)
+		s[(size_t)row * ne + lane] = p;
+	for (int c0 = 0; c0 < w; c0 += 32) { /* every lane takes part in the shuffle */
 		int col = c0 + lane;
-		float w = __shfl_sync(0xffffffffu, p, min(col, e * r - 1) / r);
-		if (col < e * r)
-			uw[(size_t)row * ld + col] = kc_st<T>(scale * w * kc_ld(u[(size_t)row * e * r + col]));
+		float pw = __shfl_sync(0xffffffffu, p, kc_router_expert(min(col, w - 1), r0, r));
+		if (col < w)
+			uw[(size_t)row * ld + col] = kc_st<T>((col < r0 ? s0 : scale) * pw *
+							      kc_ld(u[(size_t)row * w + col]));
 	}
 }
 
-/* ds_i = scale sum_j u_ij duw_ij; drlogits_i += s_i (ds_i - sum_k s_k ds_k);
- * du_ij += scale s_i duw_ij. */
+/* ds_i = scale_i sum over expert i's columns of u duw; drlogits += s (ds -
+ * s . ds); du += scale_i s_i duw. */
 template <typename T>
 __global__ void k_router_bwd(T *drlogits, T *du, const T *duw, int ld, const float *s, const T *u,
-			     int n, int e, int r, float scale)
+			     int n, int e, int r, float scale, int r0, float s0)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	int h = r0 > 0, ne = e + h, w = r0 + e * r;
 	if (row >= n)
 		return;
-	size_t o = (size_t)row * e * r, og = (size_t)row * ld;
-	float si = lane < e ? s[(size_t)row * e + lane] : 0.0f, dsi = 0.0f;
+	size_t o = (size_t)row * w, og = (size_t)row * ld;
+	float si = lane < ne ? s[(size_t)row * ne + lane] : 0.0f, dsi = 0.0f;
 
 	if (drlogits) {
-		for (int i = 0; i < e; i++) {
+		for (int i = 0; i < ne; i++) {
+			int lo = i < h ? 0 : r0 + (i - h) * r, len = i < h ? r0 : r;
 			float part = 0.0f;
-			for (int j = lane; j < r; j += 32)
-				part += kc_ld(u[o + i * r + j]) * kc_ld(duw[og + i * r + j]);
-			part = kc_warp_sum(part) * scale;
+			for (int j = lane; j < len; j += 32)
+				part += kc_ld(u[o + lo + j]) * kc_ld(duw[og + lo + j]);
+			part = kc_warp_sum(part) * (i < h ? s0 : scale);
 			if (lane == i)
 				dsi = part;
 		}
 		float dot = kc_warp_sum(si * dsi);
-		if (lane < e) {
-			size_t ro = (size_t)row * e + lane;
+		if (lane < ne) {
+			size_t ro = (size_t)row * ne + lane;
 			drlogits[ro] = kc_st<T>(kc_ld(drlogits[ro]) + si * (dsi - dot));
 		}
 	}
 	if (!du)
 		return;
-	for (int c0 = 0; c0 < e * r; c0 += 32) {
+	for (int c0 = 0; c0 < w; c0 += 32) {
 		int col = c0 + lane;
-		float w = __shfl_sync(0xffffffffu, si, min(col, e * r - 1) / r);
-		if (col < e * r)
-			du[o + col] = kc_st<T>(kc_ld(du[o + col]) + scale * w * kc_ld(duw[og + col]));
+		float pw = __shfl_sync(0xffffffffu, si, kc_router_expert(min(col, w - 1), r0, r));
+		if (col < w)
+			du[o + col] = kc_st<T>(kc_ld(du[o + col]) +
+					       (col < r0 ? s0 : scale) * pw * kc_ld(duw[og + col]));
 	}
 }
 
-static int s_check_router(int e)
+static int s_check_router(int e, int r, int r0)
 {
-	if (e < 1 || e > KC_ROUTER_MAX_E)
-		return err_set("router: %d experts not supported (1 to %d)", e, KC_ROUTER_MAX_E);
+	int ne = e + (r0 > 0);
+
+	if (ne < 1 || ne > KC_ROUTER_MAX_E || (e > 0 && r < 1) || r0 < 0)
+		return err_set("router: %d experts of rank %d (and a head of rank %d) not supported "
+			       "(1 to %d experts)", e, r, r0, KC_ROUTER_MAX_E);
 	return 0;
 }
 
 extern "C" int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
-					   const void *u, int n, int e, int r, float scale)
+					   const void *u, int n, int e, int r, float scale, int r0,
+					   float s0)
 {
 	KC_CTX(cx);
-	if (s_check_router(e) < 0)
+	if (s_check_router(e, r, r0) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_router_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)uw, ld ? ld : e * r, s, (const T *)rlogits, (const T *)u, n, e, r, scale));
+		(T *)uw, ld ? ld : r0 + e * r, s, (const T *)rlogits, (const T *)u, n, e, r, scale,
+		r0, s0));
 	KC_LAUNCHED("router_weight_forward");
 	return 0;
 }
 
 extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
 					    int ld, const float *s, const void *u, int n, int e, int r,
-					    float scale)
+					    float scale, int r0, float s0)
 {
 	KC_CTX(cx);
-	if (s_check_router(e) < 0)
+	if (s_check_router(e, r, r0) < 0)
 		return -1;
 	if (n == 0 || (!drlogits && !du))
 		return 0;
 	KC_DISPATCH(dt, T, k_router_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)drlogits, (T *)du, (const T *)duw, ld ? ld : e * r, s, (const T *)u, n, e, r,
-		scale));
+		(T *)drlogits, (T *)du, (const T *)duw, ld ? ld : r0 + e * r, s, (const T *)u, n, e,
+		r, scale, r0, s0));
 	KC_LAUNCHED("router_weight_backward");
 	return 0;
 }
@@ -196,7 +215,7 @@ extern "C" int kcuda_res_forward(int dt, void *cat, void *z, void *zl, float *s,
 				 float slope)
 {
 	KC_CTX(cx);
-	if (s_check_router(e) < 0)
+	if (s_check_router(e, r, 0) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
@@ -211,7 +230,7 @@ extern "C" int kcuda_res_backward(int dt, void *dcat, void *dz, const float *s, 
 				  float slope)
 {
 	KC_CTX(cx);
-	if (s_check_router(e) < 0)
+	if (s_check_router(e, r, 0) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
@@ -234,7 +253,7 @@ extern "C" int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, floa
 		return -1;
 	if (!rlogits)
 		return kc_gemm(dt, dt, y, u, b, n, oc, er, 0, 1, scale, 1.0f);
-	if (kcuda_router_weight_forward(dt, uw, 0, s, rlogits, u, n, e, r, scale) < 0)
+	if (kcuda_router_weight_forward(dt, uw, 0, s, rlogits, u, n, e, r, scale, 0, 0.0f) < 0)
 		return -1;
 	return kc_gemm(dt, dt, y, uw, b, n, oc, er, 0, 1, 1.0f, 1.0f);
 }
@@ -272,7 +291,8 @@ extern "C" int kcuda_lora_group_backward(int dt, void *dx, float *da, float *db,
 		} else {
 			du = NULL;
 		}
-		if (kcuda_router_weight_backward(dt, drlogits, du, duw, 0, s, u, n, e, r, scale) < 0)
+		if (kcuda_router_weight_backward(dt, drlogits, du, duw, 0, s, u, n, e, r, scale, 0,
+						 0.0f) < 0)
 			goto out;
 	}
 	if (da && kc_gemm(dt, KCUDA_F32, da, du, x, er, c, n, 1, 0, fa, 1.0f) < 0)

@@ -107,9 +107,9 @@ NOCUDA(kcuda_crossentropy_backward, int dt, void *dlogits, const float *dlosses,
 NOCUDA(kcuda_crossentropy_fused, int dt, float *losses, void *logits, const float *dlosses,
        const int *targets, int n, int v)
 NOCUDA(kcuda_router_weight_forward, int dt, void *uw, int ld, float *s, const void *rlogits,
-       const void *u, int n, int e, int r, float scale)
+       const void *u, int n, int e, int r, float scale, int r0, float s0)
 NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw, int ld,
-       const float *s, const void *u, int n, int e, int r, float scale)
+       const float *s, const void *u, int n, int e, int r, float scale, int r0, float s0)
 NOCUDA(kcuda_res_forward, int dt, void *cat, void *z, void *zl, float *s, const void *ur,
        const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_res_backward, int dt, void *dcat, void *dz, const float *s, const void *z,

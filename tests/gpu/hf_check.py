@@ -230,11 +230,17 @@ def item1(args, res, work):
     # over rows that cancel, through LeakyReLU's kink: tests/modula-torch.py):
     # the CPU's emulation of bf16 storage (table-bf16: fp32 ops, every stored
     # tensor rounded to bf16) measures that, and the GPU is held to twice it.
-    for method, bits in (("modula-res", "31:1"), ("modula-res-nores", "31:1"), ("molora", "30:1")):
+    # the domain stage's fixed routing (row i to domain expert i + 1; Flan's
+    # universal expert weighted 0) too
+    for method, bits, route in (("modula-res", "31:1", "soft"), ("modula-res-nores", "31:1", "soft"),
+                                ("molora", "30:1", "soft"), ("modula-flan", "31:1", "soft"),
+                                ("modula-flan", "30:0", "1,2,3,4"),
+                                ("modula-res", "30:0", "1,2,3,4")):
         outs = {}
+        method_name = method if route == "soft" else f"{method} domain stage"
         for dev in ("cpu", "table-bf16", "cuda-f32", "cuda-bf16"):
-            path = os.path.join(work, f"dump-{method}-{dev}.safetensors")
-            run([dump, mdir, path, method, "4", "0", "soft", bits, tok, mask]
+            path = os.path.join(work, f"dump-{method}-{route}-{dev}.safetensors")
+            run([dump, mdir, path, method, "4", "0", route, bits, tok, mask]
                 + ([] if dev == "cpu" else [dev]))
             outs[dev] = load_file(path)
         ref = outs["cpu"]
@@ -250,17 +256,17 @@ def item1(args, res, work):
                     worst, where = d, k
             rels.sort(reverse=True)
             byname = {k: d for d, k in rels}
-            print(f"  {method} {dev}: logits {byname['logits']:.2e}, loss {byname['loss']:.2e}; worst: "
+            print(f"  {method_name} {dev}: logits {byname['logits']:.2e}, loss {byname['loss']:.2e}; worst: "
                   + ", ".join(f"{k[5:]} {d:.1e}" for d, k in rels[:6] if k.startswith("grad/")))
             if tol is None:
                 floor = worst
-                res.add("1", f"{method} step (loss, logits, {len(names) - 2} grads) CPU with bf16 storage "
+                res.add("1", f"{method_name} step (loss, logits, {len(names) - 2} grads) CPU with bf16 storage "
                         "emulated vs CPU engine", f"{worst:.2e}", f"worst at {where}: what bf16 costs")
                 continue
             if dev == "cuda-bf16":
                 tol = max(tol, 2 * floor)
             good = worst <= tol
-            res.add("1", f"{method} step (loss, logits, {len(names) - 2} grads) {dev} vs CPU engine",
+            res.add("1", f"{method_name} step (loss, logits, {len(names) - 2} grads) {dev} vs CPU engine",
                     f"{worst:.2e}", f"worst at {where}; tolerance {tol:.1e}"
                     + (" (twice the emulated bf16's)" if dev == "cuda-bf16" and tol > 5e-2 else "")
                     + f": {'ok' if good else 'EXCEEDED'}")
@@ -400,6 +406,10 @@ def item4(args, res, work):
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
     res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
             "target <= 1.15x")
+    flan = engine_bench(args.engine, path, "modula-flan", ["--experts", "4", "--expert-rank", "8"])
+    res.add("4", "modula-flan step (universal 16 + 4 experts of rank 8 under one router)",
+            f"{flan['step_ms']:.1f} ms", f"{flan['step_ms'] / lora['step_ms']:.2f}x LoRA's; "
+            f"{flan['graph_replays']} graph replays")
     # the domain stage: 4 domains x 2 sequences in one pass of the frozen
     # base against one single-domain step per domain (separate runs)
     one = engine_bench(args.engine, path, "modula-res",

@@ -499,32 +499,44 @@ static int case_gemm_batched(void)
 	return 0;
 }
 
-/* The CPU reference of router weighting: s = softmax(rl), uw = scale s_i u. */
-static void s_router_fwd(float *uw, float *s, const float *rl, const float *u, int n, int e,
-			 int r, float scale)
+/* Column j's expert: a head of rank r0 (when r0 > 0), then experts of rank r. */
+static int s_rexp(int j, int r0, int r)
 {
-	op_softmax_forward(s, rl, n, e);
-	for (int i = 0; i < n; i++)
-		for (int j = 0; j < e * r; j++)
-			uw[(size_t)i * e * r + j] = scale * s[(size_t)i * e + j / r] * u[(size_t)i * e * r + j];
+	return j < r0 ? 0 : (r0 > 0) + (j - r0) / r;
 }
 
-/* du += scale s_i duw; drl += softmax backward of ds_i = scale sum_j u duw. */
-static void s_router_bwd(float *drl, float *du, const float *duw, const float *s, const float *u,
-			 int n, int e, int r, float scale)
+/* The CPU reference of router weighting: s = softmax(rl) over e + (r0 > 0)
+ * experts, uw = scale_i s_i u (scale s0 for the head's r0 columns). */
+static void s_router_fwd(float *uw, float *s, const float *rl, const float *u, int n, int e,
+			 int r, float scale, int r0, float s0)
 {
-	float *ds = s_zeros((size_t)n * e);
+	int ne = e + (r0 > 0), w = r0 + e * r;
+
+	op_softmax_forward(s, rl, n, ne);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < w; j++)
+			uw[(size_t)i * w + j] = (j < r0 ? s0 : scale) * s[(size_t)i * ne + s_rexp(j, r0, r)] *
+						u[(size_t)i * w + j];
+}
+
+/* du += scale_i s_i duw; drl += softmax backward of ds_i = scale_i sum u duw. */
+static void s_router_bwd(float *drl, float *du, const float *duw, const float *s, const float *u,
+			 int n, int e, int r, float scale, int r0, float s0)
+{
+	int ne = e + (r0 > 0), w = r0 + e * r;
+	float *ds = s_zeros((size_t)n * ne);
 
 	for (int i = 0; i < n; i++) {
-		for (int j = 0; j < e * r; j++) {
-			size_t o = (size_t)i * e * r + j;
-			ds[(size_t)i * e + j / r] += scale * u[o] * duw[o];
+		for (int j = 0; j < w; j++) {
+			size_t o = (size_t)i * w + j, k = (size_t)i * ne + s_rexp(j, r0, r);
+			float sc = j < r0 ? s0 : scale;
+			ds[k] += sc * u[o] * duw[o];
 			if (du)
-				du[o] += scale * s[(size_t)i * e + j / r] * duw[o];
+				du[o] += sc * s[k] * duw[o];
 		}
 	}
 	if (drl)
-		op_softmax_backward(drl, ds, s, n, e);
+		op_softmax_backward(drl, ds, s, n, ne);
 }
 
 static int case_router(void)
@@ -538,12 +550,13 @@ static int case_router(void)
 	S_PTR(rl && u && duw && du && drl);
 	/* The gradients accumulate: both sides start from the same values. */
 	S_PTR((ddu = S_DEV(du, nu)) && (ddrl = S_DEV(drl, ne)));
-	s_router_fwd(uw, s, rl, u, n, e, r, 2.0f);
-	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f);
+	s_router_fwd(uw, s, rl, u, n, e, r, 2.0f, 0, 0.0f);
+	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f, 0, 0.0f);
 	S_PTR((drld = S_DEV(rl, ne)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
 	      (dsd = S_DEV32(NULL, ne)) && (ds_cpu = S_DEV32(s, ne)) && (dduw = S_DEV(duw, nu)));
-	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f));
-	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f, 0, 0.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f, 0,
+					   0.0f));
 	S_TRY(S_CMP32("s", dsd, s, ne));
 	S_TRY(S_CMP("uw", duwd, uw, nu));
 	S_TRY(S_CMP("du", ddu, du, nu));
@@ -561,18 +574,43 @@ static int case_router(void)
 			g[(size_t)i * e * r + j] = gwide[(size_t)i * ld + 4 + j];
 	S_PTR((dwide = S_DEV(wide, nw)) && (dgw = S_DEV(gwide, nw)) && (ddu2 = S_DEV(du2, nu)) &&
 	      (ddrl2 = S_DEV(drl2, ne)));
-	s_router_bwd(drl2, du2, g, s, u, n, e, r, 2.0f);
+	s_router_bwd(drl2, du2, g, s, u, n, e, r, 2.0f, 0, 0.0f);
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < e * r; j++)
 			wide[(size_t)i * ld + 4 + j] = uw[(size_t)i * e * r + j];
 	size_t sz = kcuda_dtype_size(s_dt);
 	S_TRY(kcuda_router_weight_forward(s_dt, (char *)dwide + 4 * sz, ld, dsd, drld, dud, n, e, r,
-					  2.0f));
+					  2.0f, 0, 0.0f));
 	S_TRY(kcuda_router_weight_backward(s_dt, ddrl2, ddu2, (char *)dgw + 4 * sz, ld, ds_cpu, dud,
-					   n, e, r, 2.0f));
+					   n, e, r, 2.0f, 0, 0.0f));
 	S_TRY(S_CMP("uw strided", dwide, wide, nw));
 	S_TRY(S_CMP("du strided", ddu2, du2, nu));
 	return S_CMP("drlogits strided", ddrl2, drl2, ne);
+}
+
+/* The same with a head expert of another rank and scale under the router
+ * (MoDULA-Flan's universal expert): e + 1 logits, r0 + e*r columns. */
+static int case_router_head(void)
+{
+	int n = 45, e = 4, r = 6, r0 = 12, ne = e + 1, w = r0 + e * r;
+	size_t nl = (size_t)n * ne, nu = (size_t)n * w;
+	float *rl = s_rrand(nl, -2, 2), *u = s_rrand(nu, -1, 1), *uw = s_zeros(nu), *s = s_zeros(nl);
+	float *duw = s_rrand(nu, -1, 1), *du = s_rrand(nu, -1, 1), *drl = s_rrand(nl, -1, 1);
+	void *drld, *dud, *duwd, *dsd, *ds_cpu, *dduw, *ddu, *ddrl;
+
+	S_PTR(rl && u && duw && du && drl);
+	S_PTR((ddu = S_DEV(du, nu)) && (ddrl = S_DEV(drl, nl)));
+	s_router_fwd(uw, s, rl, u, n, e, r, 2.0f, r0, 0.75f);
+	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f, r0, 0.75f);
+	S_PTR((drld = S_DEV(rl, nl)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
+	      (dsd = S_DEV32(NULL, nl)) && (ds_cpu = S_DEV32(s, nl)) && (dduw = S_DEV(duw, nu)));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f, r0, 0.75f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f, r0,
+					   0.75f));
+	S_TRY(S_CMP32("s", dsd, s, nl));
+	S_TRY(S_CMP("uw", duwd, uw, nu));
+	S_TRY(S_CMP("du", ddu, du, nu));
+	return S_CMP("drlogits", ddrl, drl, nl);
 }
 
 /* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
@@ -632,7 +670,7 @@ static int s_lora_group(int e, int routed)
 	op_gemm(u, x, a, n, er, c, 0, 1, 1.0f, 0.0f);
 	S_TRY(s_round(u, nu));
 	if (routed) {
-		s_router_fwd(uw, s, rl, u, n, e, r, scale);
+		s_router_fwd(uw, s, rl, u, n, e, r, scale, 0, 0.0f);
 		S_TRY(s_round(uw, nu));
 	}
 	op_gemm(y, routed ? uw : u, b, n, oc, er, 0, 1, f, 1.0f);
@@ -654,7 +692,7 @@ static int s_lora_group(int e, int routed)
 	op_gemm(duw, dy, b, n, er, oc, 0, 0, 1.0f, 0.0f);
 	S_TRY(s_round(duw, nu));
 	if (routed) {
-		s_router_bwd(drl, du, duw, s, u, n, e, r, scale);
+		s_router_bwd(drl, du, duw, s, u, n, e, r, scale, 0, 0.0f);
 		S_TRY(s_round(du, nu));
 	}
 	op_gemm(da, routed ? du : duw, x, er, c, n, 1, 0, f, 1.0f);
@@ -824,6 +862,7 @@ static const struct {
 	{ "gemm with row strides", case_gemm_ld, 4 },
 	{ "batched gemm, one shape", case_gemm_batched, 4 },
 	{ "router softmax + expert weighting", case_router, 2 },
+	{ "router with a head expert (flan)", case_router_head, 2 },
 	{ "modula-res fused rows", case_res, 2 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },

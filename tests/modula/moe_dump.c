@@ -126,6 +126,8 @@ int main(int argc, char **argv)
 		size_t nl = (size_t)n * m->cfg.vocab_size;
 		if (!(dm = dmodel_from_host(m, K)) ||
 		    dmodel_attach_moe(dm, mo, &mo->train) < 0 || dmodel_reserve(dm, b, t) < 0 ||
+		    /* fixed routing to domain experts: each sequence's logits */
+		    (strcmp(argv[6], "soft") && route[0] > 0 && dmodel_route_rows(dm, route, b, t) < 0) ||
 		    !(dlogits = malloc(nl * sizeof *dlogits)) ||
 		    dmodel_forward(dm, tok, NULL, b, t, 0.0f, NULL) < 0 || dmodel_logits(dm, dlogits) < 0 ||
 		    dmodel_zero_grad(dm) < 0)
