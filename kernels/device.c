@@ -1028,6 +1028,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.memory_report = kcuda_memory_report,
 	.graph_begin = kcuda_graph_begin, .graph_end = kcuda_graph_end,
 	.graph_launch = kcuda_graph_launch, .graph_free = kcuda_graph_free,
+	.timer_mark = kcuda_timer_mark, .timer_read = kcuda_timer_read,
 };
 
 const struct kdevice_ops *kdevice_ops(enum kdevice d, int dt)

@@ -144,6 +144,11 @@ struct kdevice_ops {
 	int (*graph_end)(void **exec);
 	int (*graph_launch)(void *exec);
 	void (*graph_free)(void *exec);
+	/* Timestamps on the stream without waiting (kcuda_timer_*): mark
+	 * returns the mark's index, read waits and gives the milliseconds
+	 * between consecutive marks. NULL in the CPU tables. */
+	int (*timer_mark)(void);
+	int (*timer_read)(float *ms, int n);
 };
 
 /* The op table of backend d. For KDEV_CUDA, dt is the storage type of

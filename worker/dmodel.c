@@ -117,6 +117,7 @@ struct dmodel {
 	float *seqw;            /* per-sequence gradient weights, or NULL */
 	int prof;               /* dmodel_profile: time each kind of op */
 	double prof_s[DMODEL_PROF_N], prof_last;
+	int *prof_kind, nprof;  /* with a timer: the kind of each mark since the last read */
 	/* CUDA graphs of the training micro-batch (dmodel_train_micro), one
 	 * per batch shape, the least recently used replaced; `gen` counts the
 	 * allocations, which a recorded graph would not see (all dropped). */
@@ -138,14 +139,47 @@ static const char *const s_prof_names[DMODEL_PROF_N] = {
 	"base_matmul", "adapters", "attention", "norms", "pointwise", "cross_entropy", "optimizer"
 };
 
-/* With profiling on, charge the time since the last mark to `kind`
- * (synchronising first, so each kind's kernels are timed whole). */
+/* With profiling on, charge the time since the last mark to `kind` (-1:
+ * to nothing). With the backend's timer (CUDA events) the marks are
+ * timestamps on the stream, read in batches (s_prof_read), so nothing
+ * waits and the kinds' times add up to the GPU's time (a gap while the GPU
+ * waited for the host goes to the kind after it); without one each mark
+ * synchronises and reads the host's clock. */
+static int s_prof_read(dmodel_t *m)
+{
+	float *ms;
+
+	if (!m->nprof)
+		return 0;
+	if (!(ms = malloc((size_t)m->nprof * sizeof *ms)))
+		return err_set("out of memory");
+	if (m->K->timer_read(ms, m->nprof) < 0) {
+		free(ms);
+		return -1;
+	}
+	for (int i = 1; i < m->nprof; i++)
+		if (m->prof_kind[i] >= 0)
+			m->prof_s[m->prof_kind[i]] += ms[i - 1] / 1e3;
+	m->nprof = 0;
+	free(ms);
+	return 0;
+}
+
 static int s_mark(dmodel_t *m, int kind)
 {
 	double now;
 
 	if (!m->prof)
 		return 0;
+	if (m->K->timer_mark) {
+		/* a full pool is read (the interval across the read is lost:
+		 * one in KCUDA_TIMER_MARKS, about 20 steps of the 0.5B model) */
+		if (m->nprof == KCUDA_TIMER_MARKS && s_prof_read(m) < 0)
+			return -1;
+		D_TRY(m->K->timer_mark());
+		m->prof_kind[m->nprof++] = kind;
+		return 0;
+	}
 	if (m->K->sync() < 0)
 		return -1;
 	now = mtime_s();
@@ -157,12 +191,20 @@ static int s_mark(dmodel_t *m, int kind)
 
 void dmodel_profile(dmodel_t *m, int on)
 {
+	if (m->nprof)
+		s_prof_read(m);      /* drops what was marked before */
 	m->prof = on;
+	m->prof_last = mtime_s();
 	memset(m->prof_s, 0, sizeof m->prof_s);
+	if (on && m->K->timer_mark && !m->prof_kind &&
+	    !(m->prof_kind = malloc(KCUDA_TIMER_MARKS * sizeof *m->prof_kind)))
+		m->prof = 0;
 }
 
-const char *dmodel_profile_report(const dmodel_t *m, int kind, double *seconds)
+const char *dmodel_profile_report(dmodel_t *m, int kind, double *seconds)
 {
+	if (m->nprof && s_prof_read(m) < 0)
+		fprintf(stderr, "dmodel: profile: %s\n", err_msg());
 	*seconds = m->prof_s[kind];
 	return s_prof_names[kind];
 }
@@ -242,6 +284,7 @@ void dmodel_destroy(dmodel_t **pm)
 	free(m->hlosses);
 	free(m->hdl);
 	free(m->seqw);
+	free(m->prof_kind);
 	free(m);
 	*pm = NULL;
 }

@@ -136,7 +136,7 @@ int dmodel_grads_to_host(dmodel_t *m);
 enum { DMODEL_PROF_BASE, DMODEL_PROF_ADAPTERS, DMODEL_PROF_ATTENTION, DMODEL_PROF_NORMS,
        DMODEL_PROF_POINTWISE, DMODEL_PROF_CROSS_ENTROPY, DMODEL_PROF_OPTIMIZER, DMODEL_PROF_N };
 void dmodel_profile(dmodel_t *m, int on);
-const char *dmodel_profile_report(const dmodel_t *m, int kind, double *seconds);
+const char *dmodel_profile_report(dmodel_t *m, int kind, double *seconds);
 
 /* Wait for queued work (a kernel fault shows here). 0 or -1. */
 int dmodel_sync(dmodel_t *m);

@@ -102,6 +102,17 @@ void kcuda_graph_free(void *exec);
 /* 1 while a capture is open (the ops refuse what a graph cannot hold). */
 int kcuda_capturing(void);
 
+/* ---- timing on the stream --------------------------------------------- */
+
+/* Record a CUDA event on the backend's stream (a timestamp when the GPU
+ * gets there, without waiting for it); -1 via err_set() when the pool of
+ * KCUDA_TIMER_MARKS is full. kcuda_timer_read waits for the stream, writes
+ * the milliseconds between consecutive marks (ms[i]: mark i to i + 1, n - 1
+ * of them for n marks) and empties the pool. */
+#define KCUDA_TIMER_MARKS 16384
+int kcuda_timer_mark(void);
+int kcuda_timer_read(float *ms, int n);
+
 /* ---- the ops of kernels/cpu/ops.h ------------------------------------ */
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, as op_gemm; all in dt. */

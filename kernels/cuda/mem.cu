@@ -160,6 +160,36 @@ extern "C" void kcuda_memory_report(char *buf, size_t n)
 		 total_b / 1073741824.0);
 }
 
+/* ---- timing on the stream --------------------------------------------- */
+
+static cudaEvent_t s_marks[KCUDA_TIMER_MARKS];
+static int s_nmarks, s_made;
+
+extern "C" int kcuda_timer_mark(void)
+{
+	KC_CTX(cx);
+	if (s_nmarks == KCUDA_TIMER_MARKS)
+		return err_set("timer: more than %d marks before a read", KCUDA_TIMER_MARKS);
+	if (s_nmarks == s_made) {
+		KC_CK(cudaEventCreate(&s_marks[s_made]));
+		s_made++;
+	}
+	KC_CK(cudaEventRecord(s_marks[s_nmarks], cx->stream));
+	return s_nmarks++;
+}
+
+extern "C" int kcuda_timer_read(float *ms, int n)
+{
+	KC_CTX(cx);
+	if (n > s_nmarks)
+		return err_set("timer: %d marks asked for, %d recorded", n, s_nmarks);
+	KC_CK(cudaStreamSynchronize(cx->stream));
+	for (int i = 0; i + 1 < n; i++)
+		KC_CK(cudaEventElapsedTime(&ms[i], s_marks[i], s_marks[i + 1]));
+	s_nmarks = 0;
+	return 0;
+}
+
 /* ---- CUDA graphs ------------------------------------------------------ */
 
 extern "C" int kcuda_capturing(void)

@@ -45,6 +45,8 @@ void kcuda_memory_report(char *buf, size_t n)
 
 NOCUDA(kcuda_memset0, void *p, size_t bytes)
 NOCUDA(kcuda_graph_begin, void)
+NOCUDA(kcuda_timer_mark, void)
+NOCUDA(kcuda_timer_read, float *ms, int n)
 NOCUDA(kcuda_graph_end, void **exec)
 NOCUDA(kcuda_graph_launch, void *exec)
 
