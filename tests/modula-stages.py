@@ -202,6 +202,39 @@ def main():
         ok(len(lay) == 14 and all(abs(sum(v) - 1) < 1e-4 for l in lay for v in l["mean"].values())
            and r["routers"]["experts"] == ["math", "code", "logic"],
            "eval reports a router distribution per adapted layer and domain")
+        # eval on the device path's code (--device table): the same losses,
+        # exact matches (greedy decoding over the kept queries, keys and
+        # values), perplexity and router means as the CPU engine, for a Res
+        # and a Flan bundle (soft and one expert), a PEFT LoRA and the base
+        for name, extra in (("res", {}), ("res-math", {"route": "math"}),
+                            ("flan", {"adapter": "fr/bundle"}), ("flan-code", {"adapter": "fr/bundle", "route": "code"}),
+                            ("lora", {"adapter": "j/adapter"}), ("base", {"adapter": ""})):
+            outs = {}
+            for dev in ("cpu", "table"):
+                jb = dict(job, out=f"eval-{name}-{dev}.json", **extra)
+                if not jb["adapter"]:
+                    del jb["adapter"]
+                with open(f"e-{name}-{dev}.json", "w") as f:
+                    json.dump(jb, f)
+                p = engine("eval", f"e-{name}-{dev}.json", *(() if dev == "cpu" else table))
+                start = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")][:1]
+                outs[dev] = (json.load(open(jb["out"])) if not p.returncode else None,
+                             start[0].get("path") if start else None)
+            (a, pa), (b, pb) = outs["cpu"], outs["table"]
+            worst, same = 0.0, a is not None and b is not None
+            if same:
+                for da, db in zip(a["domains"], b["domains"]):
+                    same = same and da["exact"] == db["exact"] and da["name"] == db["name"]
+                    worst = max(worst, abs(da["loss"] - db["loss"]) / da["loss"])
+                worst = max(worst, abs(a["general"]["perplexity"] - b["general"]["perplexity"])
+                            / a["general"]["perplexity"])
+                for la, lb in zip((a.get("routers") or {}).get("layers", []), (b.get("routers") or {}).get("layers", [])):
+                    for k in la["mean"]:
+                        worst = max(worst, max(abs(x - y) for x, y in zip(la["mean"][k], lb["mean"][k])))
+                same = same and (a["routers"] is None) == (b["routers"] is None)
+            ok(same and pa == "model" and pb == "dmodel" and worst <= 1e-5,
+               f"eval {name} on the device path equals the CPU engine's (exact matches equal; losses, "
+               f"perplexity, router means within {worst:.1e})")
     sys.exit(done())
 
 

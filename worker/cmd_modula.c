@@ -122,13 +122,20 @@ int cmd_eval(int argc, char **argv)
 {
 	eval_job_t job;
 	char base[TRAIN_PATH_MAX];
+	const struct kdevice_ops *K = NULL;
+	const char *device;
 	cJSON *j;
 	int rc;
 
-	if (argc != 2) {
-		fputs("usage: modula-engine eval JOB.json\n", stderr);
+	if (argc < 2 || (rc = dmodel_backend_args(argc, argv, 2, &device, &K)) == -2) {
+		if (argc >= 2)
+			fprintf(stderr, "modula-engine eval: %s\n", err_msg());
+		fputs("usage: modula-engine eval JOB.json [--device cpu|cuda|auto|table] "
+		      "[--dtype bf16|f16|f32]\n", stderr);
 		return 2;
 	}
+	if (rc < 0)
+		return s_fail("eval", 1);
 	if (!(j = s_read_job("eval", argv[1], base, sizeof base)))
 		return 1;
 	rc = eval_job_parse(j, base, &job);
@@ -138,6 +145,7 @@ int cmd_eval(int argc, char **argv)
 		eval_job_free(&job);
 		return s_fail("eval", 1);
 	}
+	job.K = K;
 	rc = eval_run(&job, stdout);
 	eval_job_free(&job);
 	return rc < 0 ? s_fail("eval", 1) : 0;

@@ -113,6 +113,7 @@ struct dmodel {
 	 * copied into ur's router columns by a product with `eye` [e, e]. */
 	int fixed, fixed_e;
 	int fixed_head;         /* Flan: a first logit column, the universal expert's (-1e30) */
+	int dpos;               /* dmodel_decode_feed: tokens of the sequence so far */
 	void *fixed_rl, *eye;
 	float *seqw;            /* per-sequence gradient weights, or NULL */
 	int prof;               /* dmodel_profile: time each kind of op */
@@ -1379,6 +1380,90 @@ static int s_backward_ops(dmodel_t *m)
 int dmodel_backward(dmodel_t *m)
 {
 	return m->ntargets ? s_backward_ops(m) : 0;
+}
+
+/* ---- greedy decoding --------------------------------------------------- */
+
+/* One sequence: the queries, keys and values of every layer stay in the
+ * reservation's q, k, v rows (position p at row p), so a step runs the
+ * linear layers on the new tokens alone; attention runs over all the
+ * positions (the cached queries too: the op is the training one, causal,
+ * and its earlier rows come out as before), then the new rows go on. */
+void dmodel_decode_reset(dmodel_t *m)
+{
+	m->dpos = 0;
+}
+
+int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	int pos = m->dpos, T = pos + n, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
+	int HS = g->head_dim, V = g->vocab_size;
+	size_t QD = (size_t)NH * HS, KD = (size_t)NKV * HS, half = (size_t)HS / 2;
+
+	if (n < 1)
+		return err_set("decode: nothing to feed");
+	if (!m->acts || T > m->max_t || n > m->max_b * m->max_t)
+		return err_set("decode: %d tokens, more than the %d reserved", T, m->max_t);
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= V)
+			return err_set("token id %d outside the vocabulary (%d)", ids[i], V);
+	if (m->t != m->max_t) {         /* the RoPE table for every position */
+		D_TRY(K->rope_table(m->cosv, m->sinv, m->max_t, HS, 0, g->rope_theta));
+		m->t = m->max_t;
+	}
+	m->b = 1, m->ntargets = 0;
+	if (m->nres)
+		D_TRY(s_res_batched(m, S_MAB));
+	D_TRY(K->upload(m->tok, KCUDA_I32, ids, KCUDA_I32, (size_t)n));
+	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, n, C));
+	for (int l = 0; l < g->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		void *q = s_at(m, L->q, (size_t)pos * QD), *k = s_at(m, L->k, (size_t)pos * KD);
+		void *v = s_at(m, L->v, (size_t)pos * KD);
+		D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, n, C, g->rms_eps));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], q, L->a1, n));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_K], k, L->a1, n));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_V], v, L->a1, n));
+		D_TRY(K->rope_forward(q, m->cosv + (size_t)pos * half, m->sinv + (size_t)pos * half, 1, n,
+				      NH, HS));
+		D_TRY(K->rope_forward(k, m->cosv + (size_t)pos * half, m->sinv + (size_t)pos * half, 1, n,
+				      NKV, HS));
+		D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, 1, T, NH, NKV, HS));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, s_at(m, L->y, (size_t)pos * QD), n));
+		D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)n * C));
+		D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, n, C, g->rms_eps));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, n));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, n));
+		D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)n * g->ffn_dim));
+		D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, n));
+		D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)n * C));
+	}
+	/* the last token's logits only */
+	D_TRY(K->rmsnorm_forward(m->lnf, m->rstdf, s_at(m, m->res[g->n_layers], (size_t)(n - 1) * C),
+				 m->norm, 1, C, g->rms_eps));
+	D_TRY(K->matmul_forward(m->logits, m->lnf, m->head, NULL, 1, C, V));
+	D_TRY(K->download(logits, KCUDA_F32, m->logits, K->dt, (size_t)V));
+	m->dpos = T;
+	return 0;
+}
+
+int dmodel_decode_pos(const dmodel_t *m)
+{
+	return m->dpos;
+}
+
+int dmodel_route_probs(dmodel_t *m, int layer, int slot, float *out, int *ne)
+{
+	const dad_t *ad;
+
+	if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= MODEL_NSLOTS ||
+	    !(ad = m->l[layer].lin[slot].ad) || !(ad->res || ad->mol))
+		return err_set("route_probs: layer %d %s has no router on the device", layer,
+			       slot >= 0 && slot < MODEL_NSLOTS ? model_slot_name(slot) : "?");
+	*ne = ad->e + (ad->mol && ad->r0 > 0);
+	return m->K->download(out, KCUDA_F32, ad->s, KCUDA_F32, (size_t)m->b * m->t * *ne);
 }
 
 /* ---- a training micro-batch, as a CUDA graph ---------------------------- */

@@ -93,6 +93,19 @@ int dmodel_train_micro(dmodel_t *m, const int *tokens, const int *targets, int b
 void dmodel_graphs(dmodel_t *m, int on);
 /* Micro-batches so far that replayed a graph (the first replay included). */
 long dmodel_graph_replays(const dmodel_t *m);
+/* Greedy decoding of one sequence (eval's exact match): decode_feed runs
+ * ids[0..n) after what was fed since decode_reset (the earlier positions'
+ * queries, keys and values kept on the device; the reservation's
+ * [b, t] must have t >= the sequence's length) and writes the last one's
+ * logits [V] as fp32 to host memory. A forward or a training step in
+ * between ends the sequence (reset then). 0, or -1 via err_set(). */
+void dmodel_decode_reset(dmodel_t *m);
+int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits);
+int dmodel_decode_pos(const dmodel_t *m);
+/* The router probabilities of the adapted layer (layer, slot) in the last
+ * forward ([b*t, *ne] fp32, to host memory; *ne: the router's outputs).
+ * 0, or -1 via err_set() when that layer has no router. */
+int dmodel_route_probs(dmodel_t *m, int layer, int slot, float *out, int *ne);
 /* Positions with a target in the last forward. */
 int dmodel_target_count(const dmodel_t *m);
 /* The last forward's logits [b*t, V] as fp32 into host memory. 0 or -1. */

@@ -411,7 +411,7 @@ static const struct engine_cmd {
 	{ "corpus", cmd_corpus, "--out FILE: build the pretraining text from Debian's fortunes" },
 	{ "data", cmd_data, "JOB.json: the suite and corpus as a job's outputs (worker/cmd_data.c)" },
 	{ "stage", cmd_stage, "JOB.json: a MoDULA training stage (docs/modula.md)" },
-	{ "eval", cmd_eval, "JOB.json: loss, exact match, perplexity, router means (docs/modula.md)" },
+	{ "eval", cmd_eval, "JOB.json [--device D]: loss, exact match, perplexity, router means (docs/modula.md)" },
 	{ "export", cmd_export, "--expert FILE --out DIR: an expert as a PEFT LoRA folder" },
 	{ "import", cmd_import, "--model DIR --peft DIR --out FILE: a PEFT LoRA as an expert" },
 	{ "bench", cmd_bench, "[--model DIR] [--method M] [--device D]: time training steps" },

@@ -5,6 +5,7 @@
 #include "worker/bundle.h"
 #include "worker/data.h"
 #include "worker/decode.h"
+#include "worker/dmodel.h"
 #include "worker/lora.h"
 #include "worker/model.h"
 #include "worker/moe.h"
@@ -99,6 +100,9 @@ typedef struct erun {
 	decode_t *dec;
 	int *tokens, *targets;
 	double *route;          /* [n_layers][n_route] sums for the current domain */
+	dmodel_t *dm;           /* the device path (r->m then holds shapes only) */
+	float *hlog, *probs;    /* its last logits [V]; router probabilities [b*t, E] */
+	int *lens;              /* non-pad tokens of each sequence of a batch */
 } erun_t;
 
 static int s_argmax(const float *v, int n)
@@ -123,7 +127,28 @@ static int s_ends_nl(tokenizer_t *tok, int id)
 	return nl;
 }
 
-int eval_exact(decode_t *dec, tokenizer_t *tok, int vocab, const data_record_t *rec, int eos)
+/* A decoder: the CPU engine's (decode.c) or the device path's. */
+typedef struct s_decoder {
+	decode_t *dec;
+	erun_t *r;
+} s_decoder_t;
+
+static void s_dec_reset(s_decoder_t *d)
+{
+	if (d->dec)
+		decode_reset(d->dec);
+	else
+		dmodel_decode_reset(d->r->dm);
+}
+
+static const float *s_dec_feed(s_decoder_t *d, const int *ids, int n)
+{
+	if (d->dec)
+		return decode_feed(d->dec, ids, n);
+	return dmodel_decode_feed(d->r->dm, ids, n, d->r->hlog) < 0 ? NULL : d->r->hlog;
+}
+
+static int s_exact(s_decoder_t *d, tokenizer_t *tok, int vocab, const data_record_t *rec, int eos)
 {
 	int ft = rec->first_target, end = rec->n, nl, stop;
 	const float *lg;
@@ -134,17 +159,67 @@ int eval_exact(decode_t *dec, tokenizer_t *tok, int vocab, const data_record_t *
 	stop = end + (!nl && eos >= 0);         /* compare the eos too */
 	if (ft <= 0)
 		return 0;       /* no prompt token to start from */
-	decode_reset(dec);
-	if (!(lg = decode_feed(dec, rec->ids, ft)))
+	s_dec_reset(d);
+	if (!(lg = s_dec_feed(d, rec->ids, ft)))
 		return -1;
 	for (int k = ft; k < stop; k++) {
 		int t = s_argmax(lg, vocab);
 		if (t != (k < end ? rec->ids[k] : eos))
 			return 0;
-		if (k + 1 < stop && !(lg = decode_feed(dec, &t, 1)))
+		if (k + 1 < stop && !(lg = s_dec_feed(d, &t, 1)))
 			return -1;
 	}
 	return 1;
+}
+
+int eval_exact(decode_t *dec, tokenizer_t *tok, int vocab, const data_record_t *rec, int eos)
+{
+	s_decoder_t d = { dec, NULL };
+
+	return s_exact(&d, tok, vocab, rec, eos);
+}
+
+/* Mean loss over the targets of one batch (*count of them), on either
+ * engine. */
+static int s_loss(erun_t *r, int b, int t, double *loss, long *count)
+{
+	long n = 0;
+
+	if (!r->dm) {
+		*loss = model_forward(r->m, r->tokens, r->targets, b, t, 0, 0);
+		*count = model_target_count(r->m);
+		return 0;
+	}
+	for (int i = 0; i < b * t; i++)
+		n += r->targets[i] >= 0;
+	*count = n;
+	return dmodel_forward(r->dm, r->tokens, r->targets, b, t, 0.0f, loss);
+}
+
+/* The router weights of mixture layer k in the last batch, rows [lo, hi)
+ * of each sequence (lens[s] non-pad tokens of rows s*t..), added to
+ * sums[nr]. The device path reads the layer's probabilities once. */
+static int s_route_sums(erun_t *r, int k, const int *lens, int b, int t, double *sums, int nr)
+{
+	int layer, slot, ne;
+	double dummy = 0.0;
+
+	if (!r->dm) {
+		for (int s = 0; s < b; s++)
+			moe_route_sum(r->mo, k, s * t, s * t + lens[s], sums, &layer, &slot);
+		return 0;
+	}
+	moe_route_sum(r->mo, k, 0, 0, &dummy, &layer, &slot);
+	if (dmodel_route_probs(r->dm, layer, slot, r->probs, &ne) < 0)
+		return -1;
+	if (ne != nr)
+		return err_set("layer %d %s: %d router outputs on the device, %d in the bundle", layer,
+			       model_slot_name(slot), ne, nr);
+	for (int s = 0; s < b; s++)
+		for (int i = s * t; i < s * t + lens[s]; i++)
+			for (int j = 0; j < nr; j++)
+				sums[j] += r->probs[(size_t)i * ne + j];
+	return 0;
 }
 
 /* Loss, accuracy and router means of one domain into `o`. */
@@ -166,23 +241,26 @@ static int s_domain(erun_t *r, const eval_domain_t *dm, cJSON *o, cJSON *routes)
 		memset(r->route, 0, (size_t)nl * nr * sizeof *r->route);
 	for (int done = 0; done < n;) {
 		int b = n - done < job->batch ? n - done : job->batch, t;
+		double l;
+		long cnt;
 		data_next_batch(d, &cur, b, r->tokens, r->targets, &t);
-		float l = model_forward(r->m, r->tokens, r->targets, b, t, 0, 0);
-		loss += (double)l * model_target_count(r->m), targets += model_target_count(r->m);
+		if (s_loss(r, b, t, &l, &cnt) < 0)
+			goto err;
+		loss += l * cnt, targets += cnt;
 		for (int s = 0; s < b && nr; s++) {
 			int len = t;
 			while (len > 0 && r->tokens[s * t + len - 1] == d->pad_id)
 				len--;
-			for (int k = 0; k < nl; k++) {
-				int layer, slot;
-				moe_route_sum(r->mo, k, s * t, s * t + len, r->route + (size_t)k * nr, &layer, &slot);
-			}
-			rows += len;
+			r->lens[s] = len, rows += len;
 		}
+		for (int k = 0; k < nl && nr; k++)
+			if (s_route_sums(r, k, r->lens, b, t, r->route + (size_t)k * nr, nr) < 0)
+				goto err;
 		done += b;
 	}
 	for (int i = 0; i < n; i++) {
-		int e = eval_exact(r->dec, r->tok, r->m->cfg.vocab_size, &d->rec[i], eos);
+		s_decoder_t dec = { r->dec, r };
+		int e = s_exact(&dec, r->tok, r->m->cfg.vocab_size, &d->rec[i], eos);
 		if (e < 0)
 			goto err;
 		exact += e;
@@ -234,8 +312,13 @@ static int s_perplexity(erun_t *r, cJSON *gen)
 			}
 			off += T - 1;
 		}
-		float l = model_forward(r->m, r->tokens, r->targets, b, T, 0, 0);
-		sum += (double)l * model_target_count(r->m), count += model_target_count(r->m);
+		double l;
+		long cnt;
+		if (s_loss(r, b, T, &l, &cnt) < 0) {
+			free(ids);
+			return -1;
+		}
+		sum += l * cnt, count += cnt;
 	}
 	free(ids);
 	cJSON_AddNumberToObject(gen, "perplexity", count ? exp(sum / count) : 0.0);
@@ -243,13 +326,20 @@ static int s_perplexity(erun_t *r, cJSON *gen)
 	return 0;
 }
 
-static int s_setup(erun_t *r)
+/* The model, tokenizer and adapter, on the device path when K is given:
+ * 0, -1 via err_set(), or 1 when the device path cannot run the adapter
+ * (err_msg() says why; the caller evaluates on the CPU engine). */
+static int s_setup(erun_t *r, const struct kdevice_ops *K)
 {
 	const eval_job_t *job = r->job;
 	char tokpath[TRAIN_PATH_MAX + 32];
 	struct stat st;
+	model_config_t cfg;
+	int e = -1;
 
-	if (!(r->m = model_load(job->model)))
+	snprintf(tokpath, sizeof tokpath, "%s/config.json", job->model);
+	if (K ? model_config_load(tokpath, &cfg) < 0 || !(r->m = model_shape(&cfg))
+	      : !(r->m = model_load(job->model)))
 		return -1;
 	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", job->model);
 	if (!(r->tok = tokenizer_open(job->tokenizer[0] ? job->tokenizer : !stat(tokpath, &st) ? tokpath : "bytes")))
@@ -260,19 +350,65 @@ static int s_setup(erun_t *r)
 				: !(r->lo = lora_load(r->m, job->adapter))))
 		return -1;
 	if (job->route[0]) {
-		int e = r->mo ? moe_expert_index(r->mo, job->route) : -1;
-		moe_seg_t seg = { e, 0, 1 };
+		moe_seg_t seg;
+		e = r->mo ? moe_expert_index(r->mo, job->route) : -1;
+		seg = (moe_seg_t){ e, 0, 1 };
 		if (e < 0)
 			return err_set("'route': no expert '%s' (it needs a bundle)", job->route);
 		if (moe_route_fixed(r->mo, &seg, 1, 1) < 0)
 			return -1;
 	}
-	if (model_reserve(r->m, job->batch, job->seq_len) < 0 || !(r->dec = decode_new(r->m, job->seq_len + 1)))
-		return -1;
 	r->tokens = malloc((size_t)job->batch * job->seq_len * sizeof(int));
 	r->targets = malloc((size_t)job->batch * job->seq_len * sizeof(int));
+	r->lens = malloc((size_t)job->batch * sizeof(int));
 	r->route = calloc((size_t)(r->mo ? r->mo->n_layers * (r->mo->n_route + 1) : 1), sizeof(double));
-	return r->tokens && r->targets && r->route ? 0 : err_set("out of memory");
+	if (!r->tokens || !r->targets || !r->lens || !r->route)
+		return err_set("out of memory");
+	if (!K)
+		return model_reserve(r->m, job->batch, job->seq_len) < 0 ||
+		       !(r->dec = decode_new(r->m, job->seq_len + 1)) ? -1 : 0;
+	/* the device path: one reservation for the batches and for decoding */
+	params_t frozen = { 0 };
+	int maxt = job->seq_len + 1 < r->m->cfg.max_seq ? job->seq_len + 1 : r->m->cfg.max_seq;
+	if (!(r->dm = dmodel_load(job->model, K)))
+		return -1;
+	if ((r->lo && dmodel_attach_lora(r->dm, r->lo, &frozen) < 0) ||
+	    (r->mo && dmodel_attach_moe(r->dm, r->mo, &frozen) < 0))
+		return 1;
+	if (dmodel_reserve(r->dm, job->batch, maxt) < 0)
+		return -1;
+	if (!(r->hlog = malloc((size_t)r->m->cfg.vocab_size * sizeof *r->hlog)) ||
+	    !(r->probs = malloc((size_t)job->batch * maxt * (MOE_MAX_EXPERTS + 1) * sizeof *r->probs)))
+		return err_set("out of memory");
+	if (e > 0 && r->mo->cfg.method != MOE_LORA) {
+		/* every row of the reservation to that domain expert */
+		int *ex = malloc((size_t)job->batch * sizeof *ex), rc;
+		if (!ex)
+			return err_set("out of memory");
+		for (int i = 0; i < job->batch; i++)
+			ex[i] = e;
+		rc = dmodel_route_rows(r->dm, ex, job->batch, maxt);
+		free(ex);
+		return rc;
+	}
+	return 0;
+}
+
+static void s_teardown(erun_t *r)
+{
+	free(r->tokens);
+	free(r->targets);
+	free(r->lens);
+	free(r->route);
+	free(r->hlog);
+	free(r->probs);
+	dmodel_destroy(&r->dm);
+	decode_destroy(&r->dec);
+	tokenizer_destroy(&r->tok);
+	moe_destroy(&r->mo);
+	lora_destroy(&r->lo);
+	model_destroy(&r->m);
+	*r = (erun_t){ .job = r->job };
 }
 
 static cJSON *s_routes(const moe_t *mo)
@@ -303,10 +439,21 @@ int eval_run(const eval_job_t *job, FILE *events)
 	int rc = -1, navg = 0;
 	char *s;
 
-	if (s_setup(&r) < 0)
+	if ((rc = s_setup(&r, job->K)) == 1) {
+		fprintf(stderr, "modula-engine eval: the device path cannot run this adapter (%s): "
+			"evaluating on the CPU engine\n", err_msg());
+		s_teardown(&r);
+		rc = s_setup(&r, NULL);
+	}
+	if (rc < 0) {
+		rc = -1;
 		goto out;
+	}
+	rc = -1;
 	ev = cJSON_CreateObject();
 	cJSON_AddStringToObject(ev, "event", "start");
+	cJSON_AddStringToObject(ev, "device", r.dm ? kdevice_name(job->K->dev) : "cpu");
+	cJSON_AddStringToObject(ev, "path", r.dm ? "dmodel" : "model");
 	cJSON_AddNumberToObject(ev, "total_steps", job->ndom + !!job->text[0]);
 	cJSON_AddNumberToObject(ev, "step", 0);
 	cJSON_AddStringToObject(ev, "mode", "eval");
@@ -364,13 +511,6 @@ int eval_run(const eval_job_t *job, FILE *events)
 	rc = 0;
 out:
 	cJSON_Delete(res);
-	free(r.tokens);
-	free(r.targets);
-	free(r.route);
-	decode_destroy(&r.dec);
-	tokenizer_destroy(&r.tok);
-	model_destroy(&r.m);
-	moe_destroy(&r.mo);
-	lora_destroy(&r.lo);
+	s_teardown(&r);
 	return rc;
 }

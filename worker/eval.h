@@ -23,6 +23,8 @@
 #include "worker/tokenizer.h"
 #include "worker/train.h"
 
+#include "kernels/device.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 
@@ -43,6 +45,9 @@ typedef struct eval_job {
 	char route[64];                 /* "" soft; an expert name: that expert alone */
 	int max_records, max_new, batch, seq_len;
 	char out[TRAIN_PATH_MAX];       /* "" for none */
+	/* the device path's op table (modula-engine eval --device), or NULL
+	 * for the CPU engine; what the device path cannot run falls back */
+	const struct kdevice_ops *K;
 } eval_job_t;
 
 /* 0, or -1 via err_set() naming the field. */

@@ -438,13 +438,14 @@ static int s_engine_start(worker_t *w, struct wjob *j, const cJSON *body)
 	snprintf(path, sizeof(path), "%s/job.json", j->dir);
 	if (jsonu_write_file(path, spec) < 0)
 		goto out;
-	/* A GPU worker runs training and stages on the engine's device path;
-	 * the engine keeps what that path cannot run (full-parameter, dropout,
-	 * domain stages...) on its CPU engine (--device auto). Other kinds run
-	 * on the CPU engine. */
+	/* A GPU worker runs training, stages and evaluations on the engine's
+	 * device path; the engine keeps what that path cannot run
+	 * (full-parameter, dropout, top-k routing...) on its CPU engine
+	 * (--device auto). Other kinds run on the CPU engine. */
 	j->run = run_engine_start(w->engine, j->kind, j->dir,
 				  !strcmp(w->backend, "cuda") &&
-				  (!strcmp(j->kind, "train") || !strcmp(j->kind, "stage")) ? "auto" : NULL);
+				  (!strcmp(j->kind, "train") || !strcmp(j->kind, "stage") ||
+				   !strcmp(j->kind, "eval")) ? "auto" : NULL);
 	if (!j->run)
 		goto out;
 	log_info("worker: job %lld/%d: %s %s in %s (pid %d)", (long long)j->job, j->attempt,

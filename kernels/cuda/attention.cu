@@ -195,6 +195,8 @@ static int s_work_open(struct att_work *w, const struct att_shape *sh, int nb)
 	w->pp.b = w->pp.a + n;
 	w->pp.c = (void **)(w->pp.b + n);
 	if (tt > s_att_cap) {
+		/* grown by half again at least: decoding asks one more row at a time */
+		size_t cap = tt > s_att_cap + s_att_cap / 2 ? tt : s_att_cap + s_att_cap / 2;
 		if (kcuda_capturing())
 			return err_set("attention scores of %d sequences of %d tokens need more scratch "
 				       "inside a CUDA graph capture", nb, sh->t);
@@ -203,13 +205,13 @@ static int s_work_open(struct att_work *w, const struct att_shape *sh, int nb)
 		s_att_s = NULL, s_att_p = NULL, s_att_cap = 0;
 		kc_pc_epoch++;
 		/* P sized for fp32, the widest storage type */
-		if (!(s_att_s = (float *)kc_alloc(tt * sizeof(float))) ||
-		    !(s_att_p = kc_alloc(tt * sizeof(float)))) {
+		if (!(s_att_s = (float *)kc_alloc(cap * sizeof(float))) ||
+		    !(s_att_p = kc_alloc(cap * sizeof(float)))) {
 			kc_free(s_att_s);
 			s_att_s = NULL;
 			return err_prefix("attention scores of %d sequences of %d tokens", nb, sh->t);
 		}
-		s_att_cap = tt;
+		s_att_cap = cap;
 	}
 	w->s = s_att_s, w->p = s_att_p;
 	return 0;

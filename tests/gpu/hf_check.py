@@ -456,7 +456,38 @@ def item5(args, res, work):
     res.add("5", "engine device for training and logits", "cuda",
             "trained 4 steps in bf16; logits with --dtype f32")
     ok = compare(res, "5", ours, ref, 1e-3)
+    ok = gpu_eval(args, res, work, mdir, adapter, data) and ok
     return graph_training(args, res, work, mdir) and ok
+
+
+def gpu_eval(args, res, work, mdir, adapter, data):
+    """modula-engine eval on the GPU (f32) against the CPU engine: the same
+    exact matches (greedy decoding over the kept keys and values), losses
+    and perplexity within 1e-4."""
+    text = os.path.join(work, "text.txt")
+    with open(text, "w") as f:
+        f.write(" ".join(f"word{i % 37} and more text {i}" for i in range(400)))
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        job = dict(model=mdir, adapter=adapter, tokenizer="bytes", seq_len=64, max_records=24,
+                   text=text, domains=[dict(name="answers", data=data)],
+                   out=os.path.join(work, f"eval-{dev}.json"))
+        jpath = os.path.join(work, f"eval-{dev}-job.json")
+        with open(jpath, "w") as f:
+            json.dump(job, f)
+        out = run([args.engine, "eval", jpath] + (["--device", "cuda", "--dtype", "f32"] if dev == "cuda" else []))
+        start = [json.loads(x) for x in out.splitlines() if x.startswith("{")][0]
+        with open(job["out"]) as f:
+            outs[dev] = (json.load(f), start.get("path"))
+    (a, _), (b, path) = outs["cpu"], outs["cuda"]
+    da, db = a["domains"][0], b["domains"][0]
+    worst = max(abs(da["loss"] - db["loss"]) / da["loss"],
+                abs(a["general"]["perplexity"] - b["general"]["perplexity"]) / a["general"]["perplexity"])
+    good = path == "dmodel" and da["exact"] == db["exact"] and worst <= 1e-4
+    res.add("5", "eval on the GPU (f32) vs the CPU engine: exact matches, worst loss/perplexity diff",
+            f"{db['exact']} / {da['exact']} of {da['records']}, {worst:.1e}" if good else "FAILED",
+            f"path {path}; tolerance 1e-4, exact matches equal")
+    return good
 
 
 def graph_training(args, res, work, mdir):

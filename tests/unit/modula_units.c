@@ -12,10 +12,12 @@
 #include "config.h"
 #include "worker/bundle.h"
 #include "worker/decode.h"
+#include "worker/dmodel.h"
 #include "worker/eval.h"
 #include "worker/model.h"
 #include "worker/moe.h"
 #include "worker/rng.h"
+#include "kernels/cuda/kcuda.h"
 #include "err.h"
 #include "tap.h"
 
@@ -200,6 +202,56 @@ static void s_decode(void)
 	model_destroy(&m);
 }
 
+/* The device path's decoding (dmodel_decode_feed over the CPU op table:
+ * the code the GPU runs) against the CPU engine's full forward, for a
+ * mixture method, soft-routed or with every row to domain expert `fixed`. */
+static void s_decode_device(int method, int fixed)
+{
+	model_t *m = s_model();
+	moe_config_t c = s_cfg(method, 3, 0);
+	moe_t *mo = moe_attach(m, &c, s_names, 3);
+	const struct kdevice_ops *K = kdevice_ops(KDEV_CPU, KCUDA_F32);
+	params_t frozen = { 0 };
+	dmodel_t *dm = NULL;
+	int V = m->cfg.vocab_size, ex[1] = { fixed }, rc = 0;
+	float *full = malloc((size_t)T * V * sizeof *full), *l = malloc((size_t)V * sizeof *l);
+	double worst = 0.0;
+
+	s_randomize(mo, 9);
+	if (fixed) {
+		moe_seg_t seg = { fixed, 0, 1 };
+		moe_route_fixed(mo, &seg, 1, 1);
+	}
+	model_reserve(m, 1, T);
+	model_forward(m, s_tok, NULL, 1, T, 0, 0);
+	memcpy(full, m->logits, (size_t)T * V * sizeof *full);
+	if (!(dm = dmodel_from_host(m, K)) || dmodel_attach_moe(dm, mo, &frozen) < 0 ||
+	    dmodel_reserve(dm, 1, T) < 0 || (fixed && dmodel_route_rows(dm, ex, 1, T) < 0))
+		rc = -1;
+	/* the prompt in one feed, then a token at a time, twice over (reset) */
+	for (int pass = 0; pass < 2 && rc == 0; pass++) {
+		dmodel_decode_reset(dm);
+		rc = dmodel_decode_feed(dm, s_tok, 4, l);
+		for (int p = 3; rc == 0 && p < T; p++) {
+			for (int v = 0; v < V; v++)
+				worst = fmax(worst, fabs(l[v] - full[(size_t)p * V + v]));
+			if (p + 1 < T)
+				rc = dmodel_decode_feed(dm, s_tok + p + 1, 1, l);
+		}
+	}
+	TAP_OK(rc == 0 && worst < 1e-4 && dmodel_decode_pos(dm) == T,
+	       "device-path decoding matches the full forward (%s, %s), max diff %.2e%s%s",
+	       moe_method_name(method), fixed ? "one domain expert" : "soft routing", worst,
+	       rc ? ": " : "", rc ? err_msg() : "");
+	TAP_OK(dm && dmodel_decode_feed(dm, s_tok, 1, l) < 0,
+	       "device-path decoding past the reservation is refused: %s", err_msg());
+	free(full);
+	free(l);
+	dmodel_destroy(&dm);
+	moe_destroy(&mo);
+	model_destroy(&m);
+}
+
 /* The argmax after ids[0..n) by the full forward. */
 static int s_greedy(model_t *m, const int *ids, int n)
 {
@@ -305,6 +357,11 @@ int main(void)
 	s_fd(MOE_MOLORA);
 	s_routing_errors();
 	s_decode();
+	s_decode_device(MOE_RES, 0);
+	s_decode_device(MOE_FLAN, 0);
+	s_decode_device(MOE_MOLORA, 0);
+	s_decode_device(MOE_RES_NORES, 2);
+	s_decode_device(MOE_FLAN, 3);
 	s_exact();
 	s_files();
 	return tap_done();
