@@ -111,6 +111,43 @@ static __device__ __forceinline__ float kc_warp_max(float v)
 	return v;
 }
 
+/* 16-byte vectors of a storage type: N elements per load and store (the
+ * memory-bound kernels' wide path, kc_vector). */
+template <typename T> struct kc_vec {
+	enum { N = 16 / sizeof(T) };
+};
+
+template <typename T>
+static __device__ __forceinline__ void kc_ldv(float *f, const T *p)
+{
+	int4 raw = *reinterpret_cast<const int4 *>(p);
+	const T *e = reinterpret_cast<const T *>(&raw);
+#pragma unroll
+	for (int i = 0; i < kc_vec<T>::N; i++)
+		f[i] = kc_ld(e[i]);
+}
+
+template <typename T>
+static __device__ __forceinline__ void kc_stv(T *p, const float *f)
+{
+	int4 raw;
+	T *e = reinterpret_cast<T *>(&raw);
+#pragma unroll
+	for (int i = 0; i < kc_vec<T>::N; i++)
+		e[i] = kc_st<T>(f[i]);
+	*reinterpret_cast<int4 *>(p) = raw;
+}
+
+/* 1 when the 16-byte kernels are on (kcuda_set_vector; MODULA_CUDA_VEC=1
+ * at start): they run where every pointer is 16-byte aligned and the row
+ * or element count a multiple of kc_vec<T>::N, the scalar ones elsewhere. */
+extern int kc_vector;
+
+static inline int kc_al16(const void *p)
+{
+	return ((size_t)p & 15) == 0;
+}
+
 /* 1 when dt is a floating storage type the kernels take. */
 static inline int kc_is_float(int dt)
 {

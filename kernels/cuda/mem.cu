@@ -11,11 +11,13 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdio.h>
 
 static struct kc_ctx s_ctx;
 static int s_open; /* 1 once s_ctx is ready */
 static int s_capturing; /* 1 between kcuda_graph_begin and kcuda_graph_end */
+int kc_vector;          /* kc.cuh */
 
 static int s_open_ctx(void)
 {
@@ -34,7 +36,19 @@ static int s_open_ctx(void)
 	KC_CK(cudaMallocAsync(&s_ctx.scratch, KC_SCRATCH_BYTES, s_ctx.stream));
 	KC_CK(cudaMallocAsync(&s_ctx.blas_ws, KC_BLAS_WS_BYTES, s_ctx.stream));
 	KC_CKB(cublasSetWorkspace(s_ctx.blas, s_ctx.blas_ws, KC_BLAS_WS_BYTES));
+	if (getenv("MODULA_CUDA_VEC") && !strcmp(getenv("MODULA_CUDA_VEC"), "1"))
+		kc_vector = 1;
 	return 0;
+}
+
+extern "C" void kcuda_set_vector(int on)
+{
+	kc_vector = on;
+}
+
+extern "C" int kcuda_vector(void)
+{
+	return kc_vector;
 }
 
 struct kc_ctx *kc_get(void)

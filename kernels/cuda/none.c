@@ -54,6 +54,15 @@ void kcuda_graph_free(void *exec)
 {
 }
 
+void kcuda_set_vector(int on)
+{
+}
+
+int kcuda_vector(void)
+{
+	return 0;
+}
+
 int kcuda_capturing(void)
 {
 	return 0;

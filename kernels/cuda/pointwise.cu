@@ -22,6 +22,27 @@
 		return 0;                                                             \
 	} while (0)
 
+/* The same over 16-byte vectors (kc_vector): `kernel_v<T>` over n / N
+ * vectors when n is a multiple of N and `aligned` holds, else `kernel<T>`
+ * over n elements; the other arguments are the same. */
+#define KC_POINTWISE_V(dt, n, aligned, name, kernel, kernel_v, ...)                  \
+	do {                                                                          \
+		KC_CTX(cx);                                                           \
+		if ((n) == 0)                                                         \
+			return 0;                                                     \
+		KC_DISPATCH(dt, T,                                                    \
+			if (kc_vector && (n) % kc_vec<T>::N == 0 && (aligned))        \
+				kernel_v<T><<<kc_blocks((n) / kc_vec<T>::N), KC_THREADS, 0, \
+					      cx->stream>>>(__VA_ARGS__, (n) / kc_vec<T>::N); \
+			else                                                          \
+				kernel<T><<<kc_blocks(n), KC_THREADS, 0, cx->stream>>>(   \
+					__VA_ARGS__, (n)));                                   \
+		KC_LAUNCHED(name);                                                    \
+		return 0;                                                             \
+	} while (0)
+
+#define KC_V(T) kc_vec<T>::N
+
 /* ---- residual --------------------------------------------------------- */
 
 template <typename T>
@@ -29,6 +50,43 @@ __global__ void k_residual_fwd(T *out, const T *a, const T *b, size_t n)
 {
 	KC_FOR(i, n)
 		out[i] = kc_st<T>(kc_ld(a[i]) + kc_ld(b[i]));
+}
+
+template <typename T>
+__global__ void k_residual_fwd_v(T *out, const T *a, const T *b, size_t nv)
+{
+	KC_FOR(i, nv) {
+		float x[KC_V(T)], y[KC_V(T)];
+		kc_ldv(x, a + i * KC_V(T));
+		kc_ldv(y, b + i * KC_V(T));
+#pragma unroll
+		for (int j = 0; j < KC_V(T); j++)
+			x[j] += y[j];
+		kc_stv(out + i * KC_V(T), x);
+	}
+}
+
+template <typename T>
+__global__ void k_residual_bwd_v(T *da, T *db, const T *dout, size_t nv)
+{
+	KC_FOR(i, nv) {
+		float d[KC_V(T)], x[KC_V(T)];
+		kc_ldv(d, dout + i * KC_V(T));
+		if (da) {
+			kc_ldv(x, da + i * KC_V(T));
+#pragma unroll
+			for (int j = 0; j < KC_V(T); j++)
+				x[j] += d[j];
+			kc_stv(da + i * KC_V(T), x);
+		}
+		if (db) {
+			kc_ldv(x, db + i * KC_V(T));
+#pragma unroll
+			for (int j = 0; j < KC_V(T); j++)
+				x[j] += d[j];
+			kc_stv(db + i * KC_V(T), x);
+		}
+	}
 }
 
 template <typename T>
@@ -45,14 +103,14 @@ __global__ void k_residual_bwd(T *da, T *db, const T *dout, size_t n)
 
 extern "C" int kcuda_residual_forward(int dt, void *out, const void *a, const void *b, size_t n)
 {
-	KC_POINTWISE(dt, n, "residual_forward", k_residual_fwd, (T *)out, (const T *)a,
-		     (const T *)b, n);
+	KC_POINTWISE_V(dt, n, kc_al16(out) && kc_al16(a) && kc_al16(b), "residual_forward",
+		       k_residual_fwd, k_residual_fwd_v, (T *)out, (const T *)a, (const T *)b);
 }
 
 extern "C" int kcuda_residual_backward(int dt, void *da, void *db, const void *dout, size_t n)
 {
-	KC_POINTWISE(dt, n, "residual_backward", k_residual_bwd, (T *)da, (T *)db,
-		     (const T *)dout, n);
+	KC_POINTWISE_V(dt, n, kc_al16(da) && kc_al16(db) && kc_al16(dout), "residual_backward",
+		       k_residual_bwd, k_residual_bwd_v, (T *)da, (T *)db, (const T *)dout);
 }
 
 /* ---- SwiGLU: out = silu(gate) * up, silu(g) = g * sigmoid(g) ---------- */
@@ -82,17 +140,62 @@ __global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, con
 	}
 }
 
+template <typename T>
+__global__ void k_swiglu_fwd_v(T *out, const T *gate, const T *up, size_t nv)
+{
+	KC_FOR(i, nv) {
+		float g[KC_V(T)], u[KC_V(T)];
+		kc_ldv(g, gate + i * KC_V(T));
+		kc_ldv(u, up + i * KC_V(T));
+#pragma unroll
+		for (int j = 0; j < KC_V(T); j++)
+			g[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+		kc_stv(out + i * KC_V(T), g);
+	}
+}
+
+template <typename T>
+__global__ void k_swiglu_bwd_v(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
+			       size_t nv)
+{
+	KC_FOR(i, nv) {
+		float g[KC_V(T)], u[KC_V(T)], d[KC_V(T)], x[KC_V(T)];
+		size_t o = i * KC_V(T);
+		kc_ldv(g, gate + o);
+		kc_ldv(u, up + o);
+		kc_ldv(d, dout + o);
+		if (dgate) {
+			kc_ldv(x, dgate + o);
+#pragma unroll
+			for (int j = 0; j < KC_V(T); j++) {
+				float sig = 1.0f / (1.0f + expf(-g[j]));
+				x[j] += d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
+			}
+			kc_stv(dgate + o, x);
+		}
+		if (dup) {
+			kc_ldv(x, dup + o);
+#pragma unroll
+			for (int j = 0; j < KC_V(T); j++)
+				x[j] += d[j] * g[j] / (1.0f + expf(-g[j]));
+			kc_stv(dup + o, x);
+		}
+	}
+}
+
 extern "C" int kcuda_swiglu_forward(int dt, void *out, const void *gate, const void *up, size_t n)
 {
-	KC_POINTWISE(dt, n, "swiglu_forward", k_swiglu_fwd, (T *)out, (const T *)gate,
-		     (const T *)up, n);
+	KC_POINTWISE_V(dt, n, kc_al16(out) && kc_al16(gate) && kc_al16(up), "swiglu_forward",
+		       k_swiglu_fwd, k_swiglu_fwd_v, (T *)out, (const T *)gate, (const T *)up);
 }
 
 extern "C" int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout,
 				     const void *gate, const void *up, size_t n)
 {
-	KC_POINTWISE(dt, n, "swiglu_backward", k_swiglu_bwd, (T *)dgate, (T *)dup,
-		     (const T *)dout, (const T *)gate, (const T *)up, n);
+	KC_POINTWISE_V(dt, n,
+		       kc_al16(dgate) && kc_al16(dup) && kc_al16(dout) && kc_al16(gate) && kc_al16(up),
+		       "swiglu_backward", k_swiglu_bwd, k_swiglu_bwd_v, (T *)dgate, (T *)dup,
+		       (const T *)dout, (const T *)gate, (const T *)up);
 }
 
 /* ---- LeakyReLU -------------------------------------------------------- */

@@ -58,6 +58,69 @@ __global__ void k_rmsnorm_bwd(T *dinp, const T *dout, const T *inp, const T *w,
 		dx[i] = kc_st<T>(kc_ld(dx[i]) + r * kc_ld(w[i]) * kc_ld(dy[i]) - k * kc_ld(x[i]));
 }
 
+/* The same over 16-byte vectors (kc_vector; c a multiple of N, rows and w
+ * 16-byte aligned): lane l takes elements [l N, l N + N) of each 32 N. */
+template <typename T>
+__global__ void k_rmsnorm_fwd_v(T *out, float *rstd, const T *inp, const T *w, int n, int c,
+				float eps)
+{
+	KC_ROW_WARP(row, lane, n);
+	const int N = kc_vec<T>::N;
+	const T *x = inp + (size_t)row * c;
+	T *y = out + (size_t)row * c;
+	float ss = 0.0f, r, xv[kc_vec<T>::N], wv[kc_vec<T>::N];
+
+	for (int i = lane * N; i < c; i += 32 * N) {
+		kc_ldv(xv, x + i);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			ss += xv[j] * xv[j];
+	}
+	r = rsqrtf(kc_warp_sum(ss) / c + eps);
+	if (lane == 0)
+		rstd[row] = r;
+	for (int i = lane * N; i < c; i += 32 * N) {
+		kc_ldv(xv, x + i);
+		kc_ldv(wv, w + i);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			xv[j] = wv[j] * (xv[j] * r);
+		kc_stv(y + i, xv);
+	}
+}
+
+template <typename T>
+__global__ void k_rmsnorm_bwd_v(T *dinp, const T *dout, const T *inp, const T *w,
+				const float *rstd, int n, int c)
+{
+	KC_ROW_WARP(row, lane, n);
+	const int N = kc_vec<T>::N;
+	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * c;
+	T *dx = dinp + (size_t)row * c;
+	float r = rstd[row], dot = 0.0f, k;
+	float xv[kc_vec<T>::N], wv[kc_vec<T>::N], gv[kc_vec<T>::N], dv[kc_vec<T>::N];
+
+	for (int i = lane * N; i < c; i += 32 * N) {
+		kc_ldv(xv, x + i);
+		kc_ldv(wv, w + i);
+		kc_ldv(gv, dy + i);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			dot += gv[j] * wv[j] * xv[j];
+	}
+	k = kc_warp_sum(dot) * r * r * r / c;
+	for (int i = lane * N; i < c; i += 32 * N) {
+		kc_ldv(xv, x + i);
+		kc_ldv(wv, w + i);
+		kc_ldv(gv, dy + i);
+		kc_ldv(dv, dx + i);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			dv[j] = dv[j] + r * wv[j] * gv[j] - k * xv[j];
+		kc_stv(dx + i, dv);
+	}
+}
+
 #define KC_DW_ROWS 64
 
 /* part[chunk, i] = sum over the chunk's rows of dy * x * rstd. */
@@ -82,8 +145,13 @@ extern "C" int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void 
 	KC_CTX(cx);
 	if (n == 0)
 		return 0;
-	KC_DISPATCH(dt, T, k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps));
+	KC_DISPATCH(dt, T,
+		if (kc_vector && c % kc_vec<T>::N == 0 && kc_al16(out) && kc_al16(inp) && kc_al16(w))
+			k_rmsnorm_fwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+				(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps);
+		else
+			k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+				(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps));
 	KC_LAUNCHED("rmsnorm_forward");
 	return 0;
 }
@@ -102,8 +170,16 @@ extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void 
 	if (n == 0)
 		return 0;
 	if (dinp) {
-		KC_DISPATCH(dt, T, k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-			(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n, c));
+		KC_DISPATCH(dt, T,
+			if (kc_vector && c % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) &&
+			    kc_al16(inp) && kc_al16(w))
+				k_rmsnorm_bwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+					(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n,
+					c);
+			else
+				k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+					(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n,
+					c));
 		KC_LAUNCHED("rmsnorm_backward");
 	}
 	if (!dw)

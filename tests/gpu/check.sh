@@ -16,9 +16,10 @@
 #       item 1, the engine's own step: modula-engine grads --device cuda in
 #       f32 and bf16 against its CPU path)
 #   (2)-(5) tests/gpu/hf_check.py: logits of a ~0.5B Qwen2 against
-#       transformers, the LoRA benchmark against PyTorch + PEFT, modula-res
-#       against plain LoRA, PEFT loading the adapter the engine trained on
-#       the GPU
+#       transformers, the LoRA benchmark against PyTorch + PEFT (with and
+#       without CUDA graphs), modula-res and modula-flan against plain
+#       LoRA, PEFT loading the adapter the engine trained on the GPU,
+#       training with and without graphs, eval on the GPU against the CPU
 # Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
 # failed.

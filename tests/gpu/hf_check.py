@@ -123,12 +123,12 @@ def engine_logits(engine, model_dir, tokens, out, adapter=None, device="cuda", d
     return load_file(path)["logits"], time.perf_counter() - t0
 
 
-def engine_bench(engine, model_dir, method, extra=()):
+def engine_bench(engine, model_dir, method, extra=(), env=None):
     """One `modula-engine bench` run on the GPU: its JSON line."""
     out = run([engine, "bench", "--model", model_dir, "--method", method, "--device", "cuda",
                "--dtype", "bf16", "--batch", str(BENCH["batch"]), "--seq", str(BENCH["seq_len"]),
                "--rank", str(BENCH["rank"]), "--alpha", str(BENCH["alpha"]),
-               "--steps", str(BENCH["steps"]), "--warmup", str(BENCH["warmup"]), *extra])
+               "--steps", str(BENCH["steps"]), "--warmup", str(BENCH["warmup"]), *extra], env=env)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -192,15 +192,18 @@ def item1(args, res, work):
     rows = [[rng.randrange(QWEN2_SMALL["vocab_size"]) for _ in range(64)] for _ in range(4)]
     tok = ";".join(",".join(map(str, r)) for r in rows)
     outs = {}
-    for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16")):
+    # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1)
+    for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
+                    ("cuda", "bf16-vec")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
-             "--out", path, "--device", dev, "--dtype", dt]
-            + (["--repeat", "3"] if dev == "cuda" else []))
+             "--out", path, "--device", dev, "--dtype", dt.split("-")[0]]
+            + (["--repeat", "3"] if dev == "cuda" else []),
+            env=dict(os.environ, MODULA_CUDA_VEC="1" if dt.endswith("-vec") else "0"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
-    for dt, tol in (("f32", 1e-4), ("bf16", 5e-2)):
+    for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -383,6 +386,11 @@ def item3(args, res, work):
     path = ensure_qwen2(work, res, "3")
     e = engine_bench(args.engine, path, "lora")
     ok = graph_check(args, res, "3", "LoRA", e, engine_bench(args.engine, path, "lora", ["--no-graph"]))
+    # the 16-byte memory-bound kernels (off by default until checked here)
+    v = engine_bench(args.engine, path, "lora", env=dict(os.environ, MODULA_CUDA_VEC="1"))
+    res.add("3", "engine step with the 16-byte RMSNorm/residual/SwiGLU kernels", f"{v['step_ms']:.1f} ms",
+            f"{e['step_ms'] / v['step_ms']:.2f}x the default's speed; loss {v['loss_last']:.4f} "
+            f"(default {e['loss_last']:.4f}); MODULA_CUDA_VEC=1")
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
     res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}")

@@ -841,6 +841,33 @@ out:
 	return rc;
 }
 
+/* The memory-bound ops again with the 16-byte kernels on (kcuda_set_vector:
+ * the cases' shapes are multiples of 8, so they take the wide path). */
+static int s_vec(int (*run)(void))
+{
+	int rc;
+
+	kcuda_set_vector(1);
+	rc = run();
+	kcuda_set_vector(0);
+	return rc;
+}
+
+static int case_rmsnorm_v(void)
+{
+	return s_vec(case_rmsnorm);
+}
+
+static int case_swiglu_v(void)
+{
+	return s_vec(case_swiglu);
+}
+
+static int case_residual_v(void)
+{
+	return s_vec(case_residual);
+}
+
 /* ---- the table and the driver ----------------------------------------- */
 
 static const struct {
@@ -868,6 +895,9 @@ static const struct {
 	{ "lora group, plain", case_lora_plain, 4 },
 	{ "lora segments (sgmv)", case_lora_segments, 4 },
 	{ "adamw with clipping (vs worker/optim.c)", case_adamw, 1 },
+	{ "rmsnorm, 16-byte kernels", case_rmsnorm_v, 2 },
+	{ "swiglu, 16-byte kernels", case_swiglu_v, 1 },
+	{ "residual, 16-byte kernels", case_residual_v, 1 },
 };
 
 static const int s_types[] = { KCUDA_F32, KCUDA_BF16, KCUDA_F16 };
