@@ -59,8 +59,8 @@ typedef struct dad {
 	float *p;               /* P = dz^T u0s [e*r, r0] (backward; s_res_batched) */
 	void *u0;               /* LoRA: u0 [N, r0] */
 	void *cat;              /* Res: [s0 u0 | zw] [N, r0 + e*r] */
-	void *z, *zl;           /* Res: [N, e*r] */
-	float *s;               /* router probabilities [N, e] */
+	void *z, *zl;           /* Res: [N, e*r]; MoLoRA / Flan: [N, E] (below) */
+	float *s;               /* router probabilities [N, E], E = e (Flan: e + 1) */
 } dad_t;
 
 #define DMODEL_GRAPHS 8   /* batch shapes with a recorded graph */
@@ -109,8 +109,9 @@ struct dmodel {
 	void **acts;            /* the reservation's buffers */
 	int nacts, acap;
 	/* Fixed routing of the Res layers (the domain stage): each sequence
-	 * to one domain expert, as router logits 0 / -1e30 (`fixed`, [N, e])
-	 * copied into ur's router columns by a product with `eye` [e, e]. */
+	 * to one domain expert, as router logits 0 / -1e30 (`fixed`, [N, e];
+	 * Flan [N, e + 1]) copied into ur's router columns by a product with
+	 * `eye` [e, e] (Res) or read by the router op (Flan). */
 	int fixed, fixed_e;
 	int fixed_head;         /* Flan: a first logit column, the universal expert's (-1e30) */
 	int dpos;               /* dmodel_decode_feed: tokens of the sequence so far */
