@@ -12,7 +12,10 @@
 # Sizes come from the environment (defaults are the reported run):
 #   ENGINE=modula-engine SEEDS="1 2 3" PRETRAIN_STEPS=1500 STEPS=300
 #   ROUTER_STEPS=100 BATCH=16 LR=0.002 TRAIN=2000 TEST=200 EVAL_RECORDS=200
-#   UNIVERSAL_RANK=16 DOMAIN_RANK=8
+#   UNIVERSAL_RANK=16 DOMAIN_RANK=8 DEVICE=auto
+# DEVICE goes to the training, stage and eval jobs (--device): auto takes
+# a GPU when one answers (bf16; what the device path cannot run, such as
+# the full-parameter pretraining, stays on the CPU engine), cpu never.
 # STEPS is the steps of each universal and domain expert (every domain of a
 # domain stage gets BATCH records per step); lora and molora train
 # STEPS x (number of data sets) steps on the mixture, so every method sees
@@ -33,6 +36,7 @@ TEST=${TEST:-200}
 EVAL_RECORDS=${EVAL_RECORDS:-200}
 UR=${UNIVERSAL_RANK:-16}
 DR=${DOMAIN_RANK:-8}
+DEVICE=${DEVICE:-auto}
 DOMS="math code logic"
 NEW=units
 
@@ -47,7 +51,12 @@ run() {
 	mkdir -p "$(dirname "$2")"
 	printf '%s\n' "$3" > "$2.json"
 	echo "== $1 $2" >&2
-	if ! "$ENGINE" "$1" "$2.json" > "$2.log"; then
+	dev=
+	case $1 in
+	train | stage | eval) dev="--device $DEVICE" ;;
+	esac
+	# $dev unquoted: empty, or two words
+	if ! "$ENGINE" "$1" "$2.json" $dev > "$2.log"; then
 		tail -n 3 "$2.log" >&2
 		exit 1
 	fi
