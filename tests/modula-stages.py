@@ -235,6 +235,16 @@ def main():
             ok(same and pa == "model" and pb == "dmodel" and worst <= 1e-5,
                f"eval {name} on the device path equals the CPU engine's (exact matches equal; losses, "
                f"perplexity, router means within {worst:.1e})")
+        # an adapter the device path cannot run (MoLoRA with top-k) is
+        # evaluated on the CPU engine, said on stderr
+        jb = dict(job, adapter="jk/bundle", out="eval-topk.json")
+        with open("e-topk.json", "w") as f:
+            json.dump(jb, f)
+        p = engine("eval", "e-topk.json", *table)
+        start = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")][:1]
+        ok(p.returncode == 0 and start and start[0].get("path") == "model" and
+           "evaluating on the CPU engine" in p.stderr,
+           "eval --device of a MoLoRA top-k bundle falls back to the CPU engine and says so")
     sys.exit(done())
 
 

@@ -328,7 +328,8 @@ static int s_perplexity(erun_t *r, cJSON *gen)
 
 /* The model, tokenizer and adapter, on the device path when K is given:
  * 0, -1 via err_set(), or 1 when the device path cannot run the adapter
- * (err_msg() says why; the caller evaluates on the CPU engine). */
+ * or hold the model and its batches (err_msg() says why; the caller
+ * evaluates on the CPU engine). */
 static int s_setup(erun_t *r, const struct kdevice_ops *K)
 {
 	const eval_job_t *job = r->job;
@@ -370,13 +371,12 @@ static int s_setup(erun_t *r, const struct kdevice_ops *K)
 	/* the device path: one reservation for the batches and for decoding */
 	params_t frozen = { 0 };
 	int maxt = job->seq_len + 1 < r->m->cfg.max_seq ? job->seq_len + 1 : r->m->cfg.max_seq;
-	if (!(r->dm = dmodel_load(job->model, K)))
-		return -1;
-	if ((r->lo && dmodel_attach_lora(r->dm, r->lo, &frozen) < 0) ||
-	    (r->mo && dmodel_attach_moe(r->dm, r->mo, &frozen) < 0))
+	/* the model or its batches not fitting the device falls back too */
+	if (!(r->dm = dmodel_load(job->model, K)) ||
+	    (r->lo && dmodel_attach_lora(r->dm, r->lo, &frozen) < 0) ||
+	    (r->mo && dmodel_attach_moe(r->dm, r->mo, &frozen) < 0) ||
+	    dmodel_reserve(r->dm, job->batch, maxt) < 0)
 		return 1;
-	if (dmodel_reserve(r->dm, job->batch, maxt) < 0)
-		return -1;
 	if (!(r->hlog = malloc((size_t)r->m->cfg.vocab_size * sizeof *r->hlog)) ||
 	    !(r->probs = malloc((size_t)job->batch * maxt * (MOE_MAX_EXPERTS + 1) * sizeof *r->probs)))
 		return err_set("out of memory");
@@ -440,7 +440,7 @@ int eval_run(const eval_job_t *job, FILE *events)
 	char *s;
 
 	if ((rc = s_setup(&r, job->K)) == 1) {
-		fprintf(stderr, "modula-engine eval: the device path cannot run this adapter (%s): "
+		fprintf(stderr, "modula-engine eval: the device path cannot run this job (%s): "
 			"evaluating on the CPU engine\n", err_msg());
 		s_teardown(&r);
 		rc = s_setup(&r, NULL);
