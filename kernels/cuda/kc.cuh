@@ -180,8 +180,10 @@ int kc_gemm_batched(int dt, int cdt, void *const *c, const void *const *a, const
 		    int count, int m, int n, int k, int ta, int tb, int lda, int ldb, int ldc,
 		    float alpha, float beta);
 
-/* Counts the flushes of kc_gemm_batched's pointer-array table: a CUDA
- * graph recorded before a flush refers to arrays since freed. */
+/* Counts what frees memory a recorded CUDA graph may read: a flush of
+ * kc_gemm_batched's pointer-array table, a growth of attention's scratch
+ * (whose addresses are in those arrays). A graph recorded before is stale
+ * (kcuda_graph_launch returns 1). */
 extern unsigned long kc_pc_epoch;
 
 /* out[col] += sum over rows of in[row, col] (deterministic, fp32 result):
