@@ -138,9 +138,10 @@ static __device__ __forceinline__ void kc_stv(T *p, const float *f)
 	*reinterpret_cast<int4 *>(p) = raw;
 }
 
-/* 1 when the 16-byte kernels are on (kcuda_set_vector; MODULA_CUDA_VEC=1
- * at start): they run where every pointer is 16-byte aligned and the row
- * or element count a multiple of kc_vec<T>::N, the scalar ones elsewhere. */
+/* > 0 when the 16-byte kernels are on (the default; kcuda_set_vector,
+ * MODULA_CUDA_VEC=0 at start turns them off): they run where every pointer
+ * is 16-byte aligned and the row or element count a multiple of
+ * kc_vec<T>::N, the scalar ones elsewhere. */
 extern int kc_vector;
 
 static inline int kc_al16(const void *p)

@@ -102,10 +102,10 @@ void kcuda_graph_free(void *exec);
 /* 1 while a capture is open (the ops refuse what a graph cannot hold). */
 int kcuda_capturing(void);
 
-/* The 16-byte (vectorised) kernels of RMSNorm, residual and SwiGLU: off
- * by default until a GPU run has checked them (MODULA_CUDA_VEC=1 in the
- * environment turns them on at start); the scalar kernels run where shapes
- * or alignment do not allow them. */
+/* The 16-byte (vectorised) kernels of RMSNorm, residual and SwiGLU: on
+ * by default (MODULA_CUDA_VEC=0 in the environment turns them off at
+ * start); the scalar kernels run where shapes or alignment do not allow
+ * them. */
 void kcuda_set_vector(int on);
 int kcuda_vector(void);
 

@@ -17,7 +17,7 @@
 static struct kc_ctx s_ctx;
 static int s_open; /* 1 once s_ctx is ready */
 static int s_capturing; /* 1 between kcuda_graph_begin and kcuda_graph_end */
-int kc_vector;          /* kc.cuh */
+int kc_vector = -1;     /* kc.cuh; -1 until set or read from the environment */
 
 static int s_open_ctx(void)
 {
@@ -36,8 +36,8 @@ static int s_open_ctx(void)
 	KC_CK(cudaMallocAsync(&s_ctx.scratch, KC_SCRATCH_BYTES, s_ctx.stream));
 	KC_CK(cudaMallocAsync(&s_ctx.blas_ws, KC_BLAS_WS_BYTES, s_ctx.stream));
 	KC_CKB(cublasSetWorkspace(s_ctx.blas, s_ctx.blas_ws, KC_BLAS_WS_BYTES));
-	if (getenv("MODULA_CUDA_VEC") && !strcmp(getenv("MODULA_CUDA_VEC"), "1"))
-		kc_vector = 1;
+	if (kc_vector < 0) /* on unless MODULA_CUDA_VEC=0 */
+		kc_vector = !(getenv("MODULA_CUDA_VEC") && !strcmp(getenv("MODULA_CUDA_VEC"), "0"));
 	return 0;
 }
 
@@ -48,7 +48,7 @@ extern "C" void kcuda_set_vector(int on)
 
 extern "C" int kcuda_vector(void)
 {
-	return kc_vector;
+	return kc_vector > 0;
 }
 
 struct kc_ctx *kc_get(void)

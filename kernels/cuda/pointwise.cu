@@ -31,7 +31,7 @@
 		if ((n) == 0)                                                         \
 			return 0;                                                     \
 		KC_DISPATCH(dt, T,                                                    \
-			if (kc_vector && (n) % kc_vec<T>::N == 0 && (aligned))        \
+			if (kc_vector > 0 && (n) % kc_vec<T>::N == 0 && (aligned))        \
 				kernel_v<T><<<kc_blocks((n) / kc_vec<T>::N), KC_THREADS, 0, \
 					      cx->stream>>>(__VA_ARGS__, (n) / kc_vec<T>::N); \
 			else                                                          \

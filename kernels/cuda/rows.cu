@@ -146,7 +146,7 @@ extern "C" int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void 
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T,
-		if (kc_vector && c % kc_vec<T>::N == 0 && kc_al16(out) && kc_al16(inp) && kc_al16(w))
+		if (kc_vector > 0 && c % kc_vec<T>::N == 0 && kc_al16(out) && kc_al16(inp) && kc_al16(w))
 			k_rmsnorm_fwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
 				(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps);
 		else
@@ -171,7 +171,7 @@ extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void 
 		return 0;
 	if (dinp) {
 		KC_DISPATCH(dt, T,
-			if (kc_vector && c % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) &&
+			if (kc_vector > 0 && c % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) &&
 			    kc_al16(inp) && kc_al16(w))
 				k_rmsnorm_bwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
 					(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n,

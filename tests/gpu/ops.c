@@ -928,6 +928,7 @@ int main(void)
 	int gpu;
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
+	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
 	if (gpu)
 		tap_diag("device: %s", why);
 	for (size_t t = 0; t < ntypes; t++) {
