@@ -1228,6 +1228,44 @@ static int s_inputs(dmodel_t *m, const int *tokens, const int *targets, int b, i
 
 enum { S_LOGITS, S_LOSSES, S_GRADIENT }; /* what s_forward_ops ends with */
 
+/* Layer l over n rows of m->res[l] into m->res[l + 1]. Its queries, keys
+ * and values go to the layer's buffers from row pos, RoPE covers them as
+ * [rb, rt] from position pos, attention runs over [ab, at] rows of those
+ * buffers from row 0, and the output projection reads the attention's
+ * rows from pos. The training forward: pos 0, [b, t] for both; decoding
+ * (dmodel_decode_feed): the n new tokens at pos, attention over all. */
+static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, int ab, int at)
+{
+	const model_config_t *g = &m->cfg;
+	const struct kdevice_ops *K = m->K;
+	dlayer_t *L = &m->l[l];
+	int C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads, HS = g->head_dim;
+	size_t QD = (size_t)NH * HS, KD = (size_t)NKV * HS, rope = (size_t)pos * (HS / 2);
+	void *q = s_at(m, L->q, (size_t)pos * QD), *k = s_at(m, L->k, (size_t)pos * KD);
+
+	D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, n, C, g->rms_eps));
+	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], q, L->a1, n));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_K], k, L->a1, n));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_V], s_at(m, L->v, (size_t)pos * KD), L->a1, n));
+	D_TRY(K->rope_forward(q, m->cosv + rope, m->sinv + rope, rb, rt, NH, HS));
+	D_TRY(K->rope_forward(k, m->cosv + rope, m->sinv + rope, rb, rt, NKV, HS));
+	D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, ab, at, NH, NKV, HS));
+	D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, s_at(m, L->y, (size_t)pos * QD), n));
+	D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)n * C));
+	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
+	D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, n, C, g->rms_eps));
+	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, n));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, n));
+	D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)n * g->ffn_dim));
+	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
+	D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, n));
+	D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)n * C));
+	return s_mark(m, DMODEL_PROF_POINTWISE);
+}
+
 /* The forward's ops over the queued inputs, from the embedding to the
  * logits, then the losses, or the losses and the logits' gradient (fused
  * cross-entropy, written over the logits). Nothing is read back. */
@@ -1235,37 +1273,14 @@ static int s_forward_ops(dmodel_t *m, int upto)
 {
 	const model_config_t *g = &m->cfg;
 	const struct kdevice_ops *K = m->K;
-	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
-	int HS = g->head_dim, V = g->vocab_size;
+	int b = m->b, t = m->t, N = b * t, C = g->dim, V = g->vocab_size;
 
 	if (m->nres)
 		D_TRY(s_res_batched(m, S_MAB));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-	for (int l = 0; l < g->n_layers; l++) {
-		dlayer_t *L = &m->l[l];
-		D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, N, C, g->rms_eps));
-		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], L->q, L->a1, N));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_K], L->k, L->a1, N));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_V], L->v, L->a1, N));
-		D_TRY(K->rope_forward(L->q, m->cosv, m->sinv, b, t, NH, HS));
-		D_TRY(K->rope_forward(L->k, m->cosv, m->sinv, b, t, NKV, HS));
-		D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, b, t, NH, NKV, HS));
-		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, L->y, N));
-		D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)N * C));
-		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-		D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, N, C, g->rms_eps));
-		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, N));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, N));
-		D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)N * g->ffn_dim));
-		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, N));
-		D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)N * C));
-		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-	}
+	for (int l = 0; l < g->n_layers; l++)
+		D_TRY(s_layer_forward(m, l, N, 0, b, t, b, t));
 	D_TRY(K->rmsnorm_forward(m->lnf, m->rstdf, m->res[g->n_layers], m->norm, N, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	D_TRY(K->matmul_forward(m->logits, m->lnf, m->head, NULL, N, C, V));
@@ -1399,9 +1414,7 @@ int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits)
 {
 	const model_config_t *g = &m->cfg;
 	const struct kdevice_ops *K = m->K;
-	int pos = m->dpos, T = pos + n, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
-	int HS = g->head_dim, V = g->vocab_size;
-	size_t QD = (size_t)NH * HS, KD = (size_t)NKV * HS, half = (size_t)HS / 2;
+	int pos = m->dpos, T = pos + n, C = g->dim, HS = g->head_dim, V = g->vocab_size;
 
 	if (n < 1)
 		return err_set("decode: nothing to feed");
@@ -1419,28 +1432,8 @@ int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits)
 		D_TRY(s_res_batched(m, S_MAB));
 	D_TRY(K->upload(m->tok, KCUDA_I32, ids, KCUDA_I32, (size_t)n));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, n, C));
-	for (int l = 0; l < g->n_layers; l++) {
-		dlayer_t *L = &m->l[l];
-		void *q = s_at(m, L->q, (size_t)pos * QD), *k = s_at(m, L->k, (size_t)pos * KD);
-		void *v = s_at(m, L->v, (size_t)pos * KD);
-		D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, n, C, g->rms_eps));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], q, L->a1, n));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_K], k, L->a1, n));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_V], v, L->a1, n));
-		D_TRY(K->rope_forward(q, m->cosv + (size_t)pos * half, m->sinv + (size_t)pos * half, 1, n,
-				      NH, HS));
-		D_TRY(K->rope_forward(k, m->cosv + (size_t)pos * half, m->sinv + (size_t)pos * half, 1, n,
-				      NKV, HS));
-		D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, 1, T, NH, NKV, HS));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, s_at(m, L->y, (size_t)pos * QD), n));
-		D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)n * C));
-		D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, n, C, g->rms_eps));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, n));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, n));
-		D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)n * g->ffn_dim));
-		D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, n));
-		D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)n * C));
-	}
+	for (int l = 0; l < g->n_layers; l++)
+		D_TRY(s_layer_forward(m, l, n, pos, 1, n, 1, T));
 	/* the last token's logits only */
 	D_TRY(K->rmsnorm_forward(m->lnf, m->rstdf, s_at(m, m->res[g->n_layers], (size_t)(n - 1) * C),
 				 m->norm, 1, C, g->rms_eps));
@@ -1669,14 +1662,16 @@ int dmodel_route_rows(dmodel_t *m, const int *expert, int nseq, int t)
 	if ((size_t)nseq * t > (size_t)m->max_b * m->max_t)
 		return err_set("route_rows: %d x %d rows, more than reserved", nseq, t);
 	if (!m->fixed_rl) {
-		float *id = calloc((size_t)e * e, sizeof *id);
-		if (!id)
+		/* Res copies the logits with a product by eye; Flan reads them */
+		float *id = m->fixed_head ? NULL : calloc((size_t)e * e, sizeof *id);
+		if (!m->fixed_head && !id)
 			return err_set("out of memory");
-		for (int i = 0; i < e; i++)
+		for (int i = 0; id && i < e; i++)
 			id[i * e + i] = 1.0f;
-		m->eye = s_alloc(m, (size_t)e * e, m->K->dt);
+		m->eye = id ? s_alloc(m, (size_t)e * e, m->K->dt) : NULL;
 		m->fixed_rl = s_alloc(m, (size_t)m->max_b * m->max_t * ne, m->K->dt);
-		if (!m->eye || !m->fixed_rl || m->K->upload(m->eye, m->K->dt, id, KCUDA_F32, (size_t)e * e) < 0) {
+		if ((id && !m->eye) || !m->fixed_rl ||
+		    (id && m->K->upload(m->eye, m->K->dt, id, KCUDA_F32, (size_t)e * e) < 0)) {
 			free(id);
 			return -1;
 		}

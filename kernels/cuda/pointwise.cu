@@ -66,26 +66,29 @@ __global__ void k_residual_fwd_v(T *out, const T *a, const T *b, size_t nv)
 	}
 }
 
+/* p[0..N) += d[0..N) over one 16-byte vector. */
+template <typename T>
+static __device__ __forceinline__ void kc_accv(T *p, const float *d)
+{
+	float x[KC_V(T)];
+
+	kc_ldv(x, p);
+#pragma unroll
+	for (int j = 0; j < KC_V(T); j++)
+		x[j] += d[j];
+	kc_stv(p, x);
+}
+
 template <typename T>
 __global__ void k_residual_bwd_v(T *da, T *db, const T *dout, size_t nv)
 {
 	KC_FOR(i, nv) {
-		float d[KC_V(T)], x[KC_V(T)];
+		float d[KC_V(T)];
 		kc_ldv(d, dout + i * KC_V(T));
-		if (da) {
-			kc_ldv(x, da + i * KC_V(T));
-#pragma unroll
-			for (int j = 0; j < KC_V(T); j++)
-				x[j] += d[j];
-			kc_stv(da + i * KC_V(T), x);
-		}
-		if (db) {
-			kc_ldv(x, db + i * KC_V(T));
-#pragma unroll
-			for (int j = 0; j < KC_V(T); j++)
-				x[j] += d[j];
-			kc_stv(db + i * KC_V(T), x);
-		}
+		if (da)
+			kc_accv(da + i * KC_V(T), d);
+		if (db)
+			kc_accv(db + i * KC_V(T), d);
 	}
 }
 
