@@ -246,9 +246,9 @@ int cmd_bench(int argc, char **argv)
 
 	if (s_args(argc, argv, &a) < 0 || dmodel_backend(a.device, a.dtype, &K) < 0) {
 		fprintf(stderr, "modula-engine bench: %s\nusage: modula-engine bench [--model DIR|random] "
-			"[--method lora|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
+			"[--method lora|molora|modula-flan|modula-res|modula-res-nores] [--batch 8] [--seq 512] [--rank 16] "
 			"[--alpha 32] [--experts 4] [--expert-rank 8] [--steps 10] [--warmup 3] "
-			"[--device cpu|cuda|auto] [--dtype bf16|f16|f32] [--seed 1] [--profile] "
+			"[--device cpu|cuda|auto|table] [--dtype bf16|f16|f32] [--seed 1] [--profile] "
 			"[--one-pass] [--no-graph]\n", err_msg());
 		return 2;
 	}
