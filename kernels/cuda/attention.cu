@@ -17,10 +17,10 @@
  * Memory: the scores of a group of sequences exist only inside one call
  * (S fp32 + P: 6 NH T^2 bytes per sequence in bf16, in chunks of sequences
  * capped at KC_ATT_CHUNK bytes); what forward saves for backward is lse,
- * O(T) per row, as in flash attention. What this deliberately is not: a
- * tiled flash kernel that keeps S in registers (FlashAttention-2 with
- * mma/wgmma); that saves the T^2 traffic and the masked half of the
- * products, and is the next step once this one has been checked on a GPU.
+ * O(T) per row, as in flash attention. The tiled kernels that keep S on
+ * the chip (flash.cu: no T^2 traffic, the masked half of the products
+ * skipped) take over for bf16 and f16 at head sizes 64 and 128 when
+ * kc_flash is on (MODULA_CUDA_FLASH=1: off until a GPU has checked them).
  * Deterministic: no atomics; the query heads of a group add into dK, dV
  * one after the other.
  */
@@ -248,6 +248,11 @@ extern "C" int kcuda_attention_forward(int dt, void *out, float *lse, const void
 		return err_set("unknown CUDA storage type %d", dt);
 	if ((size_t)b * t == 0)
 		return 0;
+	{
+		const void *ptrs[] = { out, q, k, v };
+		if (kc_flash_usable(dt, hs, nh, nkv, ptrs, 4))
+			return kc_flash_forward(dt, out, lse, q, k, v, b, t, nh, nkv, hs);
+	}
 	nb = s_chunk(&sh);
 	if (s_work_open(&w, &sh, nb) < 0)
 		goto out;
@@ -277,7 +282,8 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 	struct att_work w;
 	int nb, rc = -1;
 
-	(void)out; /* rowsum(dO O) is taken as rowsum(P dP), the same number */
+	/* here rowsum(dO O) is taken as rowsum(P dP), the same number; the
+	 * flash kernels read out for it */
 	KC_CTX(cx);
 	if (s_check_shape(nh, nkv, hs) < 0)
 		return -1;
@@ -285,6 +291,12 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 		return err_set("unknown CUDA storage type %d", dt);
 	if ((size_t)b * t == 0 || (!dq && !dk && !dv))
 		return 0;
+	{
+		const void *ptrs[] = { dq, dk, dv, dout, out, q, k, v };
+		if (kc_flash_usable(dt, hs, nh, nkv, ptrs, 8) && out)
+			return kc_flash_backward(dt, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh,
+						 nkv, hs);
+	}
 	nb = s_chunk(&sh);
 	if (s_work_open(&w, &sh, nb) < 0)
 		goto out;

@@ -109,6 +109,13 @@ int kcuda_capturing(void);
 void kcuda_set_vector(int on);
 int kcuda_vector(void);
 
+/* Attention as the tiled tensor-core kernels of flash.cu (bf16 and f16,
+ * head sizes 64 and 128; the cuBLAS path elsewhere): off by default until
+ * a GPU has checked them (MODULA_CUDA_FLASH=1 in the environment turns
+ * them on at start). */
+void kcuda_set_flash(int on);
+int kcuda_flash(void);
+
 /* ---- timing on the stream --------------------------------------------- */
 
 /* Record a CUDA event on the backend's stream (a timestamp when the GPU

@@ -63,6 +63,15 @@ int kcuda_vector(void)
 	return 0;
 }
 
+void kcuda_set_flash(int on)
+{
+}
+
+int kcuda_flash(void)
+{
+	return 0;
+}
+
 int kcuda_capturing(void)
 {
 	return 0;

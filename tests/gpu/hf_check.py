@@ -192,18 +192,21 @@ def item1(args, res, work):
     rows = [[rng.randrange(QWEN2_SMALL["vocab_size"]) for _ in range(64)] for _ in range(4)]
     tok = ";".join(",".join(map(str, r)) for r in rows)
     outs = {}
-    # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1)
+    # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1);
+    # "-flash": those and attention's tiled flash kernels (MODULA_CUDA_FLASH=1, 16-bit only)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
-                    ("cuda", "bf16-vec")):
+                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
              "--out", path, "--device", dev, "--dtype", dt.split("-")[0]]
             + (["--repeat", "3"] if dev == "cuda" else []),
-            env=dict(os.environ, MODULA_CUDA_VEC="1" if dt.endswith("-vec") else "0"))
+            env=dict(os.environ, MODULA_CUDA_VEC="0" if "-" not in dt else "1",
+                     MODULA_CUDA_FLASH="1" if dt.endswith("-flash") else "0"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
-    for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2)):
+    for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
+                    ("bf16-flash", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -385,12 +388,29 @@ def item3(args, res, work):
     torch.cuda.empty_cache()
     path = ensure_qwen2(work, res, "3")
     e = engine_bench(args.engine, path, "lora")
-    ok = graph_check(args, res, "3", "LoRA", e, engine_bench(args.engine, path, "lora", ["--no-graph"]))
+    nog = engine_bench(args.engine, path, "lora", ["--no-graph"])
+    ok = graph_check(args, res, "3", "LoRA", e, nog)
     # the scalar memory-bound kernels instead of the 16-byte ones (the default)
     v = engine_bench(args.engine, path, "lora", env=dict(os.environ, MODULA_CUDA_VEC="0"))
     res.add("3", "engine step with the scalar RMSNorm/residual/SwiGLU kernels", f"{v['step_ms']:.1f} ms",
             f"the 16-byte ones (default) {v['step_ms'] / e['step_ms']:.2f}x faster; loss "
             f"{v['loss_last']:.4f} (default {e['loss_last']:.4f}); MODULA_CUDA_VEC=0")
+    # attention as the tiled flash kernels (MODULA_CUDA_FLASH=1; off by default until a
+    # GPU has checked them): step time, MFU, memory, and the losses against the default
+    fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
+    f = engine_bench(args.engine, path, "lora", env=fenv)
+    fmfu = f["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
+    fclose = abs(f["loss_last"] - e["loss_last"]) <= 2e-2 * abs(e["loss_last"])
+    res.add("3", "engine step with flash attention (MODULA_CUDA_FLASH=1)", f"{f['step_ms']:.1f} ms",
+            f"default {e['step_ms']:.1f} ms; {f['tokens_per_s']:.0f} tok/s = "
+            f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
+            f"{peak_gib(f['memory']):.2f} GiB; {f['graph_replays']} graph replays; loss "
+            f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
+    if not fclose:
+        ok = False
+    fnog = engine_bench(args.engine, path, "lora", ["--no-graph"], env=fenv)
+    res.add("3", "flash attention, no graphs", f"{fnog['step_ms']:.1f} ms",
+            f"default without graphs {nog['step_ms']:.1f} ms")
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
     res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}")
@@ -414,6 +434,11 @@ def item4(args, res, work):
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
     res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
             "target <= 1.15x")
+    fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
+    fl = engine_bench(args.engine, path, "lora", env=fenv)
+    fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
+    res.add("4", "with flash attention (MODULA_CUDA_FLASH=1): modula-res / LoRA",
+            f"{fr['step_ms'] / fl['step_ms']:.2f}x", f"{fr['step_ms']:.1f} / {fl['step_ms']:.1f} ms")
     flan = engine_bench(args.engine, path, "modula-flan", ["--experts", "4", "--expert-rank", "8"])
     res.add("4", "modula-flan step (universal 16 + 4 experts of rank 8 under one router)",
             f"{flan['step_ms']:.1f} ms", f"{flan['step_ms'] / lora['step_ms']:.2f}x LoRA's; "

@@ -328,6 +328,28 @@ static int case_attention(void)
 	return s_attention(1, 19, 6, 2, 160);
 }
 
+/* The tiled flash kernels (kcuda_set_flash): head sizes 64 and 128, one
+ * tile and several, T a multiple of the 64-row tile and not, 1 to 4 query
+ * heads per kv head. They take bf16 and f16; f32 runs the cuBLAS path
+ * here, said in the line. */
+static int case_attention_flash(void)
+{
+	int rc;
+
+	if (s_dt == KCUDA_F32)
+		snprintf(s_msg, sizeof s_msg, "the cuBLAS path in f32");
+	kcuda_set_flash(1);
+	rc = s_attention(2, 37, 4, 2, 64);
+	if (rc >= 0)
+		rc = s_attention(1, 64, 2, 2, 64);
+	if (rc >= 0)
+		rc = s_attention(2, 200, 6, 2, 64);
+	if (rc >= 0)
+		rc = s_attention(1, 130, 4, 1, 128);
+	kcuda_set_flash(0);
+	return rc;
+}
+
 static int case_swiglu(void)
 {
 	size_t n = 5000;
@@ -898,6 +920,7 @@ static const struct {
 	{ "rmsnorm, 16-byte kernels", case_rmsnorm_v, 2 },
 	{ "swiglu, 16-byte kernels", case_swiglu_v, 1 },
 	{ "residual, 16-byte kernels", case_residual_v, 1 },
+	{ "attention, flash kernels", case_attention_flash, 4 },
 };
 
 static const int s_types[] = { KCUDA_F32, KCUDA_BF16, KCUDA_F16 };
@@ -929,6 +952,7 @@ int main(void)
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
+	kcuda_set_flash(0);     /* attention's cuBLAS path; the "flash" case turns them on */
 	if (gpu)
 		tap_diag("device: %s", why);
 	for (size_t t = 0; t < ntypes; t++) {
