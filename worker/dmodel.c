@@ -1181,11 +1181,14 @@ static int s_lin_forward(dmodel_t *m, dlin_t *lin, void *out, const void *inp, i
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
+/* dinp (may be NULL) = dout W + (add ? dinp : 0), then the adapter's
+ * part added: overwriting spares the zeroing of dinp and a read of it. */
 static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout, const void *inp,
-			  int n)
+			  int n, int add)
 {
 	if (dinp)
-		D_TRY(m->K->matmul_backward(dinp, NULL, NULL, dout, inp, lin->w, n, lin->in, lin->out));
+		D_TRY(m->K->gemm(dinp, m->K->dt, dout, lin->w, n, lin->in, lin->out, 0, 0, 1.0f,
+				 add ? 1.0f : 0.0f));
 	D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	if (lin->ad)
 		D_TRY(s_ad_backward(m, lin->ad, dinp, dout, inp, n));
@@ -1345,9 +1348,8 @@ static int s_backward_ops(dmodel_t *m)
 	size_t NQ = (size_t)N * NH * HS, NK = (size_t)N * NKV * HS;
 
 	D_TRY(s_mark(m, -1));
-	/* the fused cross-entropy left dlogits in m->logits */
-	D_TRY(K->zero(m->dln, NC, dt));
-	D_TRY(K->matmul_backward(m->dln, NULL, NULL, m->logits, m->lnf, m->head, N, C, V));
+	/* the fused cross-entropy left dlogits in m->logits; dln = dlogits head */
+	D_TRY(K->gemm(m->dln, dt, m->logits, m->head, N, C, V, 0, 0, 1.0f, 0.0f));
 	D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	D_TRY(K->zero(m->dres, NC, dt));
 	D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[g->n_layers], m->norm, m->rstdf, N, C));
@@ -1355,19 +1357,16 @@ static int s_backward_ops(dmodel_t *m)
 	for (int l = g->n_layers - 1; l >= 0; l--) {
 		dlayer_t *L = &m->l[l];
 		int need_dx = l > 0;
-		D_TRY(K->zero(m->dsw, NF, dt));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N, 0));
 		D_TRY(K->zero(m->dgate, NF, dt));
 		D_TRY(K->zero(m->dup, NF, dt));
 		D_TRY(K->swiglu_backward(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
 		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-		D_TRY(K->zero(m->dln, NC, dt));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_GATE], m->dln, m->dgate, L->a2, N));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_UP], m->dln, m->dup, L->a2, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_GATE], m->dln, m->dgate, L->a2, N, 0));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_UP], m->dln, m->dup, L->a2, N, 1));
 		D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, L->mid, L->ln2, L->rstd2, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-		D_TRY(K->zero(m->dy, NQ, dt));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
 		D_TRY(K->zero(m->dq, NQ, dt));
 		D_TRY(K->zero(m->dk, NK, dt));
 		D_TRY(K->zero(m->dv, NK, dt));
@@ -1376,11 +1375,9 @@ static int s_backward_ops(dmodel_t *m)
 		D_TRY(K->rope_backward(m->dq, m->cosv, m->sinv, b, t, NH, HS));
 		D_TRY(K->rope_backward(m->dk, m->cosv, m->sinv, b, t, NKV, HS));
 		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
-		if (need_dx)
-			D_TRY(K->zero(m->dln, NC, dt));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_Q], need_dx ? m->dln : NULL, m->dq, L->a1, N));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_K], need_dx ? m->dln : NULL, m->dk, L->a1, N));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_V], need_dx ? m->dln : NULL, m->dv, L->a1, N));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_Q], need_dx ? m->dln : NULL, m->dq, L->a1, N, 0));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_K], need_dx ? m->dln : NULL, m->dk, L->a1, N, 1));
+		D_TRY(s_lin_backward(m, &L->lin[MODEL_V], need_dx ? m->dln : NULL, m->dv, L->a1, N, 1));
 		if (need_dx)
 			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
