@@ -307,6 +307,8 @@ int cmd_bench(int argc, char **argv)
 	cJSON_AddStringToObject(o, "model", a.model);
 	/* micro-batches that replayed a CUDA graph (none with --profile) */
 	cJSON_AddNumberToObject(o, "graph_replays", b.dm ? (double)dmodel_graph_replays(b.dm) : 0);
+	/* LoRA groups sharing an input (q, k, v; gate, up) run as one */
+	cJSON_AddNumberToObject(o, "adapter_groups", b.dm ? dmodel_adapter_groups(b.dm) : 0);
 	cJSON_AddStringToObject(o, "method", a.method);
 	cJSON_AddNumberToObject(o, "batch", a.batch);
 	cJSON_AddNumberToObject(o, "seq", a.seq);

@@ -71,9 +71,21 @@ typedef struct dlin {
 	dad_t *ad;
 } dlin_t;
 
+/* Plain LoRAs of one rank on the projections that read the same input
+ * (q, k, v of a1; gate, up of a2) whose A matrices lie one after the
+ * other on the device (dmodel_attach_lora places them so when they
+ * train): one product x [A_1; A_2; ...]^T gives every u_i (columns of u,
+ * [N, ns r]), and in backward one product each gives every dA_i and the
+ * whole dx += du A. Set by dmodel_reserve; ns 0 when not so. */
+typedef struct dgroup {
+	int ns, r, slot[3];
+	void *u;                /* [N, ns r], kept for backward */
+} dgroup_t;
+
 typedef struct dlayer {
 	void *ln1, *ln2;
 	dlin_t lin[MODEL_NSLOTS];
+	dgroup_t grp[2];        /* 0: q, k, v; 1: gate, up */
 	/* activations kept for backward */
 	void *a1, *q, *k, *v, *y, *mid, *a2, *gate, *up, *sw;
 	float *rstd1, *rstd2, *att;
@@ -104,6 +116,7 @@ struct dmodel {
 	int *tok, *tgt;
 	void *dres, *dln, *dq, *dk, *dv, *dy, *dgate, *dup, *dsw;
 	void *x1, *x3, *xu;     /* adapter scratch */
+	void *xg;               /* [N, ns r] of the widest dgroup: its du */
 	int *htgt;
 	float *hlosses, *hdl;
 	void **acts;            /* the reservation's buffers */
@@ -550,19 +563,33 @@ static float s_scale(float alpha, int rank, int rslora)
 /* The universal/LoRA pair of one layer from host params; a0 gets room for
  * `ea` more rows (the Res router), bcat for `eb` more (the Res experts'
  * B^T), placed by the caller, who says whether they train. */
+static int s_place_a(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
+		     const params_t *train, int ea, int ea_trains)
+{
+	param_t *a = s_need(p, layer, slot, "lora_A", ad->r0, ad->in);
+
+	D_PTR(a);
+	D_TRY(s_buf_alloc(m, &ad->a0, (size_t)(ad->r0 + ea) * ad->in,
+			  s_train_index(train, a) >= 0 || ea_trains));
+	return s_add_param(m, a, &ad->a0, 0, 0, train);
+}
+
+static int s_place_b(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
+		     const params_t *train, int eb, int eb_trains)
+{
+	param_t *b = s_need(p, layer, slot, "lora_B", ad->out, ad->r0);
+
+	D_PTR(b);
+	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)(ad->r0 + eb) * ad->out,
+			  s_train_index(train, b) >= 0 || eb_trains));
+	return s_add_param(m, b, &ad->bcat, 0, 1, train);
+}
+
 static int s_place_pair(dmodel_t *m, dad_t *ad, const params_t *p, int layer, int slot,
 			const params_t *train, int ea, int ea_trains, int eb, int eb_trains)
 {
-	param_t *a = s_need(p, layer, slot, "lora_A", ad->r0, ad->in);
-	param_t *b = s_need(p, layer, slot, "lora_B", ad->out, ad->r0);
-
-	D_PTR(a && b);
-	D_TRY(s_buf_alloc(m, &ad->a0, (size_t)(ad->r0 + ea) * ad->in,
-			  s_train_index(train, a) >= 0 || ea_trains));
-	D_TRY(s_buf_alloc(m, &ad->bcat, (size_t)(ad->r0 + eb) * ad->out,
-			  s_train_index(train, b) >= 0 || eb_trains));
-	D_TRY(s_add_param(m, a, &ad->a0, 0, 0, train));
-	return s_add_param(m, b, &ad->bcat, 0, 1, train);
+	D_TRY(s_place_a(m, ad, p, layer, slot, train, ea, ea_trains));
+	return s_place_b(m, ad, p, layer, slot, train, eb, eb_trains);
 }
 
 static dad_t *s_new_ad(dmodel_t *m, int layer, int slot)
@@ -590,7 +617,10 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 	if (lo->cfg.dropout > 0.0f)
 		return err_set("LoRA dropout %g: the GPU path has no dropout yet (set it to 0, or "
 			       "use --device cpu)", lo->cfg.dropout);
-	for (int l = 0; l < m->cfg.n_layers; l++)
+	/* a layer's A matrices first, in slot order, then its B matrices:
+	 * training buffers pack in this order (s_pack), so the A of q, k, v
+	 * (and of gate, up) are adjacent, as dgroup_t wants */
+	for (int l = 0; l < m->cfg.n_layers; l++) {
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			dad_t *ad;
 			if (!(lo->cfg.targets & (1u << s)))
@@ -598,8 +628,12 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 			D_PTR(ad = s_new_ad(m, l, s));
 			ad->r0 = lo->cfg.rank;
 			ad->s0 = s_scale(lo->cfg.alpha, lo->cfg.rank, lo->cfg.rslora);
-			D_TRY(s_place_pair(m, ad, &lo->params, l, s, train, 0, 0, 0, 0));
+			D_TRY(s_place_a(m, ad, &lo->params, l, s, train, 0, 0));
 		}
+		for (int s = 0; s < MODEL_NSLOTS; s++)
+			if (lo->cfg.targets & (1u << s))
+				D_TRY(s_place_b(m, m->l[l].lin[s].ad, &lo->params, l, s, train, 0, 0));
+	}
 	D_TRY(s_pack(m));
 	return dmodel_sync_from_host(m, NULL);
 }
@@ -870,6 +904,43 @@ static size_t s_max(size_t a, size_t b)
 	return a > b ? a : b;
 }
 
+static const int s_group_slots[2][3] = { { MODEL_Q, MODEL_K, MODEL_V }, { MODEL_GATE, MODEL_UP, -1 } };
+
+/* Group gi of layer L (dgroup_t) when its adapters allow it, else ns 0:
+ * every slot a plain LoRA of the same rank and input, the A matrices
+ * adjacent in that order and their gradients too (or none has one). */
+static void s_group(const dmodel_t *m, const dlayer_t *L, dgroup_t *g, int gi)
+{
+	const dad_t *first = L->lin[s_group_slots[gi][0]].ad, *prev = NULL;
+	size_t es = s_dts(m);
+	int ns = 0;
+
+	g->ns = 0, g->u = NULL;
+	for (int i = 0; i < 3 && s_group_slots[gi][i] >= 0; i++, ns++) {
+		const dad_t *ad = L->lin[s_group_slots[gi][i]].ad;
+		if (!ad || ad->mol || ad->res || ad->r0 <= 0 || ad->r0 != first->r0 ||
+		    ad->in != first->in || ad->a0.n != (size_t)ad->r0 * ad->in ||
+		    !ad->a0.grad != !first->a0.grad)
+			return;
+		if (prev && ((char *)ad->a0.cur != (char *)prev->a0.cur + prev->a0.n * es ||
+			     (ad->a0.grad && ad->a0.grad != prev->a0.grad + prev->a0.n)))
+			return;
+		g->slot[i] = s_group_slots[gi][i];
+		prev = ad;
+	}
+	g->ns = ns, g->r = first->r0;
+}
+
+/* 1 when slot s of L runs its adapter inside a group. */
+static int s_grouped(const dlayer_t *L, int s)
+{
+	for (int gi = 0; gi < 2; gi++)
+		for (int i = 0; i < L->grp[gi].ns; i++)
+			if (L->grp[gi].slot[i] == s)
+				return 1;
+	return 0;
+}
+
 int dmodel_reserve(dmodel_t *m, int b, int t)
 {
 	const model_config_t *g = &m->cfg;
@@ -877,7 +948,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	int dt = K->dt;
 	size_t N = (size_t)b * t, C = g->dim, QD = (size_t)g->n_heads * g->head_dim;
 	size_t KD = (size_t)g->n_kv_heads * g->head_dim, F = g->ffn_dim, V = g->vocab_size;
-	size_t er = 1, e = 1, r0 = 1, wide = 1;
+	size_t er = 1, e = 1, r0 = 1, wide = 1, xg = 1;
 
 	if (b <= 0 || t <= 0 || t > g->max_seq)
 		return err_set("batch shape [%d, %d] out of range (max sequence %d)", b, t, g->max_seq);
@@ -902,11 +973,23 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 		      (L->a2 = s_act(m, N * C, dt)) && (L->rstd2 = s_act(m, N, KCUDA_F32)) &&
 		      (L->gate = s_act(m, N * F, dt)) && (L->up = s_act(m, N * F, dt)) &&
 		      (L->sw = s_act(m, N * F, dt)));
+		for (int gi = 0; gi < 2; gi++) {
+			dgroup_t *gr = &L->grp[gi];
+			s_group(m, L, gr, gi);
+			if (gr->ns) {
+				D_PTR(gr->u = s_act(m, N * gr->ns * gr->r, dt));
+				xg = s_max(xg, (size_t)gr->ns * gr->r);
+			}
+		}
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			dad_t *ad = L->lin[s].ad;
 			if (!ad)
 				continue;
 			r0 = s_max(r0, (size_t)ad->r0);
+			if (s_grouped(L, s)) {
+				ad->u0 = NULL; /* its u is columns of the group's */
+				continue;
+			}
 			if (ad->mol) {
 				size_t w = (size_t)ad->r0 + (size_t)ad->e * ad->r;
 				size_t ne = (size_t)ad->e + (ad->r0 > 0);
@@ -942,7 +1025,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
 	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
-	      (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) &&
+	      (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) && (m->xg = s_act(m, N * xg, dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -1195,6 +1278,78 @@ static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
+/* The projections of group gi of layer L over the same input x, into
+ * ys[i]: each base product, then (a dgroup) one product for every u and
+ * each y_i += s0 u_i B_i^T, or each adapter on its own. */
+static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	dgroup_t *g = &L->grp[gi];
+	const int *slots = s_group_slots[gi];
+	int dt = K->dt, w = g->ns * g->r;
+	const dad_t *first;
+
+	if (!g->ns) {
+		for (int i = 0; i < 3 && slots[i] >= 0; i++)
+			D_TRY(s_lin_forward(m, &L->lin[slots[i]], ys[i], x, n));
+		return 0;
+	}
+	for (int i = 0; i < g->ns; i++) {
+		dlin_t *lin = &L->lin[g->slot[i]];
+		D_TRY(K->matmul_forward(ys[i], x, lin->w, lin->b, n, lin->in, lin->out));
+	}
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	first = L->lin[g->slot[0]].ad;
+	D_TRY(K->gemm(g->u, dt, x, first->a0.cur, n, w, first->in, 0, 1, 1.0f, 0.0f));
+	for (int i = 0; i < g->ns; i++) {
+		const dad_t *ad = L->lin[g->slot[i]].ad;
+		D_TRY(K->gemm_ld(ys[i], dt, ad->out, s_at(m, g->u, (size_t)i * g->r), w, ad->bcat.cur,
+				 ad->out, n, ad->out, g->r, 0, 0, ad->s0, 1.0f));
+	}
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
+}
+
+/* Backward of s_lins_forward: dx (may be NULL) = sum_i dys[i] W_i (+ dx
+ * when add) + the adapters' parts; their gradients added. A dgroup: du_i
+ * = s0 dy_i B_i into columns of m->xg, dB_i^T += s0 u_i^T dy_i, then one
+ * product for every dA_i (du^T x) and one for dx += du [A_1; ...]. */
+static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const void *const *dys,
+			   const void *x, int n, int add)
+{
+	const struct kdevice_ops *K = m->K;
+	dgroup_t *g = &L->grp[gi];
+	const int *slots = s_group_slots[gi];
+	int dt = K->dt, w = g->ns * g->r;
+	void *du = m->xg;
+	const dad_t *first;
+
+	if (!g->ns) {
+		for (int i = 0; i < 3 && slots[i] >= 0; i++)
+			D_TRY(s_lin_backward(m, &L->lin[slots[i]], dx, dys[i], x, n, add || i > 0));
+		return 0;
+	}
+	for (int i = 0; dx && i < g->ns; i++) {
+		dlin_t *lin = &L->lin[g->slot[i]];
+		D_TRY(K->gemm(dx, dt, dys[i], lin->w, n, lin->in, lin->out, 0, 0, 1.0f,
+			      add || i > 0 ? 1.0f : 0.0f));
+	}
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	for (int i = 0; i < g->ns; i++) {
+		dad_t *ad = L->lin[g->slot[i]].ad;
+		D_TRY(K->gemm_ld(s_at(m, du, (size_t)i * g->r), dt, w, dys[i], ad->out, ad->bcat.cur,
+				 ad->out, n, g->r, ad->out, 0, 1, ad->s0, 0.0f));
+		if (ad->bcat.grad)
+			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, s_at(m, g->u, (size_t)i * g->r),
+					 w, dys[i], ad->out, g->r, ad->out, n, 1, 0, ad->s0, 1.0f));
+	}
+	first = L->lin[g->slot[0]].ad;
+	if (first->a0.grad)
+		D_TRY(K->gemm(first->a0.grad, KCUDA_F32, du, x, w, first->in, n, 1, 0, 1.0f, 1.0f));
+	if (dx)
+		D_TRY(K->gemm(dx, dt, du, first->a0.cur, n, first->in, w, 0, 0, 1.0f, 1.0f));
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
+}
+
 /* Check the batch and queue its inputs: the RoPE table when t changes,
  * the tokens, and with targets the targets and each position's gradient
  * weight (gscale > 0). */
@@ -1248,9 +1403,10 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 
 	D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, n, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_Q], q, L->a1, n));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_K], k, L->a1, n));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_V], s_at(m, L->v, (size_t)pos * KD), L->a1, n));
+	{
+		void *qkv[3] = { q, k, s_at(m, L->v, (size_t)pos * KD) };
+		D_TRY(s_lins_forward(m, L, 0, qkv, L->a1, n));
+	}
 	D_TRY(K->rope_forward(q, m->cosv + rope, m->sinv + rope, rb, rt, NH, HS));
 	D_TRY(K->rope_forward(k, m->cosv + rope, m->sinv + rope, rb, rt, NKV, HS));
 	D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, ab, at, NH, NKV, HS));
@@ -1260,8 +1416,10 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, n, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_GATE], L->gate, L->a2, n));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_UP], L->up, L->a2, n));
+	{
+		void *gu[2] = { L->gate, L->up };
+		D_TRY(s_lins_forward(m, L, 1, gu, L->a2, n));
+	}
 	D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)n * g->ffn_dim));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, n));
@@ -1362,8 +1520,10 @@ static int s_backward_ops(dmodel_t *m)
 		D_TRY(K->zero(m->dup, NF, dt));
 		D_TRY(K->swiglu_backward(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
 		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_GATE], m->dln, m->dgate, L->a2, N, 0));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_UP], m->dln, m->dup, L->a2, N, 1));
+		{
+			const void *dgu[2] = { m->dgate, m->dup };
+			D_TRY(s_lins_backward(m, L, 1, m->dln, dgu, L->a2, N, 0));
+		}
 		D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, L->mid, L->ln2, L->rstd2, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
@@ -1375,9 +1535,10 @@ static int s_backward_ops(dmodel_t *m)
 		D_TRY(K->rope_backward(m->dq, m->cosv, m->sinv, b, t, NH, HS));
 		D_TRY(K->rope_backward(m->dk, m->cosv, m->sinv, b, t, NKV, HS));
 		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_Q], need_dx ? m->dln : NULL, m->dq, L->a1, N, 0));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_K], need_dx ? m->dln : NULL, m->dk, L->a1, N, 1));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_V], need_dx ? m->dln : NULL, m->dv, L->a1, N, 1));
+		{
+			const void *dqkv[3] = { m->dq, m->dk, m->dv };
+			D_TRY(s_lins_backward(m, L, 0, need_dx ? m->dln : NULL, dqkv, L->a1, N, 0));
+		}
 		if (need_dx)
 			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
@@ -1555,6 +1716,15 @@ static int s_micro_graph(dmodel_t *m)
 	}
 	m->g_replays += rc == 0;
 	return rc;
+}
+
+int dmodel_adapter_groups(const dmodel_t *m)
+{
+	int n = 0;
+
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		n += (m->l[l].grp[0].ns > 0) + (m->l[l].grp[1].ns > 0);
+	return n;
 }
 
 long dmodel_graph_replays(const dmodel_t *m)

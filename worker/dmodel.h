@@ -91,6 +91,10 @@ int dmodel_train_micro(dmodel_t *m, const int *tokens, const int *targets, int b
 /* Graphs on (the default) or off for this model; MODULA_CUDA_GRAPHS=0 in
  * the environment turns them off for every model. */
 void dmodel_graphs(dmodel_t *m, int on);
+/* Groups of plain LoRAs whose adapters run as one (q, k, v; gate, up:
+ * their A adjacent, as dmodel_attach_lora places training ones), counted
+ * over the layers at the last dmodel_reserve. */
+int dmodel_adapter_groups(const dmodel_t *m);
 /* Micro-batches so far that replayed a graph (the first replay included). */
 long dmodel_graph_replays(const dmodel_t *m);
 /* Greedy decoding of one sequence (eval's exact match): decode_feed runs

@@ -87,6 +87,10 @@ for d in cpu table; do
 		"$py" -c 'import json, math, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["tokens_per_s"] > 0 and math.isfinite(d["loss_last"]) and d["method"] == "modula-res"))' bench-$d.json
 	check "bench --device $d prints its figures" $?
 done
+# plain LoRA on every projection: q, k, v and gate, up run as two groups a layer
+"$engine" bench --device table --method lora --batch 2 --seq 16 --steps 1 --warmup 0 >bench-lora.json 2>/dev/null &&
+	"$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["adapter_groups"] > 0 and d["adapter_groups"] % 2 == 0))' bench-lora.json
+check "bench lora: the adapters sharing an input run as groups ($(grep -o '"adapter_groups":[0-9]*' bench-lora.json))" $?
 "$engine" bench --device table --method modula-res --one-pass --batch 2 --seq 16 --steps 1 --warmup 0 \
 	>onepass.json 2>/dev/null && grep -q '"one_pass_over_separate"' onepass.json
 check "bench --one-pass times one pass against separate steps" $?

@@ -413,7 +413,8 @@ def item3(args, res, work):
             f"default without graphs {nog['step_ms']:.1f} ms")
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
-    res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}")
+    res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}; "
+            f"{e.get('adapter_groups', 0)} adapter groups (q/k/v, gate/up as one)")
     res.add("3", "engine peak GPU memory", f"{peak_gib(e['memory']):.2f} GiB",
             "the engine's memory pool high-water mark (cuBLAS workspace not counted)")
     res.add("3", "engine MFU", f"{100 * emfu:.1f}%", "target >= 50%")
