@@ -36,7 +36,7 @@
 
 static int s_dt;            /* the storage type of the case running */
 static float s_atol;        /* the case's absolute tolerance */
-static char s_msg[2048];    /* the case's differences, or its error */
+static char s_msg[4096];    /* the case's differences, or its error */
 static int s_bad;           /* a tolerance was exceeded */
 static unsigned long long s_rng = 0x9e3779b97f4a7c15ull;
 
@@ -154,18 +154,28 @@ static int s_cmp_tol(const char *name, const void *d, int dt, const float *ref, 
 		     float atol, float rtol)
 {
 	float *g = s_zeros(n), maxd = 0.0f;
-	size_t at = strlen(s_msg);
+	size_t at = strlen(s_msg), where = 0, first_bad = n;
 
 	if (kcuda_sync() < 0 || kcuda_copy_d2h(g, KCUDA_F32, d, dt, n) < 0)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		float diff = fabsf(g[i] - ref[i]);
-		if (!(diff <= atol + rtol * fabsf(ref[i])))
+		if (!(diff <= atol + rtol * fabsf(ref[i]))) {
 			s_bad = 1;
+			if (first_bad == n)
+				first_bad = i;
+		}
 		if (diff > maxd || diff != diff)
-			maxd = diff;
+			maxd = diff, where = i;
 	}
-	snprintf(s_msg + at, sizeof s_msg - at, "%s%s %.2e", at ? ", " : "", name, maxd);
+	snprintf(s_msg + at, sizeof s_msg - at, "%s%s %.2e",
+		 at && s_msg[at - 1] != ' ' ? ", " : "", name, maxd);
+	/* where it went wrong, to find a kernel's bad index from one run */
+	if (first_bad < n) {
+		at = strlen(s_msg);
+		snprintf(s_msg + at, sizeof s_msg - at, " (worst at element %zu: %g vs %g; first over "
+			 "at %zu of %zu)", where, g[where], ref[where], first_bad, n);
+	}
 	return 0;
 }
 
@@ -334,18 +344,21 @@ static int case_attention(void)
  * here, said in the line. */
 static int case_attention_flash(void)
 {
-	int rc;
+	static const int shapes[][5] = { /* b, t, nh, nkv, hs */
+		{ 2, 37, 4, 2, 64 }, { 1, 64, 2, 2, 64 }, { 2, 200, 6, 2, 64 }, { 1, 130, 4, 1, 128 },
+	};
+	int rc = 0;
 
 	if (s_dt == KCUDA_F32)
-		snprintf(s_msg, sizeof s_msg, "the cuBLAS path in f32");
+		snprintf(s_msg, sizeof s_msg, "the cuBLAS path in f32; ");
 	kcuda_set_flash(1);
-	rc = s_attention(2, 37, 4, 2, 64);
-	if (rc >= 0)
-		rc = s_attention(1, 64, 2, 2, 64);
-	if (rc >= 0)
-		rc = s_attention(2, 200, 6, 2, 64);
-	if (rc >= 0)
-		rc = s_attention(1, 130, 4, 1, 128);
+	for (size_t i = 0; rc >= 0 && i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int *x = shapes[i];
+		size_t at = strlen(s_msg);
+		snprintf(s_msg + at, sizeof s_msg - at, "%s[b %d t %d nh %d nkv %d hs %d] ",
+			 i ? "; " : "", x[0], x[1], x[2], x[3], x[4]);
+		rc = s_attention(x[0], x[1], x[2], x[3], x[4]);
+	}
 	kcuda_set_flash(0);
 	return rc;
 }
