@@ -408,6 +408,12 @@ def item3(args, res, work):
             f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
     if not fclose:
         ok = False
+    # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
+    for what, env in (("default", None), ("flash attention", fenv)):
+        p = engine_bench(args.engine, path, "lora", ["--profile"], env=env)
+        kinds = sorted(p.get("profile_ms", {}).items(), key=lambda kv: -kv[1])
+        res.add("3", f"profile of the LoRA step, {what}", f"{p.get('profile_total_ms', 0):.1f} ms",
+                ", ".join(f"{k} {v:.1f}" for k, v in kinds))
     fnog = engine_bench(args.engine, path, "lora", ["--no-graph"], env=fenv)
     res.add("3", "flash attention, no graphs", f"{fnog['step_ms']:.1f} ms",
             f"default without graphs {nog['step_ms']:.1f} ms")
