@@ -250,7 +250,7 @@ extern "C" int kcuda_attention_forward(int dt, void *out, float *lse, const void
 		return 0;
 	{
 		const void *ptrs[] = { out, q, k, v };
-		if (kc_flash_usable(dt, hs, nh, nkv, ptrs, 4))
+		if (kc_flash_usable(dt, b, hs, nh, nkv, ptrs, 4))
 			return kc_flash_forward(dt, out, lse, q, k, v, b, t, nh, nkv, hs);
 	}
 	nb = s_chunk(&sh);
@@ -293,7 +293,7 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 		return 0;
 	{
 		const void *ptrs[] = { dq, dk, dv, dout, out, q, k, v };
-		if (kc_flash_usable(dt, hs, nh, nkv, ptrs, 8) && out)
+		if (kc_flash_usable(dt, b, hs, nh, nkv, ptrs, 8) && out)
 			return kc_flash_backward(dt, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh,
 						 nkv, hs);
 	}

@@ -448,6 +448,14 @@ template <int HS> static size_t fl_dkv_smem(size_t es)
 	       2 * FL_TILE * sizeof(float) + FL_WARPS * 2 * 16 * S::PLD * es;
 }
 
+/* The most shared memory any of the three kernels asks for. */
+template <int HS> static size_t fl_smem_max(size_t es)
+{
+	size_t a = fl_fwd_smem<HS>(es), b = fl_dq_smem<HS>(es), c = fl_dkv_smem<HS>(es);
+
+	return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+
 /* Launch a flash kernel with `smem` bytes of dynamic shared memory (more
  * than the default 48 KiB is asked for once per kernel). */
 template <typename K, typename... A>
@@ -499,15 +507,36 @@ static float *s_fl_scratch(size_t n)
 	return s_fl_work;
 }
 
-int kc_flash_usable(int dt, int hs, int nh, int nkv, const void *const *ptrs, int nptrs)
+/* The most dynamic shared memory a block may ask for on this GPU (0 when
+ * it cannot be read: then no flash). */
+static size_t fl_smem_limit(void)
 {
+	static int limit = -1;
+
+	if (limit < 0) {
+		int dev = 0, v = 0;
+		if (cudaGetDevice(&dev) != cudaSuccess ||
+		    cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+			v = 0;
+		limit = v;
+	}
+	return (size_t)limit;
+}
+
+int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *ptrs, int nptrs)
+{
+	size_t need, es = kcuda_dtype_size(dt);
+
 	if (kc_flash <= 0 || (dt != KCUDA_BF16 && dt != KCUDA_F16) || (hs != 64 && hs != 128) ||
-	    nkv <= 0 || nh % nkv)
+	    nkv <= 0 || nh % nkv || (size_t)b * nh > 65535 /* grid.y */)
 		return 0;
 	for (int i = 0; i < nptrs; i++)
 		if (ptrs[i] && !kc_al16(ptrs[i]))
 			return 0;
-	return 1;
+	/* sm_86/89 give less than dK/dV's kernel asks at head size 128: the
+	 * cuBLAS path runs there */
+	need = hs == 64 ? fl_smem_max<64>(es) : fl_smem_max<128>(es);
+	return need <= fl_smem_limit();
 }
 
 template <typename T, int HS>

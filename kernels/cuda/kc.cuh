@@ -151,10 +151,11 @@ static inline int kc_al16(const void *p)
 
 /* > 0 when attention runs as the tiled flash kernels of flash.cu
  * (kcuda_set_flash; MODULA_CUDA_FLASH=1 at start turns them on); they take
- * bf16 and f16 with head sizes 64 and 128, 16-byte aligned tensors, and
- * the cuBLAS path of attention.cu runs everything else. */
+ * bf16 and f16 with head sizes 64 and 128, 16-byte aligned tensors, B x NH
+ * up to 65535 and a GPU with the shared memory they ask; the cuBLAS path of
+ * attention.cu runs everything else. */
 extern int kc_flash;
-int kc_flash_usable(int dt, int hs, int nh, int nkv, const void *const *ptrs, int nptrs);
+int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *ptrs, int nptrs);
 int kc_flash_forward(int dt, void *out, float *lse, const void *q, const void *k, const void *v,
 		     int b, int t, int nh, int nkv, int hs);
 int kc_flash_backward(int dt, void *dq, void *dk, void *dv, const void *dout, const void *out,

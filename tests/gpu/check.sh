@@ -11,7 +11,8 @@
 #   (0) the machine, and the libraries the programs load (ldd, /proc/self/maps)
 #   (1) every CUDA op against the CPU reference (tests/gpu-ops, per-tensor
 #       tolerances in its output), the same under compute-sanitizer's
-#       memcheck when the machine has it, then a whole LoRA training step, CUDA
+#       memcheck when the machine has it (and the flash attention case under
+#       racecheck and synccheck), then a whole LoRA training step, CUDA
 #       against CPU (tests/gpu-step, the op table's step; and hf_check.py's
 #       item 1, the engine's own step: modula-engine grads --device cuda in
 #       f32 and bf16 against its CPU path)
@@ -23,7 +24,7 @@
 # Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
 # failed.
-# Every step has a timeout (45 + 100 + 45 + 280 s), so a hang cannot take the
+# Every step has a timeout (45 + 100 + 2 x 40 + 45 + 280 s), so a hang cannot take the
 # whole GPU lease. Not part of `make check` (no GPU there) and not a build:
 # it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py;
 # HF_WORK=DIR keeps its models there.
@@ -78,6 +79,17 @@ if [ -n "$sanitizer" ]; then
 else
 	echo "compute-sanitizer not found: skipped"
 	row 1 "gpu-ops under compute-sanitizer memcheck" "skipped" "no compute-sanitizer on this machine"
+fi
+if [ -n "$sanitizer" ]; then
+	# the flash kernels share tiles between warps: races and barrier misuse
+	for tool in racecheck synccheck; do
+		GPU_OPS_ONLY="flash kernels bf16" timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
+			"$bundle/bin/gpu-ops" >"$out/$tool.txt" 2>&1
+		st=$?
+		tail -3 "$out/$tool.txt"
+		row 1 "flash attention (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool.txt"
+		[ $st -eq 0 ] || failed=1
+	done
 fi
 
 say "(1) a whole training step, CUDA against CPU"

@@ -302,6 +302,10 @@ static int case_rope(void)
 	return S_CMP("dx", ddx, dx, nx);
 }
 
+/* Gradients the attention backward is not asked for (NULL): bit 0 dq,
+ * 1 dk, 2 dv; those are not compared. */
+static int s_att_null;
+
 /* One attention shape: forward, then backward from the CPU's rounded out. */
 static int s_attention(int b, int t, int nh, int nkv, int hs)
 {
@@ -325,11 +329,14 @@ static int s_attention(int b, int t, int nh, int nkv, int hs)
 	S_TRY(s_round(out, nq));
 	S_PTR(dout_cpu = S_DEV(out, nq));
 	op_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, b, t, nh, nkv, hs);
-	S_TRY(kcuda_attention_backward(s_dt, ddq, ddk, ddv, ddo, dout_cpu, dlse, dqd, dkd, dvd, b,
-				       t, nh, nkv, hs));
-	S_TRY(S_CMP("dq", ddq, dq, nq));
-	S_TRY(S_CMP("dk", ddk, dk, nk));
-	return S_CMP("dv", ddv, dv, nk);
+	S_TRY(kcuda_attention_backward(s_dt, s_att_null & 1 ? NULL : ddq, s_att_null & 2 ? NULL : ddk,
+				       s_att_null & 4 ? NULL : ddv, ddo, dout_cpu, dlse, dqd, dkd,
+				       dvd, b, t, nh, nkv, hs));
+	if (!(s_att_null & 1))
+		S_TRY(S_CMP("dq", ddq, dq, nq));
+	if (!(s_att_null & 2))
+		S_TRY(S_CMP("dk", ddk, dk, nk));
+	return s_att_null & 4 ? 0 : S_CMP("dv", ddv, dv, nk);
 }
 
 static int case_attention(void)
@@ -346,6 +353,7 @@ static int case_attention_flash(void)
 {
 	static const int shapes[][5] = { /* b, t, nh, nkv, hs */
 		{ 2, 37, 4, 2, 64 }, { 1, 64, 2, 2, 64 }, { 2, 200, 6, 2, 64 }, { 1, 130, 4, 1, 128 },
+		{ 3, 1, 4, 4, 64 }, { 1, 97, 8, 2, 128 },
 	};
 	int rc = 0;
 
@@ -358,6 +366,15 @@ static int case_attention_flash(void)
 		snprintf(s_msg + at, sizeof s_msg - at, "%s[b %d t %d nh %d nkv %d hs %d] ",
 			 i ? "; " : "", x[0], x[1], x[2], x[3], x[4]);
 		rc = s_attention(x[0], x[1], x[2], x[3], x[4]);
+	}
+	/* without dq; without dk and dv */
+	for (int null = 1; rc >= 0 && null <= 6; null += 5) {
+		size_t at = strlen(s_msg);
+		snprintf(s_msg + at, sizeof s_msg - at, "; [b 2 t 70 nh 4 nkv 2 hs 64, no %s] ",
+			 null == 1 ? "dq" : "dk, dv");
+		s_att_null = null;
+		rc = s_attention(2, 70, 4, 2, 64);
+		s_att_null = 0;
 	}
 	kcuda_set_flash(0);
 	return rc;
@@ -962,6 +979,9 @@ int main(void)
 	char why[512], skip[600], what[128];
 	size_t ncases = sizeof s_cases / sizeof s_cases[0], ntypes = sizeof s_types / sizeof s_types[0];
 	int gpu;
+	/* a substring of the case names to run (the others skipped): check.sh's
+	 * racecheck and synccheck runs of the flash case */
+	const char *only = getenv("GPU_OPS_ONLY");
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
@@ -981,6 +1001,10 @@ int main(void)
 			s_msg[0] = 0;
 			s_bad = 0;
 			err_clear();
+			if (only && !strstr(what, only)) {
+				tap_skip("not selected (GPU_OPS_ONLY)", what);
+				continue;
+			}
 			rc = s_cases[c].run();
 			if (rc < 0)
 				TAP_OK(0, "%s: %s", what, err_msg());
