@@ -119,6 +119,18 @@ static __device__ __forceinline__ void fl_pv(fl_acc *acc, const T *p, const T *x
 	}
 }
 
+/* The warp's [16, HS] accumulators into its fp32 staging rows (row stride
+ * SLD), between warp barriers: the lanes read them back by row and column. */
+template <int HS>
+static __device__ __forceinline__ void fl_stage(float *ss, const fl_acc *acc)
+{
+	__syncwarp();
+#pragma unroll
+	for (int n = 0; n < HS / 16; n++)
+		wm::store_matrix_sync(ss + n * 16, acc[n], fl_shape<HS>::SLD, wm::mem_row_major);
+	__syncwarp();
+}
+
 /* The warp's 16 rows of a [64, HS] tile as matrix_a fragments. */
 template <typename T, int HS>
 static __device__ __forceinline__ void fl_rows(fl_a<T> *a, const T *tile, int warp)
@@ -187,10 +199,7 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 		for (int n = 0; n < HS / 16; n++)
 			wm::fill_fragment(acc[n], 0.0f);
 		fl_pv<T, HS>(acc, sp, sv);
-#pragma unroll
-		for (int n = 0; n < HS / 16; n++)
-			wm::store_matrix_sync(ss + n * 16, acc[n], S::SLD, wm::mem_row_major);
-		__syncwarp();
+		fl_stage<HS>(ss, acc);
 #pragma unroll
 		for (int r = 0; r < 16; r++)
 #pragma unroll
@@ -297,10 +306,7 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 		__syncwarp();
 		fl_pv<T, HS>(acc, sds, sk);
 	}
-#pragma unroll
-	for (int n = 0; n < HS / 16; n++)
-		wm::store_matrix_sync(ss + n * 16, acc[n], S::SLD, wm::mem_row_major);
-	__syncwarp();
+	fl_stage<HS>(ss, acc);
 #pragma unroll
 	for (int r = 0; r < 16; r++) {
 		int i = i0 + r;
@@ -386,11 +392,7 @@ k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *
 #pragma unroll
 	for (int pass = 0; pass < 2; pass++) {
 		float *dst = pass ? pv : pk;
-		__syncwarp();
-#pragma unroll
-		for (int n = 0; n < HS / 16; n++)
-			wm::store_matrix_sync(ss + n * 16, pass ? dv[n] : dk[n], S::SLD, wm::mem_row_major);
-		__syncwarp();
+		fl_stage<HS>(ss, pass ? dv : dk);
 #pragma unroll
 		for (int r = 0; r < 16; r++) {
 			int j = j0 + r;
