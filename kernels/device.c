@@ -227,6 +227,17 @@ static int s_cpu_swiglu_backward(void *dgate, void *dup, const void *dout, const
 	return 0;
 }
 
+static int s_cpu_swiglu_backward_set(void *dgate, void *dup, const void *dout, const void *gate,
+				     const void *up, size_t n)
+{
+	if (dgate)
+		memset(dgate, 0, n * sizeof(float));
+	if (dup)
+		memset(dup, 0, n * sizeof(float));
+	op_swiglu_backward(dgate, dup, dout, gate, up, n);
+	return 0;
+}
+
 static int s_cpu_residual_forward(void *out, const void *a, const void *b, size_t n)
 {
 	op_residual_forward(out, a, b, n);
@@ -420,6 +431,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.rope_backward = s_cpu_rope_backward,
 	.attention_forward = s_cpu_attention_forward, .attention_backward = s_cpu_attention_backward,
 	.swiglu_forward = s_cpu_swiglu_forward, .swiglu_backward = s_cpu_swiglu_backward,
+	.swiglu_backward_set = s_cpu_swiglu_backward_set,
 	.residual_forward = s_cpu_residual_forward, .residual_backward = s_cpu_residual_backward,
 	.leakyrelu_forward = s_cpu_leakyrelu_forward, .leakyrelu_backward = s_cpu_leakyrelu_backward,
 	.softmax_forward = s_cpu_softmax_forward, .softmax_backward = s_cpu_softmax_backward,
@@ -639,6 +651,15 @@ static int s_emu_swiglu_backward(void *dgate, void *dup, const void *dout, const
 	return 0;
 }
 
+static int s_emu_swiglu_backward_set(void *dgate, void *dup, const void *dout, const void *gate,
+				     const void *up, size_t n)
+{
+	s_cpu_swiglu_backward_set(dgate, dup, dout, gate, up, n);
+	EMU_N(dgate, n);
+	EMU_N(dup, n);
+	return 0;
+}
+
 static int s_emu_residual_forward(void *out, const void *a, const void *b, size_t n)
 {
 	s_cpu_residual_forward(out, a, b, n);
@@ -777,6 +798,7 @@ const struct kdevice_ops *kdevice_emulated(int dt)
 	o->attention_forward = s_emu_attention_forward;
 	o->attention_backward = s_emu_attention_backward;
 	o->swiglu_forward = s_emu_swiglu_forward, o->swiglu_backward = s_emu_swiglu_backward;
+	o->swiglu_backward_set = s_emu_swiglu_backward_set;
 	o->residual_forward = s_emu_residual_forward, o->residual_backward = s_emu_residual_backward;
 	o->leakyrelu_forward = s_emu_leakyrelu_forward;
 	o->leakyrelu_backward = s_emu_leakyrelu_backward;
@@ -893,6 +915,12 @@ static int s_cuda_swiglu_backward(void *dgate, void *dup, const void *dout, cons
 				  const void *up, size_t n)
 {
 	return kcuda_swiglu_backward(s_dt, dgate, dup, dout, gate, up, n);
+}
+
+static int s_cuda_swiglu_backward_set(void *dgate, void *dup, const void *dout, const void *gate,
+				      const void *up, size_t n)
+{
+	return kcuda_swiglu_backward_set(s_dt, dgate, dup, dout, gate, up, n);
 }
 
 static int s_cuda_residual_forward(void *out, const void *a, const void *b, size_t n)
@@ -1014,6 +1042,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.attention_forward = s_cuda_attention_forward,
 	.attention_backward = s_cuda_attention_backward,
 	.swiglu_forward = s_cuda_swiglu_forward, .swiglu_backward = s_cuda_swiglu_backward,
+	.swiglu_backward_set = s_cuda_swiglu_backward_set,
 	.residual_forward = s_cuda_residual_forward, .residual_backward = s_cuda_residual_backward,
 	.leakyrelu_forward = s_cuda_leakyrelu_forward,
 	.leakyrelu_backward = s_cuda_leakyrelu_backward,

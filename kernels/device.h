@@ -94,6 +94,10 @@ struct kdevice_ops {
 	int (*swiglu_forward)(void *out, const void *gate, const void *up, size_t n);
 	int (*swiglu_backward)(void *dgate, void *dup, const void *dout, const void *gate,
 			       const void *up, size_t n);
+	/* the same with dgate and dup overwritten, not added to: the
+	 * caller zeroes nothing first */
+	int (*swiglu_backward_set)(void *dgate, void *dup, const void *dout, const void *gate,
+				   const void *up, size_t n);
 	int (*residual_forward)(void *out, const void *a, const void *b, size_t n);
 	int (*residual_backward)(void *da, void *db, const void *dout, size_t n);
 	int (*leakyrelu_forward)(void *out, const void *inp, float slope, size_t n);

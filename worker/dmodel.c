@@ -1516,9 +1516,7 @@ static int s_backward_ops(dmodel_t *m)
 		dlayer_t *L = &m->l[l];
 		int need_dx = l > 0;
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N, 0));
-		D_TRY(K->zero(m->dgate, NF, dt));
-		D_TRY(K->zero(m->dup, NF, dt));
-		D_TRY(K->swiglu_backward(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
+		D_TRY(K->swiglu_backward_set(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
 		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 		{
 			const void *dgu[2] = { m->dgate, m->dup };

@@ -188,10 +188,14 @@ int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, const void *d
 			     const void *out, const float *lse, const void *q, const void *k,
 			     const void *v, int b, int t, int nh, int nkv, int hs);
 
-/* out[N] = silu(gate) * up, and its backward (dgate, dup may be NULL). */
+/* out[N] = silu(gate) * up, and its backward (dgate, dup may be NULL):
+ * _backward adds into dgate and dup, _backward_set overwrites them (no
+ * zeroing before, no read of them). */
 int kcuda_swiglu_forward(int dt, void *out, const void *gate, const void *up, size_t n);
 int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout, const void *gate,
 			  const void *up, size_t n);
+int kcuda_swiglu_backward_set(int dt, void *dgate, void *dup, const void *dout, const void *gate,
+			      const void *up, size_t n);
 
 /* out[N] = a + b; da += dout, db += dout (either may be NULL). */
 int kcuda_residual_forward(int dt, void *out, const void *a, const void *b, size_t n);

@@ -113,6 +113,8 @@ NOCUDA(kcuda_attention_backward, int dt, void *dq, void *dk, void *dv, const voi
 NOCUDA(kcuda_swiglu_forward, int dt, void *out, const void *gate, const void *up, size_t n)
 NOCUDA(kcuda_swiglu_backward, int dt, void *dgate, void *dup, const void *dout, const void *gate,
        const void *up, size_t n)
+NOCUDA(kcuda_swiglu_backward_set, int dt, void *dgate, void *dup, const void *dout,
+       const void *gate, const void *up, size_t n)
 NOCUDA(kcuda_residual_forward, int dt, void *out, const void *a, const void *b, size_t n)
 NOCUDA(kcuda_residual_backward, int dt, void *da, void *db, const void *dout, size_t n)
 NOCUDA(kcuda_leakyrelu_forward, int dt, void *out, const void *inp, float slope, size_t n)

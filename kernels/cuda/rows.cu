@@ -265,23 +265,13 @@ static __device__ __forceinline__ void kc_lse_merge(float *m, float *s, float m2
 	*m = mm;
 }
 
-/* log-sum-exp of one row of v logits, by the whole block (KC_THREADS). */
-template <typename T>
-static __device__ float kc_row_lse(const T *x, int v)
+/* Every thread's online-softmax state (m, s) merged over the block
+ * (KC_THREADS), in a fixed order: the row's log-sum-exp, to every thread. */
+static __device__ float kc_block_lse(float m, float s)
 {
 	__shared__ float sm[KC_THREADS / 32], ss[KC_THREADS / 32];
 	int lane = threadIdx.x % 32, wid = threadIdx.x / 32;
-	float m = -FLT_MAX, s = 0.0f;
 
-	for (int i = threadIdx.x; i < v; i += blockDim.x) {
-		float xi = kc_ld(x[i]);
-		if (xi > m) {
-			s = s * expf(m - xi) + 1.0f;
-			m = xi;
-		} else {
-			s += expf(xi - m);
-		}
-	}
 	for (int o = 16; o > 0; o >>= 1) {
 		float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
 		kc_lse_merge(&m, &s, m2, s2);
@@ -299,12 +289,67 @@ static __device__ float kc_row_lse(const T *x, int v)
 	return m + logf(s);
 }
 
+/* log-sum-exp of one row of v logits, by the whole block. */
+template <typename T>
+static __device__ float kc_row_lse(const T *x, int v)
+{
+	float m = -FLT_MAX, s = 0.0f;
+
+	for (int i = threadIdx.x; i < v; i += blockDim.x) {
+		float xi = kc_ld(x[i]);
+		if (xi > m) {
+			s = s * expf(m - xi) + 1.0f;
+			m = xi;
+		} else {
+			s += expf(xi - m);
+		}
+	}
+	return kc_block_lse(m, s);
+}
+
+/* The same over 16-byte vectors (kc_vector; v a multiple of N, x 16-byte
+ * aligned): thread i takes elements [i N, i N + N) of each blockDim N, and
+ * merges each vector's (max, sum) into its state. */
+template <typename T>
+static __device__ float kc_row_lse_v(const T *x, int v)
+{
+	const int N = kc_vec<T>::N;
+	float m = -FLT_MAX, s = 0.0f, f[kc_vec<T>::N];
+
+	for (int i = threadIdx.x * N; i < v; i += blockDim.x * N) {
+		float mx = -FLT_MAX, e = 0.0f;
+		kc_ldv(f, x + i);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			mx = fmaxf(mx, f[j]);
+#pragma unroll
+		for (int j = 0; j < N; j++)
+			e += expf(f[j] - mx);
+		kc_lse_merge(&m, &s, mx, e);
+	}
+	return kc_block_lse(m, s);
+}
+
 template <typename T>
 __global__ void k_xent_fwd(float *losses, float *lse, const T *logits, const int *targets, int v)
 {
 	const T *x = logits + (size_t)blockIdx.x * v;
 	int t = targets[blockIdx.x];
 	float l = kc_row_lse(x, v);
+
+	if (threadIdx.x == 0) {
+		lse[blockIdx.x] = l;
+		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
+	}
+}
+
+template <typename T>
+__global__ void k_xent_fwd_v(float *losses, float *lse, const T *logits, const int *targets,
+			     int v)
+{
+	const T *x = logits + (size_t)blockIdx.x * v;
+	int t = targets[blockIdx.x];
+	float l = kc_row_lse_v(x, v);
 
 	if (threadIdx.x == 0) {
 		lse[blockIdx.x] = l;
@@ -346,14 +391,54 @@ __global__ void k_xent_fused(float *losses, T *logits, const float *dlosses, con
 				: d * (expf(kc_ld(x[i]) - l) - (i == t ? 1.0f : 0.0f)));
 }
 
+/* The fused op over 16-byte vectors (as kc_row_lse_v): one read to find
+ * the log-sum-exp, one read and one write for the gradient. */
+template <typename T>
+__global__ void k_xent_fused_v(float *losses, T *logits, const float *dlosses, const int *targets,
+			       int v)
+{
+	const int N = kc_vec<T>::N;
+	T *x = logits + (size_t)blockIdx.x * v;
+	int t = targets[blockIdx.x];
+	float d = dlosses[blockIdx.x], f[kc_vec<T>::N];
+	float l = kc_row_lse_v(x, v);
+
+	if (threadIdx.x == 0)
+		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
+	__syncthreads(); /* x[t] is read above before anyone overwrites it */
+	if (t < 0)
+		d = 0.0f;
+	for (int i = threadIdx.x * N; i < v; i += blockDim.x * N) {
+		if (d == 0.0f) {
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				f[j] = 0.0f;
+		} else {
+			kc_ldv(f, x + i);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				f[j] = d * (expf(f[j] - l) - (i + j == t ? 1.0f : 0.0f));
+		}
+		kc_stv(x + i, f);
+	}
+}
+
+/* 1 when rows of v logits at p take the 16-byte kernels. */
+#define KC_XENT_V(T, p, v) (kc_vector > 0 && (v) % kc_vec<T>::N == 0 && kc_al16(p))
+
 extern "C" int kcuda_crossentropy_forward(int dt, float *losses, float *lse, const void *logits,
 					  const int *targets, int n, int v)
 {
 	KC_CTX(cx);
 	if (n == 0)
 		return 0;
-	KC_DISPATCH(dt, T, k_xent_fwd<T><<<n, KC_THREADS, 0, cx->stream>>>(
-		losses, lse, (const T *)logits, targets, v));
+	KC_DISPATCH(dt, T,
+		if (KC_XENT_V(T, logits, v))
+			k_xent_fwd_v<T><<<n, KC_THREADS, 0, cx->stream>>>(
+				losses, lse, (const T *)logits, targets, v);
+		else
+			k_xent_fwd<T><<<n, KC_THREADS, 0, cx->stream>>>(
+				losses, lse, (const T *)logits, targets, v));
 	KC_LAUNCHED("crossentropy_forward");
 	return 0;
 }
@@ -377,8 +462,13 @@ extern "C" int kcuda_crossentropy_fused(int dt, float *losses, void *logits, con
 	KC_CTX(cx);
 	if (n == 0)
 		return 0;
-	KC_DISPATCH(dt, T, k_xent_fused<T><<<n, KC_THREADS, 0, cx->stream>>>(
-		losses, (T *)logits, dlosses, targets, v));
+	KC_DISPATCH(dt, T,
+		if (KC_XENT_V(T, logits, v))
+			k_xent_fused_v<T><<<n, KC_THREADS, 0, cx->stream>>>(
+				losses, (T *)logits, dlosses, targets, v);
+		else
+			k_xent_fused<T><<<n, KC_THREADS, 0, cx->stream>>>(
+				losses, (T *)logits, dlosses, targets, v));
 	KC_LAUNCHED("crossentropy_fused");
 	return 0;
 }

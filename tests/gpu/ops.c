@@ -396,7 +396,14 @@ static int case_swiglu(void)
 	S_TRY(kcuda_swiglu_backward(s_dt, ddg, ddu, ddo, dgd, dud, n));
 	S_TRY(S_CMP("out", dod, out, n));
 	S_TRY(S_CMP("dgate", ddg, dg, n));
-	return S_CMP("dup", ddu, du, n);
+	S_TRY(S_CMP("dup", ddu, du, n));
+	/* _set over the buffers just written: their old values must not count */
+	memset(dg, 0, n * sizeof *dg);
+	memset(du, 0, n * sizeof *du);
+	op_swiglu_backward(dg, du, dout, g, u, n);
+	S_TRY(kcuda_swiglu_backward_set(s_dt, ddg, ddu, ddo, dgd, dud, n));
+	S_TRY(S_CMP("dgate (set)", ddg, dg, n));
+	return S_CMP("dup (set)", ddu, du, n);
 }
 
 static int case_residual(void)
@@ -920,6 +927,11 @@ static int case_residual_v(void)
 	return s_vec(case_residual);
 }
 
+static int case_crossentropy_v(void)
+{
+	return s_vec(case_crossentropy);
+}
+
 /* ---- the table and the driver ----------------------------------------- */
 
 static const struct {
@@ -950,6 +962,7 @@ static const struct {
 	{ "rmsnorm, 16-byte kernels", case_rmsnorm_v, 2 },
 	{ "swiglu, 16-byte kernels", case_swiglu_v, 1 },
 	{ "residual, 16-byte kernels", case_residual_v, 1 },
+	{ "crossentropy, 16-byte kernels", case_crossentropy_v, 2 },
 	{ "attention, flash kernels", case_attention_flash, 4 },
 };
 
