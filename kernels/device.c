@@ -173,6 +173,35 @@ static int s_cpu_rmsnorm_backward(void *dinp, float *dw, const void *dout, const
 	return 0;
 }
 
+/* The strided ones row by row (the ops take contiguous rows). */
+static int s_cpu_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void *inp,
+				    const void *w, int n, int c, float eps)
+{
+	if (ldo < c)
+		return err_set("rmsnorm_forward: output rows %d apart, narrower than %d", ldo, c);
+	if (ldo == c)
+		return s_cpu_rmsnorm_forward(out, rstd, inp, w, n, c, eps);
+	for (int i = 0; i < n; i++)
+		op_rmsnorm_forward((float *)out + (size_t)i * ldo, rstd + i,
+				   (const float *)inp + (size_t)i * c, w, 1, c, eps);
+	return 0;
+}
+
+static int s_cpu_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+				     const void *inp, const void *w, const float *rstd, int n,
+				     int c)
+{
+	if (ldd < c)
+		return err_set("rmsnorm_backward: gradient rows %d apart, narrower than %d", ldd, c);
+	if (ldd == c)
+		return s_cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	for (int i = 0; i < n; i++)
+		op_rmsnorm_backward(dinp ? (float *)dinp + (size_t)i * c : NULL, dw,
+				    (const float *)dout + (size_t)i * ldd,
+				    (const float *)inp + (size_t)i * c, w, rstd + i, 1, c);
+	return 0;
+}
+
 static int s_cpu_rope_table(float *cosv, float *sinv, int t, int hs, int pos0, float theta)
 {
 	op_rope_table(cosv, sinv, t, hs, pos0, theta);
@@ -427,6 +456,8 @@ static const struct kdevice_ops s_cpu_ops = {
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
 	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
 	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
+	.rmsnorm_forward_ld = s_cpu_rmsnorm_forward_ld,
+	.rmsnorm_backward_ld = s_cpu_rmsnorm_backward_ld,
 	.rope_table = s_cpu_rope_table, .rope_forward = s_cpu_rope_forward,
 	.rope_backward = s_cpu_rope_backward,
 	.attention_forward = s_cpu_attention_forward, .attention_backward = s_cpu_attention_backward,
@@ -596,6 +627,25 @@ static int s_emu_rmsnorm_backward(void *dinp, float *dw, const void *dout, const
 				  const void *w, const float *rstd, int n, int c)
 {
 	s_cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	EMU_N(dinp, (size_t)n * c);
+	return 0;
+}
+
+static int s_emu_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void *inp,
+				    const void *w, int n, int c, float eps)
+{
+	if (s_cpu_rmsnorm_forward_ld(out, ldo, rstd, inp, w, n, c, eps) < 0)
+		return -1;
+	s_emu_round(out, s_emu_dt, (size_t)n, (size_t)c, (size_t)ldo);
+	return 0;
+}
+
+static int s_emu_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+				     const void *inp, const void *w, const float *rstd, int n,
+				     int c)
+{
+	if (s_cpu_rmsnorm_backward_ld(dinp, dw, dout, ldd, inp, w, rstd, n, c) < 0)
+		return -1;
 	EMU_N(dinp, (size_t)n * c);
 	return 0;
 }
@@ -794,6 +844,8 @@ const struct kdevice_ops *kdevice_emulated(int dt)
 	o->embedding_forward = s_emu_embedding_forward;
 	o->matmul_forward = s_emu_matmul_forward, o->matmul_backward = s_emu_matmul_backward;
 	o->rmsnorm_forward = s_emu_rmsnorm_forward, o->rmsnorm_backward = s_emu_rmsnorm_backward;
+	o->rmsnorm_forward_ld = s_emu_rmsnorm_forward_ld;
+	o->rmsnorm_backward_ld = s_emu_rmsnorm_backward_ld;
 	o->rope_forward = s_emu_rope_forward, o->rope_backward = s_emu_rope_backward;
 	o->attention_forward = s_emu_attention_forward;
 	o->attention_backward = s_emu_attention_backward;
@@ -877,6 +929,19 @@ static int s_cuda_rmsnorm_backward(void *dinp, float *dw, const void *dout, cons
 				   const void *w, const float *rstd, int n, int c)
 {
 	return kcuda_rmsnorm_backward(s_dt, dinp, dw, dout, inp, w, rstd, n, c);
+}
+
+static int s_cuda_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void *inp,
+				     const void *w, int n, int c, float eps)
+{
+	return kcuda_rmsnorm_forward_ld(s_dt, out, ldo, rstd, inp, w, n, c, eps);
+}
+
+static int s_cuda_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+				      const void *inp, const void *w, const float *rstd, int n,
+				      int c)
+{
+	return kcuda_rmsnorm_backward_ld(s_dt, dinp, dw, dout, ldd, inp, w, rstd, n, c);
 }
 
 static int s_cuda_rope_forward(void *x, const float *cosv, const float *sinv, int b, int t, int nh,
@@ -1037,6 +1102,8 @@ static struct kdevice_ops s_cuda_ops = {
 	.embedding_backward = s_cuda_embedding_backward,
 	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,
 	.rmsnorm_forward = s_cuda_rmsnorm_forward, .rmsnorm_backward = s_cuda_rmsnorm_backward,
+	.rmsnorm_forward_ld = s_cuda_rmsnorm_forward_ld,
+	.rmsnorm_backward_ld = s_cuda_rmsnorm_backward_ld,
 	.rope_table = kcuda_rope_table, .rope_forward = s_cuda_rope_forward,
 	.rope_backward = s_cuda_rope_backward,
 	.attention_forward = s_cuda_attention_forward,

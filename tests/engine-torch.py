@@ -8,9 +8,10 @@ On two token rows with a response mask, with LoRA (non-zero A and B, from
 the reference's PEFT folder) on q,k,v,o,gate,up,down, the engine's
 `logits` and `grads` commands must match: logits, loss, and the gradient of
 every LoRA tensor; for the LLaMA model also every base weight's gradient in
-full-parameter mode (no adapter). The LoRA cases run twice: the CPU engine
-(worker/model.c) and the GPU path's code (worker/dmodel.c, --device table)
-over the CPU ops.
+full-parameter mode (no adapter). The LoRA cases run three times: the CPU
+engine (worker/model.c) and the GPU path's code (worker/dmodel.c, --device
+table) over the CPU ops, with its adapter groups folded into the base
+products (the default) and not (MODULA_FOLD=0).
 
 fp32 tolerances (the engine computes in fp32, the reference in fp64):
   logits: max |diff| <= 2e-5 * max(1, max |ref|)
@@ -109,6 +110,12 @@ def main():
             compare(tmp, name + " device path (CPU op table)", model,
                     ["--lora-rank", "4", *extra], ["--adapter", adapter, "--device", "table"],
                     lora_grads)
+            # the same with the groups not folded into the base products
+            os.environ["MODULA_FOLD"] = "0"
+            compare(tmp, name + " device path, not folded", model,
+                    ["--lora-rank", "4", *extra], ["--adapter", adapter, "--device", "table"],
+                    lora_grads)
+            del os.environ["MODULA_FOLD"]
             # the logits command, with the adapter, on the first row alone
             lg = os.path.join(tmp, name + "-logits.safetensors")
             ref1 = os.path.join(tmp, name + "-ref1.safetensors")

@@ -79,13 +79,31 @@ typedef struct dlin {
  * whole dx += du A. Set by dmodel_reserve; ns 0 when not so. */
 typedef struct dgroup {
 	int ns, r, slot[3];
-	void *u;                /* [N, ns r], kept for backward */
+	void *u;                /* [N, ns r], kept for backward (not when folded) */
 } dgroup_t;
+
+/* A dgroup folded into its base products (s_fold_build; MODULA_FOLD=0
+ * turns it off): the group's input is X = [x | s0 u_1 | ... | s0 u_ns | 1
+ * | 0] ([N, ldx], ldx a multiple of 8; the column of ones only when a
+ * member has a bias), and member i's weight is W'_i [ldx, out_i] = [W_i^T;
+ * 0; B_i^T (rows C + i r ...); 0; b_i; 0], its B^T rows copied from the
+ * adapter's before every forward (s_fold_refresh). Then y_i = X W'_i is
+ * the base product, the adapter's B product and the bias in one product
+ * (y_i not read and written again), and in backward dy_i W'_i^T gives
+ * [dx | ... dy_i B_i ...] at once (dy_i not read again for du). W_i and
+ * b_i live only in W'_i then. */
+typedef struct dfold {
+	int ldx;                /* 0: not folded */
+	int one;                /* X's column of ones, or -1 */
+	int ns, r, slot[3];     /* the dgroup's */
+	void *wt[3];
+} dfold_t;
 
 typedef struct dlayer {
 	void *ln1, *ln2;
 	dlin_t lin[MODEL_NSLOTS];
 	dgroup_t grp[2];        /* 0: q, k, v; 1: gate, up */
+	dfold_t fold[2];        /* the same groups folded (a1, a2 are their X) */
 	/* activations kept for backward */
 	void *a1, *q, *k, *v, *y, *mid, *a2, *gate, *up, *sw;
 	float *rstd1, *rstd2, *att;
@@ -126,6 +144,17 @@ struct dmodel {
 	 * Flan [N, e + 1]) copied into ur's router columns by a product with
 	 * `eye` [e, e] (Res) or read by the router op (Flan). */
 	int fixed, fixed_e;
+	/* folded groups (dfold_t): 1 to fold at attach; the identities that
+	 * copy B^T into the W' (eye_r, [r, r]) and du out of dx's columns
+	 * (eye_w, [eye_n, eye_n]); the copies as batched products, one per
+	 * output width */
+	int fold, nfolded, eye_n, nfset;
+	void *eye_r, *eye_w;
+	struct dfset {
+		int out, r, n;
+		void **c;
+		const void **a, **b;
+	} *fset;
 	int fixed_head;         /* Flan: a first logit column, the universal expert's (-1e30) */
 	int dpos;               /* dmodel_decode_feed: tokens of the sequence so far */
 	void *fixed_rl, *eye;
@@ -289,6 +318,9 @@ void dmodel_destroy(dmodel_t **pm)
 	for (int l = 0; m->l && l < m->cfg.n_layers; l++)
 		for (int s = 0; s < MODEL_NSLOTS; s++)
 			free(m->l[l].lin[s].ad);
+	for (int i = 0; i < m->nfset; i++)
+		free(m->fset[i].c), free(m->fset[i].a), free(m->fset[i].b);
+	free(m->fset);
 	free(m->bufs);          /* the dbufs live in the adapters */
 	free(m->acts);
 	free(m->owned);
@@ -362,6 +394,7 @@ static dmodel_t *s_new(const model_config_t *cfg, const struct kdevice_ops *K)
 	}
 	m->K = K, m->cfg = *cfg;
 	m->graphs = !getenv("MODULA_CUDA_GRAPHS") || strcmp(getenv("MODULA_CUDA_GRAPHS"), "0");
+	m->fold = !getenv("MODULA_FOLD") || strcmp(getenv("MODULA_FOLD"), "0");
 	if (!(m->wte = s_alloc(m, V * C, dt)) || !(m->norm = s_alloc(m, C, dt)))
 		goto err;
 	m->head = m->wte;
@@ -610,6 +643,8 @@ static dad_t *s_new_ad(dmodel_t *m, int layer, int slot)
 	return ad;
 }
 
+static int s_fold_build(dmodel_t *m);
+
 int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 {
 	if (m->nbufs)
@@ -635,7 +670,8 @@ int dmodel_attach_lora(dmodel_t *m, const lora_t *lo, const params_t *train)
 				D_TRY(s_place_b(m, m->l[l].lin[s].ad, &lo->params, l, s, train, 0, 0));
 	}
 	D_TRY(s_pack(m));
-	return dmodel_sync_from_host(m, NULL);
+	D_TRY(dmodel_sync_from_host(m, NULL));
+	return s_fold_build(m);
 }
 
 /* A layer's domain experts (A [r, ain], B [out, r]; whether any A, any B
@@ -941,6 +977,185 @@ static int s_grouped(const dlayer_t *L, int s)
 	return 0;
 }
 
+/* ---- folded groups (dfold_t) ------------------------------------------- */
+
+/* Free p, one of the model's own allocations (s_alloc). */
+static void s_release(dmodel_t *m, void *p)
+{
+	for (int i = 0; p && i < m->nowned; i++)
+		if (m->owned[i] == p) {
+			m->K->free(p);
+			m->owned[i] = m->owned[--m->nowned];
+			m->gen++;
+			return;
+		}
+}
+
+/* Upload n host floats into a new buffer of the storage type; NULL via
+ * err_set(). h is freed. */
+static void *s_upload_new(dmodel_t *m, float *h, size_t n)
+{
+	void *d = h ? s_alloc(m, n, m->K->dt) : NULL;
+
+	if (!h)
+		err_set("out of memory");
+	if (d && (m->K->upload(d, m->K->dt, h, KCUDA_F32, n) < 0 || m->K->sync() < 0))
+		d = NULL;       /* freed with the model */
+	free(h);
+	return d;
+}
+
+/* An identity [n, n] in the storage type. */
+static void *s_eye(dmodel_t *m, int n)
+{
+	float *h = calloc((size_t)n * n, sizeof *h);
+
+	for (int i = 0; h && i < n; i++)
+		h[(size_t)i * n + i] = 1.0f;
+	return s_upload_new(m, h, (size_t)n * n);
+}
+
+/* W'_i of fold f from the member's W and b, which are freed. */
+static int s_fold_weight(dmodel_t *m, dfold_t *f, int i, dlin_t *lin)
+{
+	const struct kdevice_ops *K = m->K;
+	size_t C = (size_t)lin->in, O = (size_t)lin->out, nt = (size_t)f->ldx * O;
+	float *h = calloc(nt, sizeof *h), *w = malloc(C * O * sizeof *w);
+	int rc = -1;
+
+	if (!h || !w) {
+		err_set("out of memory");
+		goto out;
+	}
+	if (K->download(w, KCUDA_F32, lin->w, K->dt, C * O) < 0 ||
+	    (lin->b && K->download(h + (size_t)f->one * O, KCUDA_F32, lin->b, K->dt, O) < 0))
+		goto out;
+	for (size_t o = 0; o < O; o++)
+		for (size_t j = 0; j < C; j++)
+			h[j * O + o] = w[o * C + j];
+	f->wt[i] = s_upload_new(m, h, nt);
+	h = NULL;
+	if (!f->wt[i])
+		goto out;
+	s_release(m, lin->w);
+	s_release(m, lin->b);
+	lin->w = lin->b = NULL;
+	rc = 0;
+out:
+	free(h), free(w);
+	return rc;
+}
+
+/* The batched copies of every folded member's B^T into its W': one set
+ * per output width. */
+static int s_fold_sets(dmodel_t *m)
+{
+	int cap = 3 * 2 * m->cfg.n_layers, C = m->cfg.dim;
+
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int gi = 0; gi < 2; gi++) {
+			const dfold_t *f = &m->l[l].fold[gi];
+			for (int i = 0; f->ldx && i < f->ns; i++) {
+				const dlin_t *lin = &m->l[l].lin[f->slot[i]];
+				struct dfset *fs = NULL;
+				for (int j = 0; j < m->nfset; j++)
+					if (m->fset[j].out == lin->out && m->fset[j].r == f->r)
+						fs = &m->fset[j];
+				if (!fs) {
+					struct dfset *nv = realloc(m->fset, (size_t)(m->nfset + 1) * sizeof *nv);
+					if (!nv)
+						return err_set("out of memory");
+					m->fset = nv;
+					fs = &m->fset[m->nfset++];
+					*fs = (struct dfset){ lin->out, f->r, 0, NULL, NULL, NULL };
+					if (!(fs->c = malloc((size_t)cap * sizeof *fs->c)) ||
+					    !(fs->a = malloc((size_t)cap * sizeof *fs->a)) ||
+					    !(fs->b = malloc((size_t)cap * sizeof *fs->b)))
+						return err_set("out of memory");
+				}
+				fs->c[fs->n] = s_at(m, f->wt[i], (size_t)(C + i * f->r) * lin->out);
+				fs->a[fs->n] = m->eye_r;
+				fs->b[fs->n++] = lin->ad->bcat.cur;
+			}
+		}
+	return 0;
+}
+
+/* Fold every dgroup that allows it (m->fold): members' scales equal, one
+ * rank over the model. At attach, once: the groups do not change. */
+static int s_fold_build(dmodel_t *m)
+{
+	const model_config_t *g = &m->cfg;
+	int C = g->dim, r = 0, wmax = 0;
+
+	if (!m->fold)
+		return 0;
+	for (int l = 0; l < g->n_layers; l++) {
+		dlayer_t *L = &m->l[l];
+		for (int gi = 0; gi < 2; gi++) {
+			dfold_t *f = &L->fold[gi];
+			dgroup_t gr;
+			int hasb = 0, ok;
+			s_group(m, L, &gr, gi);
+			ok = gr.ns > 0 && (!r || gr.r == r);
+			for (int i = 0; ok && i < gr.ns; i++) {
+				const dlin_t *lin = &L->lin[gr.slot[i]];
+				hasb |= lin->b != NULL;
+				ok = lin->in == C && lin->ad->s0 == L->lin[gr.slot[0]].ad->s0;
+			}
+			if (!ok)
+				continue;
+			f->ns = gr.ns, f->r = r = gr.r;
+			memcpy(f->slot, gr.slot, sizeof f->slot);
+			f->ldx = (C + gr.ns * gr.r + hasb + 7) / 8 * 8;
+			f->one = hasb ? C + gr.ns * gr.r : -1;
+			for (int i = 0; i < gr.ns; i++)
+				D_TRY(s_fold_weight(m, f, i, &L->lin[gr.slot[i]]));
+			wmax = gr.ns * gr.r > wmax ? gr.ns * gr.r : wmax;
+			m->nfolded++;
+		}
+	}
+	if (!m->nfolded)
+		return 0;
+	m->eye_n = wmax;
+	D_PTR((m->eye_r = s_eye(m, r)) && (m->eye_w = s_eye(m, wmax)));
+	return s_fold_sets(m);
+}
+
+/* Copy every folded member's B^T (as the optimizer left it) into its W'. */
+static int s_fold_refresh(dmodel_t *m)
+{
+	for (int i = 0; i < m->nfset; i++) {
+		const struct dfset *fs = &m->fset[i];
+		D_TRY(m->K->gemm_batched(m->K->dt, fs->c, fs->a, fs->b, fs->n, fs->r, fs->out, fs->r, 0,
+					 0, 1.0f, 0.0f));
+	}
+	return 0;
+}
+
+/* X's column of ones (the biases' row of the W'), over n rows, and its
+ * other columns zero: at reservation, before anything writes X. */
+static int s_fold_ones(dmodel_t *m, void *x, const dfold_t *f, size_t n)
+{
+	size_t rows = 256, ld = (size_t)f->ldx;
+	float *h;
+	int rc = 0;
+
+	if (f->one < 0)
+		return 0;
+	if (!(h = calloc(rows * ld, sizeof *h)))
+		return err_set("out of memory");
+	for (size_t i = 0; i < rows; i++)
+		h[i * ld + (size_t)f->one] = 1.0f;
+	for (size_t r0 = 0; r0 < n && rc == 0; r0 += rows)
+		rc = m->K->upload(s_at(m, x, r0 * ld), m->K->dt, h, KCUDA_F32,
+				  (n - r0 < rows ? n - r0 : rows) * ld);
+	if (rc == 0)
+		rc = m->K->sync();
+	free(h);
+	return rc;
+}
+
 int dmodel_reserve(dmodel_t *m, int b, int t)
 {
 	const model_config_t *g = &m->cfg;
@@ -948,7 +1163,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	int dt = K->dt;
 	size_t N = (size_t)b * t, C = g->dim, QD = (size_t)g->n_heads * g->head_dim;
 	size_t KD = (size_t)g->n_kv_heads * g->head_dim, F = g->ffn_dim, V = g->vocab_size;
-	size_t er = 1, e = 1, r0 = 1, wide = 1, xg = 1;
+	size_t er = 1, e = 1, r0 = 1, wide = 1, xg = 1, dl = C;
 
 	if (b <= 0 || t <= 0 || t > g->max_seq)
 		return err_set("batch shape [%d, %d] out of range (max sequence %d)", b, t, g->max_seq);
@@ -965,22 +1180,29 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 		return err_set("out of memory");
 	for (int l = 0; l < g->n_layers; l++) {
 		dlayer_t *L = &m->l[l];
-		D_PTR((L->a1 = s_act(m, N * C, dt)) && (L->rstd1 = s_act(m, N, KCUDA_F32)) &&
+		size_t w1 = L->fold[0].ldx ? (size_t)L->fold[0].ldx : C;
+		size_t w2 = L->fold[1].ldx ? (size_t)L->fold[1].ldx : C;
+		dl = s_max(dl, s_max(w1, w2));
+		D_PTR((L->a1 = s_act(m, N * w1, dt)) && (L->rstd1 = s_act(m, N, KCUDA_F32)) &&
 		      (L->q = s_act(m, N * QD, dt)) && (L->k = s_act(m, N * KD, dt)) &&
 		      (L->v = s_act(m, N * KD, dt)) &&
 		      (L->att = s_act(m, K->attention_saved(b, t, g->n_heads), KCUDA_F32)) &&
 		      (L->y = s_act(m, N * QD, dt)) && (L->mid = s_act(m, N * C, dt)) &&
-		      (L->a2 = s_act(m, N * C, dt)) && (L->rstd2 = s_act(m, N, KCUDA_F32)) &&
+		      (L->a2 = s_act(m, N * w2, dt)) && (L->rstd2 = s_act(m, N, KCUDA_F32)) &&
 		      (L->gate = s_act(m, N * F, dt)) && (L->up = s_act(m, N * F, dt)) &&
 		      (L->sw = s_act(m, N * F, dt)));
 		for (int gi = 0; gi < 2; gi++) {
 			dgroup_t *gr = &L->grp[gi];
 			s_group(m, L, gr, gi);
-			if (gr->ns) {
+			if (L->fold[gi].ldx && (gr->ns != L->fold[gi].ns || gr->r != L->fold[gi].r))
+				return err_set("layer %d: a folded adapter group no longer forms", l);
+			if (gr->ns && !L->fold[gi].ldx)
 				D_PTR(gr->u = s_act(m, N * gr->ns * gr->r, dt));
+			if (gr->ns)
 				xg = s_max(xg, (size_t)gr->ns * gr->r);
-			}
 		}
+		D_TRY(s_fold_ones(m, L->a1, &L->fold[0], N));
+		D_TRY(s_fold_ones(m, L->a2, &L->fold[1], N));
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			dad_t *ad = L->lin[s].ad;
 			if (!ad)
@@ -1020,7 +1242,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->lse = s_act(m, N, KCUDA_F32)) && (m->dlosses = s_act(m, N, KCUDA_F32)) &&
 	      (m->tok = s_act(m, N, KCUDA_I32)) && (m->tgt = s_act(m, N, KCUDA_I32)) &&
 	      (m->tmp = s_act(m, N * C, dt)) && (m->dres = s_act(m, N * C, dt)) &&
-	      (m->dln = s_act(m, N * C, dt)) && (m->dq = s_act(m, N * QD, dt)) &&
+	      (m->dln = s_act(m, N * dl, dt)) && (m->dq = s_act(m, N * QD, dt)) &&
 	      (m->dk = s_act(m, N * KD, dt)) && (m->dv = s_act(m, N * KD, dt)) &&
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
@@ -1294,18 +1516,71 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 			D_TRY(s_lin_forward(m, &L->lin[slots[i]], ys[i], x, n));
 		return 0;
 	}
+	first = L->lin[g->slot[0]].ad;
+	if (L->fold[gi].ldx) {
+		/* x is X: its u columns first, then each y_i = X W'_i */
+		const dfold_t *f = &L->fold[gi];
+		int C = first->in;
+		D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)C), dt, f->ldx, x, f->ldx, first->a0.cur, C,
+				 n, w, C, 0, 1, first->s0, 0.0f));
+		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
+		for (int i = 0; i < g->ns; i++)
+			D_TRY(K->gemm(ys[i], dt, x, f->wt[i], n, L->lin[g->slot[i]].out, f->ldx, 0, 0, 1.0f,
+				      0.0f));
+		return s_mark(m, DMODEL_PROF_BASE);
+	}
 	for (int i = 0; i < g->ns; i++) {
 		dlin_t *lin = &L->lin[g->slot[i]];
 		D_TRY(K->matmul_forward(ys[i], x, lin->w, lin->b, n, lin->in, lin->out));
 	}
 	D_TRY(s_mark(m, DMODEL_PROF_BASE));
-	first = L->lin[g->slot[0]].ad;
 	D_TRY(K->gemm(g->u, dt, x, first->a0.cur, n, w, first->in, 0, 1, 1.0f, 0.0f));
 	for (int i = 0; i < g->ns; i++) {
 		const dad_t *ad = L->lin[g->slot[i]].ad;
 		D_TRY(K->gemm_ld(ys[i], dt, ad->out, s_at(m, g->u, (size_t)i * g->r), w, ad->bcat.cur,
 				 ad->out, n, ad->out, g->r, 0, 0, ad->s0, 1.0f));
 	}
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
+}
+
+/* s_lins_backward of a folded group: x is X, dx (may be NULL; else [n,
+ * ldx], overwritten: add must be 0) gets [dx | dy_1 B_1 | ... | junk] from
+ * the base products, du = s0 (those columns) goes to m->xg, then as
+ * unfolded. Without dx the du_i are products of their own. */
+static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const void *const *dys,
+			   const void *x, int n, int add)
+{
+	const struct kdevice_ops *K = m->K;
+	const dfold_t *f = &L->fold[gi];
+	const dad_t *first = L->lin[f->slot[0]].ad;
+	int dt = K->dt, w = f->ns * f->r, C = first->in;
+	void *du = m->xg;
+
+	if (add)
+		return err_set("a folded adapter group's backward cannot add into dx");
+	if (dx) {
+		for (int i = 0; i < f->ns; i++)
+			D_TRY(K->gemm(dx, dt, dys[i], f->wt[i], n, f->ldx, L->lin[f->slot[i]].out, 0, 1,
+				      1.0f, i > 0 ? 1.0f : 0.0f));
+		D_TRY(s_mark(m, DMODEL_PROF_BASE));
+		D_TRY(K->gemm_ld(du, dt, w, s_at(m, dx, (size_t)C), f->ldx, m->eye_w, m->eye_n, n, w,
+				 w, 0, 0, first->s0, 0.0f));
+	}
+	for (int i = 0; i < f->ns; i++) {
+		const dad_t *ad = L->lin[f->slot[i]].ad;
+		if (!dx)
+			D_TRY(K->gemm_ld(s_at(m, du, (size_t)i * f->r), dt, w, dys[i], ad->out,
+					 ad->bcat.cur, ad->out, n, f->r, ad->out, 0, 1, ad->s0, 0.0f));
+		if (ad->bcat.grad)
+			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out,
+					 s_at(m, (void *)x, (size_t)C + (size_t)i * f->r), f->ldx, dys[i],
+					 ad->out, f->r, ad->out, n, 1, 0, 1.0f, 1.0f));
+	}
+	if (first->a0.grad)
+		D_TRY(K->gemm_ld(first->a0.grad, KCUDA_F32, C, du, w, x, f->ldx, w, C, n, 1, 0, 1.0f,
+				 1.0f));
+	if (dx)
+		D_TRY(K->gemm_ld(dx, dt, f->ldx, du, w, first->a0.cur, C, n, C, w, 0, 0, 1.0f, 1.0f));
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
@@ -1328,6 +1603,8 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 			D_TRY(s_lin_backward(m, &L->lin[slots[i]], dx, dys[i], x, n, add || i > 0));
 		return 0;
 	}
+	if (L->fold[gi].ldx)
+		return s_fold_backward(m, L, gi, dx, dys, x, n, add);
 	for (int i = 0; dx && i < g->ns; i++) {
 		dlin_t *lin = &L->lin[g->slot[i]];
 		D_TRY(K->gemm(dx, dt, dys[i], lin->w, n, lin->in, lin->out, 0, 0, 1.0f,
@@ -1401,7 +1678,8 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 	size_t QD = (size_t)NH * HS, KD = (size_t)NKV * HS, rope = (size_t)pos * (HS / 2);
 	void *q = s_at(m, L->q, (size_t)pos * QD), *k = s_at(m, L->k, (size_t)pos * KD);
 
-	D_TRY(K->rmsnorm_forward(L->a1, L->rstd1, m->res[l], L->ln1, n, C, g->rms_eps));
+	D_TRY(K->rmsnorm_forward_ld(L->a1, L->fold[0].ldx ? L->fold[0].ldx : C, L->rstd1, m->res[l],
+				    L->ln1, n, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	{
 		void *qkv[3] = { q, k, s_at(m, L->v, (size_t)pos * KD) };
@@ -1414,7 +1692,8 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 	D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, s_at(m, L->y, (size_t)pos * QD), n));
 	D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)n * C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-	D_TRY(K->rmsnorm_forward(L->a2, L->rstd2, L->mid, L->ln2, n, C, g->rms_eps));
+	D_TRY(K->rmsnorm_forward_ld(L->a2, L->fold[1].ldx ? L->fold[1].ldx : C, L->rstd2, L->mid,
+				    L->ln2, n, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	{
 		void *gu[2] = { L->gate, L->up };
@@ -1438,6 +1717,10 @@ static int s_forward_ops(dmodel_t *m, int upto)
 
 	if (m->nres)
 		D_TRY(s_res_batched(m, S_MAB));
+	if (m->nfset) {
+		D_TRY(s_fold_refresh(m));
+		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
+	}
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	for (int l = 0; l < g->n_layers; l++)
@@ -1522,7 +1805,8 @@ static int s_backward_ops(dmodel_t *m)
 			const void *dgu[2] = { m->dgate, m->dup };
 			D_TRY(s_lins_backward(m, L, 1, m->dln, dgu, L->a2, N, 0));
 		}
-		D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, L->mid, L->ln2, L->rstd2, N, C));
+		D_TRY(K->rmsnorm_backward_ld(m->dres, NULL, m->dln, L->fold[1].ldx ? L->fold[1].ldx : C,
+					     L->mid, L->ln2, L->rstd2, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
 		D_TRY(K->zero(m->dq, NQ, dt));
@@ -1538,7 +1822,9 @@ static int s_backward_ops(dmodel_t *m)
 			D_TRY(s_lins_backward(m, L, 0, need_dx ? m->dln : NULL, dqkv, L->a1, N, 0));
 		}
 		if (need_dx)
-			D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[l], L->ln1, L->rstd1, N, C));
+			D_TRY(K->rmsnorm_backward_ld(m->dres, NULL, m->dln,
+						     L->fold[0].ldx ? L->fold[0].ldx : C, m->res[l],
+						     L->ln1, L->rstd1, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	}
 	if (m->nres) {
@@ -1586,6 +1872,7 @@ int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits)
 	m->b = 1, m->ntargets = 0;
 	if (m->nres)
 		D_TRY(s_res_batched(m, S_MAB));
+	D_TRY(s_fold_refresh(m));
 	D_TRY(K->upload(m->tok, KCUDA_I32, ids, KCUDA_I32, (size_t)n));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, n, C));
 	for (int l = 0; l < g->n_layers; l++)
@@ -1723,6 +2010,11 @@ int dmodel_adapter_groups(const dmodel_t *m)
 	for (int l = 0; l < m->cfg.n_layers; l++)
 		n += (m->l[l].grp[0].ns > 0) + (m->l[l].grp[1].ns > 0);
 	return n;
+}
+
+int dmodel_folded_groups(const dmodel_t *m)
+{
+	return m->nfolded;
 }
 
 long dmodel_graph_replays(const dmodel_t *m)

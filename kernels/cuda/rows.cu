@@ -20,13 +20,15 @@
 
 /* ---- RMSNorm ---------------------------------------------------------- */
 
+/* Rows of out are ldo apart (c when contiguous; wider when the output is
+ * the first c columns of a wider matrix); in backward, dout's are ldd. */
 template <typename T>
-__global__ void k_rmsnorm_fwd(T *out, float *rstd, const T *inp, const T *w, int n, int c,
-			      float eps)
+__global__ void k_rmsnorm_fwd(T *out, int ldo, float *rstd, const T *inp, const T *w, int n,
+			      int c, float eps)
 {
 	KC_ROW_WARP(row, lane, n);
 	const T *x = inp + (size_t)row * c;
-	T *y = out + (size_t)row * c;
+	T *y = out + (size_t)row * ldo;
 	float ss = 0.0f, r;
 
 	for (int i = lane; i < c; i += 32) {
@@ -43,11 +45,11 @@ __global__ void k_rmsnorm_fwd(T *out, float *rstd, const T *inp, const T *w, int
 /* y = w x r, r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C:
  * dx_j = r w_j dy_j - r^3 x_j / C * sum_i dy_i w_i x_i. */
 template <typename T>
-__global__ void k_rmsnorm_bwd(T *dinp, const T *dout, const T *inp, const T *w,
+__global__ void k_rmsnorm_bwd(T *dinp, const T *dout, int ldd, const T *inp, const T *w,
 			      const float *rstd, int n, int c)
 {
 	KC_ROW_WARP(row, lane, n);
-	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * c;
+	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * ldd;
 	T *dx = dinp + (size_t)row * c;
 	float r = rstd[row], dot = 0.0f, k;
 
@@ -58,16 +60,17 @@ __global__ void k_rmsnorm_bwd(T *dinp, const T *dout, const T *inp, const T *w,
 		dx[i] = kc_st<T>(kc_ld(dx[i]) + r * kc_ld(w[i]) * kc_ld(dy[i]) - k * kc_ld(x[i]));
 }
 
-/* The same over 16-byte vectors (kc_vector; c a multiple of N, rows and w
- * 16-byte aligned): lane l takes elements [l N, l N + N) of each 32 N. */
+/* The same over 16-byte vectors (kc_vector; c and the row strides
+ * multiples of N, rows and w 16-byte aligned): lane l takes elements
+ * [l N, l N + N) of each 32 N. */
 template <typename T>
-__global__ void k_rmsnorm_fwd_v(T *out, float *rstd, const T *inp, const T *w, int n, int c,
-				float eps)
+__global__ void k_rmsnorm_fwd_v(T *out, int ldo, float *rstd, const T *inp, const T *w, int n,
+				int c, float eps)
 {
 	KC_ROW_WARP(row, lane, n);
 	const int N = kc_vec<T>::N;
 	const T *x = inp + (size_t)row * c;
-	T *y = out + (size_t)row * c;
+	T *y = out + (size_t)row * ldo;
 	float ss = 0.0f, r, xv[kc_vec<T>::N], wv[kc_vec<T>::N];
 
 	for (int i = lane * N; i < c; i += 32 * N) {
@@ -90,12 +93,12 @@ __global__ void k_rmsnorm_fwd_v(T *out, float *rstd, const T *inp, const T *w, i
 }
 
 template <typename T>
-__global__ void k_rmsnorm_bwd_v(T *dinp, const T *dout, const T *inp, const T *w,
+__global__ void k_rmsnorm_bwd_v(T *dinp, const T *dout, int ldd, const T *inp, const T *w,
 				const float *rstd, int n, int c)
 {
 	KC_ROW_WARP(row, lane, n);
 	const int N = kc_vec<T>::N;
-	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * c;
+	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * ldd;
 	T *dx = dinp + (size_t)row * c;
 	float r = rstd[row], dot = 0.0f, k;
 	float xv[kc_vec<T>::N], wv[kc_vec<T>::N], gv[kc_vec<T>::N], dv[kc_vec<T>::N];
@@ -125,8 +128,8 @@ __global__ void k_rmsnorm_bwd_v(T *dinp, const T *dout, const T *inp, const T *w
 
 /* part[chunk, i] = sum over the chunk's rows of dy * x * rstd. */
 template <typename T>
-__global__ void k_rmsnorm_dw_part(float *part, const T *dout, const T *inp, const float *rstd,
-				  int n, int c)
+__global__ void k_rmsnorm_dw_part(float *part, const T *dout, int ldd, const T *inp,
+				  const float *rstd, int n, int c)
 {
 	int i = blockIdx.x * blockDim.x + threadIdx.x;
 	int r0 = blockIdx.y * KC_DW_ROWS, r1 = min(n, r0 + KC_DW_ROWS);
@@ -135,30 +138,39 @@ __global__ void k_rmsnorm_dw_part(float *part, const T *dout, const T *inp, cons
 	if (i >= c)
 		return;
 	for (int r = r0; r < r1; r++)
-		s += kc_ld(dout[(size_t)r * c + i]) * kc_ld(inp[(size_t)r * c + i]) * rstd[r];
+		s += kc_ld(dout[(size_t)r * ldd + i]) * kc_ld(inp[(size_t)r * c + i]) * rstd[r];
 	part[(size_t)blockIdx.y * c + i] = s;
+}
+
+extern "C" int kcuda_rmsnorm_forward_ld(int dt, void *out, int ldo, float *rstd, const void *inp,
+					const void *w, int n, int c, float eps)
+{
+	KC_CTX(cx);
+	if (n == 0)
+		return 0;
+	if (ldo < c)
+		return err_set("rmsnorm_forward: output rows %d apart, narrower than %d", ldo, c);
+	KC_DISPATCH(dt, T,
+		if (kc_vector > 0 && c % kc_vec<T>::N == 0 && ldo % kc_vec<T>::N == 0 &&
+		    kc_al16(out) && kc_al16(inp) && kc_al16(w))
+			k_rmsnorm_fwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+				(T *)out, ldo, rstd, (const T *)inp, (const T *)w, n, c, eps);
+		else
+			k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
+				(T *)out, ldo, rstd, (const T *)inp, (const T *)w, n, c, eps));
+	KC_LAUNCHED("rmsnorm_forward");
+	return 0;
 }
 
 extern "C" int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void *inp,
 				     const void *w, int n, int c, float eps)
 {
-	KC_CTX(cx);
-	if (n == 0)
-		return 0;
-	KC_DISPATCH(dt, T,
-		if (kc_vector > 0 && c % kc_vec<T>::N == 0 && kc_al16(out) && kc_al16(inp) && kc_al16(w))
-			k_rmsnorm_fwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-				(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps);
-		else
-			k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-				(T *)out, rstd, (const T *)inp, (const T *)w, n, c, eps));
-	KC_LAUNCHED("rmsnorm_forward");
-	return 0;
+	return kcuda_rmsnorm_forward_ld(dt, out, c, rstd, inp, w, n, c, eps);
 }
 
-extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void *dout,
-				      const void *inp, const void *w, const float *rstd, int n,
-				      int c)
+extern "C" int kcuda_rmsnorm_backward_ld(int dt, void *dinp, float *dw, const void *dout, int ldd,
+					 const void *inp, const void *w, const float *rstd, int n,
+					 int c)
 {
 	int chunks = (n + KC_DW_ROWS - 1) / KC_DW_ROWS;
 	dim3 grid((c + KC_THREADS - 1) / KC_THREADS, chunks);
@@ -169,17 +181,19 @@ extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void 
 	KC_CTX(cx);
 	if (n == 0)
 		return 0;
+	if (ldd < c)
+		return err_set("rmsnorm_backward: gradient rows %d apart, narrower than %d", ldd, c);
 	if (dinp) {
 		KC_DISPATCH(dt, T,
-			if (kc_vector > 0 && c % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) &&
-			    kc_al16(inp) && kc_al16(w))
+			if (kc_vector > 0 && c % kc_vec<T>::N == 0 && ldd % kc_vec<T>::N == 0 &&
+			    kc_al16(dinp) && kc_al16(dout) && kc_al16(inp) && kc_al16(w))
 				k_rmsnorm_bwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-					(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n,
-					c);
+					(T *)dinp, (const T *)dout, ldd, (const T *)inp, (const T *)w,
+					rstd, n, c);
 			else
 				k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-					(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, n,
-					c));
+					(T *)dinp, (const T *)dout, ldd, (const T *)inp, (const T *)w,
+					rstd, n, c));
 		KC_LAUNCHED("rmsnorm_backward");
 	}
 	if (!dw)
@@ -189,13 +203,20 @@ extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void 
 	if (!(part = (float *)kc_alloc((size_t)chunks * c * sizeof(float))))
 		return -1;
 	KC_DISPATCH(dt, T, k_rmsnorm_dw_part<T><<<grid, KC_THREADS, 0, cx->stream>>>(
-		part, (const T *)dout, (const T *)inp, rstd, n, c));
+		part, (const T *)dout, ldd, (const T *)inp, rstd, n, c));
 	e = cudaGetLastError();
 	rc = e == cudaSuccess ? kc_colsum(dw, part, chunks, c)
 			      : err_set("CUDA kernel 'rmsnorm_dw' failed to launch: %s",
 					cudaGetErrorString(e));
 	kc_free(part);
 	return rc;
+}
+
+extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void *dout,
+				      const void *inp, const void *w, const float *rstd, int n,
+				      int c)
+{
+	return kcuda_rmsnorm_backward_ld(dt, dinp, dw, dout, c, inp, w, rstd, n, c);
 }
 
 /* ---- softmax over short rows ------------------------------------------ */

@@ -91,6 +91,13 @@ done
 "$engine" bench --device table --method lora --batch 2 --seq 16 --steps 1 --warmup 0 >bench-lora.json 2>/dev/null &&
 	"$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["adapter_groups"] > 0 and d["adapter_groups"] % 2 == 0))' bench-lora.json
 check "bench lora: the adapters sharing an input run as groups ($(grep -o '"adapter_groups":[0-9]*' bench-lora.json))" $?
+# ... folded into their base products (the default), and the same losses without
+"$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["folded_groups"] == d["adapter_groups"]))' bench-lora.json
+check "bench lora: every group folded into its base products ($(grep -o '"folded_groups":[0-9]*' bench-lora.json))" $?
+MODULA_FOLD=0 "$engine" bench --device table --method lora --batch 2 --seq 16 --steps 2 --warmup 0 >bench-nofold.json 2>/dev/null &&
+	"$engine" bench --device table --method lora --batch 2 --seq 16 --steps 2 --warmup 0 >bench-fold.json 2>/dev/null &&
+	"$py" -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(not (a["folded_groups"] == 0 and b["folded_groups"] > 0 and abs(a["loss_last"] - b["loss_last"]) <= 1e-5 * abs(a["loss_last"])))' bench-nofold.json bench-fold.json
+check "bench lora: MODULA_FOLD=0 runs the groups unfolded, to the same loss after 2 steps ($(grep -o '"loss_last":[0-9.]*' bench-nofold.json) vs $(grep -o '"loss_last":[0-9.]*' bench-fold.json))" $?
 "$engine" bench --device table --method modula-res --one-pass --batch 2 --seq 16 --steps 1 --warmup 0 \
 	>onepass.json 2>/dev/null && grep -q '"one_pass_over_separate"' onepass.json
 check "bench --one-pass times one pass against separate steps" $?
