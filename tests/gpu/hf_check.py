@@ -193,20 +193,23 @@ def item1(args, res, work):
     tok = ";".join(",".join(map(str, r)) for r in rows)
     outs = {}
     # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1);
-    # "-flash": those and attention's tiled flash kernels (MODULA_CUDA_FLASH=1, 16-bit only)
+    # "-flash": those and attention's tiled flash kernels (MODULA_CUDA_FLASH=1, 16-bit only);
+    # "-nofold": the 16-byte kernels with the LoRA groups not folded into the base
+    # products (MODULA_FOLD=0; folded, the default, everywhere else)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
-                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash")):
+                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash"), ("cuda", "bf16-nofold")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
              "--out", path, "--device", dev, "--dtype", dt.split("-")[0]]
             + (["--repeat", "3"] if dev == "cuda" else []),
             env=dict(os.environ, MODULA_CUDA_VEC="0" if "-" not in dt else "1",
-                     MODULA_CUDA_FLASH="1" if dt.endswith("-flash") else "0"))
+                     MODULA_CUDA_FLASH="1" if dt.endswith("-flash") else "0",
+                     MODULA_FOLD="0" if dt.endswith("-nofold") else "1"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
-                    ("bf16-flash", 5e-2)):
+                    ("bf16-flash", 5e-2), ("bf16-nofold", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -395,6 +398,16 @@ def item3(args, res, work):
     res.add("3", "engine step with the scalar RMSNorm/residual/SwiGLU kernels", f"{v['step_ms']:.1f} ms",
             f"the 16-byte ones (default) {v['step_ms'] / e['step_ms']:.2f}x faster; loss "
             f"{v['loss_last']:.4f} (default {e['loss_last']:.4f}); MODULA_CUDA_VEC=0")
+    # the LoRA groups not folded into the base products (MODULA_FOLD=0; folded by default)
+    u = engine_bench(args.engine, path, "lora", env=dict(os.environ, MODULA_FOLD="0"))
+    uclose = abs(u["loss_last"] - e["loss_last"]) <= 2e-2 * abs(e["loss_last"])
+    res.add("3", "engine step with the LoRA groups not folded (MODULA_FOLD=0)", f"{u['step_ms']:.1f} ms",
+            f"folded (default) {e['step_ms']:.1f} ms, {u['step_ms'] / e['step_ms']:.2f}x faster; "
+            f"{e.get('folded_groups', 0)} groups folded; peak {peak_gib(u['memory']):.2f} GiB "
+            f"(folded {peak_gib(e['memory']):.2f}); loss {u['loss_last']:.4f} vs {e['loss_last']:.4f}: "
+            f"{'close' if uclose else 'DIFFERENT'}")
+    if not uclose:
+        ok = False
     # attention as the tiled flash kernels (MODULA_CUDA_FLASH=1; off by default until a
     # GPU has checked them): step time, MFU, memory, and the losses against the default
     fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
@@ -420,7 +433,8 @@ def item3(args, res, work):
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
     res.add("3", "engine step time", f"{e['step_ms']:.1f} ms", f"loss {e['loss_first']:.3f} -> {e['loss_last']:.3f}; "
-            f"{e.get('adapter_groups', 0)} adapter groups (q/k/v, gate/up as one)")
+            f"{e.get('adapter_groups', 0)} adapter groups (q/k/v, gate/up as one), "
+            f"{e.get('folded_groups', 0)} folded into their base products")
     res.add("3", "engine peak GPU memory", f"{peak_gib(e['memory']):.2f} GiB",
             "the engine's memory pool high-water mark (cuBLAS workspace not counted)")
     res.add("3", "engine MFU", f"{100 * emfu:.1f}%", "target >= 50%")
