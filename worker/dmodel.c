@@ -91,11 +91,16 @@ typedef struct dgroup {
  * the base product, the adapter's B product and the bias in one product
  * (y_i not read and written again), and in backward dy_i W'_i^T gives
  * [dx | ... dy_i B_i ...] at once (dy_i not read again for du). W_i and
- * b_i live only in W'_i then. */
+ * b_i live only in W'_i then. MoDULA-Res layers on all of a group's
+ * projections fold the same way with their cat = [s0 u0 | zw] (r0 + e r
+ * columns, copied into X after the fused row kernel) in place of s0 u and
+ * their bcat = [B0^T; B_1^T; ...] in W'_i (-nores: without B0^T). */
 typedef struct dfold {
 	int ldx;                /* 0: not folded */
 	int one;                /* X's column of ones, or -1 */
-	int ns, r, slot[3];     /* the dgroup's */
+	int ns, r, slot[3];     /* the dgroup's (r: a LoRA group's rank) */
+	int res;                /* the members are MoDULA-Res layers (below) */
+	int off[3], w[3];       /* member i's columns of X: C + off[i], w[i] of them */
 	void *wt[3];
 } dfold_t;
 
@@ -144,14 +149,15 @@ struct dmodel {
 	 * Flan [N, e + 1]) copied into ur's router columns by a product with
 	 * `eye` [e, e] (Res) or read by the router op (Flan). */
 	int fixed, fixed_e;
-	/* folded groups (dfold_t): 1 to fold at attach; the identities that
-	 * copy B^T into the W' (eye_r, [r, r]) and du out of dx's columns
-	 * (eye_w, [eye_n, eye_n]); the copies as batched products, one per
-	 * output width */
+	/* folded groups (dfold_t): 1 to fold at attach; the identity that
+	 * copies du (Res: cat, dcat) between X's or dx's columns and a buffer
+	 * of its own (eye_w, [eye_n, eye_n]); the copies of B^T into the W'
+	 * as batched products, one per shape, each with its identity */
 	int fold, nfolded, eye_n, nfset;
-	void *eye_r, *eye_w;
+	void *eye_w;
 	struct dfset {
-		int out, r, n;
+		int out, r, n;  /* r rows of out; n copies */
+		void *eye;      /* [r, r] */
 		void **c;
 		const void **a, **b;
 	} *fset;
@@ -845,7 +851,8 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			D_TRY(s_place_res(m, ad, mo, l, s, train));
 		}
 	D_TRY(s_pack(m));
-	return dmodel_sync_from_host(m, NULL);
+	D_TRY(dmodel_sync_from_host(m, NULL));
+	return s_fold_build(m);
 }
 
 /* ---- host <-> device for the adapter tensors --------------------------- */
@@ -1046,8 +1053,8 @@ out:
 	return rc;
 }
 
-/* The batched copies of every folded member's B^T into its W': one set
- * per output width. */
+/* The batched copies of every folded member's B^T rows (a Res layer's
+ * bcat; -nores: without B0^T) into its W': one set per shape. */
 static int s_fold_sets(dmodel_t *m)
 {
 	int cap = 3 * 2 * m->cfg.n_layers, C = m->cfg.dim;
@@ -1057,9 +1064,11 @@ static int s_fold_sets(dmodel_t *m)
 			const dfold_t *f = &m->l[l].fold[gi];
 			for (int i = 0; f->ldx && i < f->ns; i++) {
 				const dlin_t *lin = &m->l[l].lin[f->slot[i]];
+				const dad_t *ad = lin->ad;
+				int skip = f->res && ad->nores ? ad->r0 : 0, rows = f->w[i] - skip;
 				struct dfset *fs = NULL;
 				for (int j = 0; j < m->nfset; j++)
-					if (m->fset[j].out == lin->out && m->fset[j].r == f->r)
+					if (m->fset[j].out == lin->out && m->fset[j].r == rows)
 						fs = &m->fset[j];
 				if (!fs) {
 					struct dfset *nv = realloc(m->fset, (size_t)(m->nfset + 1) * sizeof *nv);
@@ -1067,26 +1076,74 @@ static int s_fold_sets(dmodel_t *m)
 						return err_set("out of memory");
 					m->fset = nv;
 					fs = &m->fset[m->nfset++];
-					*fs = (struct dfset){ lin->out, f->r, 0, NULL, NULL, NULL };
+					*fs = (struct dfset){ lin->out, rows, 0, NULL, NULL, NULL, NULL };
 					if (!(fs->c = malloc((size_t)cap * sizeof *fs->c)) ||
 					    !(fs->a = malloc((size_t)cap * sizeof *fs->a)) ||
 					    !(fs->b = malloc((size_t)cap * sizeof *fs->b)))
 						return err_set("out of memory");
+					D_PTR(fs->eye = s_eye(m, rows));
 				}
-				fs->c[fs->n] = s_at(m, f->wt[i], (size_t)(C + i * f->r) * lin->out);
-				fs->a[fs->n] = m->eye_r;
-				fs->b[fs->n++] = lin->ad->bcat.cur;
+				fs->c[fs->n] = s_at(m, f->wt[i], (size_t)(C + f->off[i] + skip) * lin->out);
+				fs->a[fs->n] = fs->eye;
+				fs->b[fs->n++] = s_at(m, ad->bcat.cur, (size_t)skip * lin->out);
 			}
 		}
 	return 0;
 }
 
-/* Fold every dgroup that allows it (m->fold): members' scales equal, one
- * rank over the model. At attach, once: the groups do not change. */
+/* Whether group gi of L folds, and how (f's ns, slots, r or res, off, w,
+ * ldx, one): a plain-LoRA dgroup of one scale and rank r (*r when set),
+ * or MoDULA-Res on every projection of the group. */
+static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
+{
+	int C = m->cfg.dim, hasb = 0, off = 0, ok = 1;
+	dgroup_t gr;
+
+	memset(f, 0, sizeof *f);
+	s_group(m, L, &gr, gi);
+	if (gr.ns) {
+		ok = !*r || gr.r == *r;
+		for (int i = 0; ok && i < gr.ns; i++)
+			ok = L->lin[gr.slot[i]].ad->s0 == L->lin[gr.slot[0]].ad->s0;
+		if (!ok)
+			return 0;
+		f->ns = gr.ns, f->r = *r = gr.r;
+		memcpy(f->slot, gr.slot, sizeof f->slot);
+		for (int i = 0; i < gr.ns; i++)
+			f->off[i] = i * gr.r, f->w[i] = gr.r;
+	} else {
+		for (int i = 0; ok && i < 3 && s_group_slots[gi][i] >= 0; i++) {
+			const dad_t *ad = L->lin[s_group_slots[gi][i]].ad;
+			ok = ad && ad->res && !ad->mol;
+			if (ok)
+				f->slot[f->ns++] = s_group_slots[gi][i];
+		}
+		if (!ok)
+			return 0;
+		f->res = 1;
+		for (int i = 0; i < f->ns; i++) {
+			const dad_t *ad = L->lin[f->slot[i]].ad;
+			f->off[i] = i ? f->off[i - 1] + f->w[i - 1] : 0;
+			f->w[i] = ad->r0 + ad->e * ad->r;
+		}
+	}
+	for (int i = 0; i < f->ns; i++) {
+		hasb |= L->lin[f->slot[i]].b != NULL;
+		if (L->lin[f->slot[i]].in != C)
+			return 0;
+		off = f->off[i] + f->w[i];
+	}
+	f->ldx = (C + off + hasb + 7) / 8 * 8;
+	f->one = hasb ? C + off : -1;
+	return 1;
+}
+
+/* Fold every group that allows it (m->fold, s_fold_plan). At attach,
+ * once: the groups do not change. */
 static int s_fold_build(dmodel_t *m)
 {
 	const model_config_t *g = &m->cfg;
-	int C = g->dim, r = 0, wmax = 0;
+	int r = 0, wmax = 0;
 
 	if (!m->fold)
 		return 0;
@@ -1094,31 +1151,23 @@ static int s_fold_build(dmodel_t *m)
 		dlayer_t *L = &m->l[l];
 		for (int gi = 0; gi < 2; gi++) {
 			dfold_t *f = &L->fold[gi];
-			dgroup_t gr;
-			int hasb = 0, ok;
-			s_group(m, L, &gr, gi);
-			ok = gr.ns > 0 && (!r || gr.r == r);
-			for (int i = 0; ok && i < gr.ns; i++) {
-				const dlin_t *lin = &L->lin[gr.slot[i]];
-				hasb |= lin->b != NULL;
-				ok = lin->in == C && lin->ad->s0 == L->lin[gr.slot[0]].ad->s0;
-			}
-			if (!ok)
+			if (!s_fold_plan(m, L, gi, f, &r)) {
+				memset(f, 0, sizeof *f);
 				continue;
-			f->ns = gr.ns, f->r = r = gr.r;
-			memcpy(f->slot, gr.slot, sizeof f->slot);
-			f->ldx = (C + gr.ns * gr.r + hasb + 7) / 8 * 8;
-			f->one = hasb ? C + gr.ns * gr.r : -1;
-			for (int i = 0; i < gr.ns; i++)
-				D_TRY(s_fold_weight(m, f, i, &L->lin[gr.slot[i]]));
-			wmax = gr.ns * gr.r > wmax ? gr.ns * gr.r : wmax;
+			}
+			for (int i = 0; i < f->ns; i++) {
+				D_TRY(s_fold_weight(m, f, i, &L->lin[f->slot[i]]));
+				wmax = f->w[i] > wmax ? f->w[i] : wmax;
+			}
+			if (!f->res)
+				wmax = f->ns * f->r > wmax ? f->ns * f->r : wmax;
 			m->nfolded++;
 		}
 	}
 	if (!m->nfolded)
 		return 0;
 	m->eye_n = wmax;
-	D_PTR((m->eye_r = s_eye(m, r)) && (m->eye_w = s_eye(m, wmax)));
+	D_PTR(m->eye_w = s_eye(m, wmax));
 	return s_fold_sets(m);
 }
 
@@ -1194,7 +1243,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 		for (int gi = 0; gi < 2; gi++) {
 			dgroup_t *gr = &L->grp[gi];
 			s_group(m, L, gr, gi);
-			if (L->fold[gi].ldx && (gr->ns != L->fold[gi].ns || gr->r != L->fold[gi].r))
+			if (L->fold[gi].ldx && !L->fold[gi].res &&
+			    (gr->ns != L->fold[gi].ns || gr->r != L->fold[gi].r))
 				return err_set("layer %d: a folded adapter group no longer forms", l);
 			if (gr->ns && !L->fold[gi].ldx)
 				D_PTR(gr->u = s_act(m, N * gr->ns * gr->r, dt));
@@ -1266,21 +1316,34 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
  * each way (res_forward/backward: softmax, weighting, LeakyReLU):
  *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
+/* ur = x [A0; W_R]^T (x's rows ldx apart; fixed routing: the fixed
+ * logits in the router's columns) and the fused row kernel: cat, z, zl, s. */
+static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	int dt = K->dt, r0 = ad->r0;
+
+	if (m->fixed) {
+		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ldx, ad->a0.cur, ad->in, n, r0, ad->in, 0, 1,
+				 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, m->xu, (size_t)r0), dt, r0 + ad->e, m->fixed_rl, ad->e, m->eye,
+				 ad->e, n, ad->e, ad->e, 0, 0, 1.0f, 0.0f));
+	} else if (ldx == ad->in) {
+		D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+	} else {
+		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ldx, ad->a0.cur, ad->in, n, r0 + ad->e, ad->in,
+				 0, 1, 1.0f, 0.0f));
+	}
+	return K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
+			      ad->s0, ad->sd, ad->slope);
+}
+
 static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
 
-	if (m->fixed) {
-		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ad->in, ad->a0.cur, ad->in, n, r0, ad->in, 0, 1,
-				 1.0f, 0.0f));
-		D_TRY(K->gemm_ld(s_at(m, m->xu, (size_t)r0), dt, r0 + ad->e, m->fixed_rl, ad->e, m->eye,
-				 ad->e, n, ad->e, ad->e, 0, 0, 1.0f, 0.0f));
-	} else {
-		D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
-	}
-	D_TRY(K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
-			     ad->s0, ad->sd, ad->slope));
+	D_TRY(s_res_cat(m, ad, x, ad->in, n));
 	if (ad->nores)
 		return K->gemm_ld(y, dt, out, s_at(m, ad->cat, (size_t)r0), w,
 				  s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, out, er, 0, 0, 1.0f,
@@ -1288,7 +1351,11 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	return K->gemm_ld(y, dt, out, ad->cat, w, ad->bcat.cur, out, n, out, w, 0, 0, 1.0f, 1.0f);
 }
 
-static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
+/* x's and dx's rows are ldx apart. dcat_in (a folded group's, with dx):
+ * dy bcat^T is already in those columns of dx's rows (-nores: zero in the
+ * first r0), copied out rather than computed. */
+static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, const void *x,
+			  int n, const void *dcat_in)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
@@ -1296,7 +1363,16 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	void *dcat = m->x1, *dz = m->x3;
 	float *db = ad->bcat.grad, *p = ad->p;
 
-	if (ad->nores) {
+	if (dcat_in) {
+		D_TRY(K->gemm_ld(dcat, dt, w, dcat_in, ldx, m->eye_w, m->eye_n, n, w, w, 0, 0, 1.0f,
+				 0.0f));
+		if (db && ad->nores)
+			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
+					 w, dy, out, er, out, n, 1, 0, 1.0f, 1.0f));
+		else if (db)
+			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, out, w, out, n, 1, 0, 1.0f,
+					 1.0f));
+	} else if (ad->nores) {
 		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, out,
 				 s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, er, out, 0, 1, 1.0f, 0.0f));
 		if (db)
@@ -1322,10 +1398,10 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 			 ad->nores ? 0.0f : 1.0f));
 	/* [du0 | drl] = dcat[:, :r0+e] against a0 = [A0; W_R] */
 	if (ad->a0.grad)
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ad->in, ra, ad->in, n, 1, 0,
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ldx, ra, ad->in, n, 1, 0,
 				 1.0f, 1.0f));
 	if (dx)
-		D_TRY(K->gemm_ld(dx, dt, ad->in, dcat, w, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
+		D_TRY(K->gemm_ld(dx, dt, ldx, dcat, w, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
 				 1.0f));
 	return 0;
 }
@@ -1465,7 +1541,7 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 	if (ad->mol)
 		return s_mol_backward(m, ad, dx, dy, x, n);
 	if (ad->res)
-		return s_res_backward(m, ad, dx, dy, x, n);
+		return s_res_backward(m, ad, dx, ad->in, dy, x, n, NULL);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
 	if (ad->bcat.grad)
 		D_TRY(K->gemm(ad->bcat.grad, KCUDA_F32, ad->u0, dy, ad->r0, ad->out, n, 1, 0, ad->s0,
@@ -1511,6 +1587,22 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 	int dt = K->dt, w = g->ns * g->r;
 	const dad_t *first;
 
+	if (L->fold[gi].res) {
+		/* x is X: each Res layer's cat into its columns, then y_i = X W'_i */
+		const dfold_t *f = &L->fold[gi];
+		for (int i = 0; i < f->ns; i++) {
+			dad_t *ad = L->lin[f->slot[i]].ad;
+			D_TRY(s_res_cat(m, ad, x, f->ldx, n));
+			D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)(ad->in + f->off[i])), dt, f->ldx,
+					 ad->cat, f->w[i], m->eye_w, m->eye_n, n, f->w[i], f->w[i], 0, 0,
+					 1.0f, 0.0f));
+		}
+		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
+		for (int i = 0; i < f->ns; i++)
+			D_TRY(K->gemm(ys[i], dt, x, f->wt[i], n, L->lin[f->slot[i]].out, f->ldx, 0, 0, 1.0f,
+				      0.0f));
+		return s_mark(m, DMODEL_PROF_BASE);
+	}
 	if (!g->ns) {
 		for (int i = 0; i < 3 && slots[i] >= 0; i++)
 			D_TRY(s_lin_forward(m, &L->lin[slots[i]], ys[i], x, n));
@@ -1546,7 +1638,9 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 /* s_lins_backward of a folded group: x is X, dx (may be NULL; else [n,
  * ldx], overwritten: add must be 0) gets [dx | dy_1 B_1 | ... | junk] from
  * the base products, du = s0 (those columns) goes to m->xg, then as
- * unfolded. Without dx the du_i are products of their own. */
+ * unfolded. Without dx the du_i are products of their own. Res layers:
+ * each one's dcat = dy_i bcat_i^T is in its columns, and s_res_backward
+ * takes it from there. */
 static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const void *const *dys,
 			   const void *x, int n, int add)
 {
@@ -1563,9 +1657,16 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 			D_TRY(K->gemm(dx, dt, dys[i], f->wt[i], n, f->ldx, L->lin[f->slot[i]].out, 0, 1,
 				      1.0f, i > 0 ? 1.0f : 0.0f));
 		D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	}
+	if (f->res) {
+		for (int i = 0; i < f->ns; i++)
+			D_TRY(s_res_backward(m, L->lin[f->slot[i]].ad, dx, f->ldx, dys[i], x, n,
+					     dx ? s_at(m, dx, (size_t)(C + f->off[i])) : NULL));
+		return s_mark(m, DMODEL_PROF_ADAPTERS);
+	}
+	if (dx)
 		D_TRY(K->gemm_ld(du, dt, w, s_at(m, dx, (size_t)C), f->ldx, m->eye_w, m->eye_n, n, w,
 				 w, 0, 0, first->s0, 0.0f));
-	}
 	for (int i = 0; i < f->ns; i++) {
 		const dad_t *ad = L->lin[f->slot[i]].ad;
 		if (!dx)
@@ -1598,13 +1699,13 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	void *du = m->xg;
 	const dad_t *first;
 
+	if (L->fold[gi].ldx)
+		return s_fold_backward(m, L, gi, dx, dys, x, n, add);
 	if (!g->ns) {
 		for (int i = 0; i < 3 && slots[i] >= 0; i++)
 			D_TRY(s_lin_backward(m, &L->lin[slots[i]], dx, dys[i], x, n, add || i > 0));
 		return 0;
 	}
-	if (L->fold[gi].ldx)
-		return s_fold_backward(m, L, gi, dx, dys, x, n, add);
 	for (int i = 0; dx && i < g->ns; i++) {
 		dlin_t *lin = &L->lin[g->slot[i]];
 		D_TRY(K->gemm(dx, dt, dys[i], lin->w, n, lin->in, lin->out, 0, 0, 1.0f,

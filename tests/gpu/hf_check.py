@@ -455,6 +455,12 @@ def item4(args, res, work):
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
     res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
             "target <= 1.15x")
+    uenv = dict(os.environ, MODULA_FOLD="0")
+    ul = engine_bench(args.engine, path, "lora", env=uenv)
+    ur = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=uenv)
+    res.add("4", "not folded (MODULA_FOLD=0): modula-res / LoRA",
+            f"{ur['step_ms'] / ul['step_ms']:.2f}x", f"{ur['step_ms']:.1f} / {ul['step_ms']:.1f} ms; "
+            f"folded (default): {mres.get('folded_groups', 0)} Res groups")
     fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
     fl = engine_bench(args.engine, path, "lora", env=fenv)
     fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
