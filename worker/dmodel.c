@@ -820,7 +820,11 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 		     mo->route_base != 0))
 		return err_set("modula-flan on the GPU path needs 1 to 31 domain experts and a router "
 			       "over them and the universal expert");
-	for (int l = 0; l < m->cfg.n_layers; l++)
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		/* plain LoRAs (the universal stage, joint LoRA): a layer's A
+		 * matrices first, its B matrices after the slots (deferred), as
+		 * dmodel_attach_lora places them, so that groups form */
+		int defer[MODEL_NSLOTS] = { 0 };
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			char name[192];
 			dad_t *ad;
@@ -841,7 +845,8 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			}
 			ad->r0 = u->rank, ad->s0 = s_scale(u->alpha, u->rank, u->rslora);
 			if (!res) {
-				D_TRY(s_place_pair(m, ad, &u->params, l, s, train, 0, 0, 0, 0));
+				D_TRY(s_place_a(m, ad, &u->params, l, s, train, 0, 0));
+				defer[s] = 1;
 				continue;
 			}
 			ad->res = 1, ad->nores = c->method == MOE_RES_NORES;
@@ -850,6 +855,10 @@ int dmodel_attach_moe(dmodel_t *m, const moe_t *mo, const params_t *train)
 			ad->sd = s_scale(mo->exp[1].alpha, ad->r, mo->exp[1].rslora);
 			D_TRY(s_place_res(m, ad, mo, l, s, train));
 		}
+		for (int s = 0; s < MODEL_NSLOTS; s++)
+			if (defer[s])
+				D_TRY(s_place_b(m, m->l[l].lin[s].ad, &u->params, l, s, train, 0, 0));
+	}
 	D_TRY(s_pack(m));
 	D_TRY(dmodel_sync_from_host(m, NULL));
 	return s_fold_build(m);

@@ -57,9 +57,19 @@ wait_for() {
 	return 1
 }
 
-# The registry must exist before jobs are submitted.
+# The registry must exist before jobs are submitted, and the HTTP API
+# answer (any status) before a client is run: the daemon opens the
+# registry before it listens, and a loaded machine can show the gap.
 wait_registry() {
-	wait_for "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'" 1
+	wait_for "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'" 1 || return 1
+	n=300
+	while [ "$n" -gt 0 ]; do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' "$api/health" 2>/dev/null)" != 000 ] && return 0
+		sleep 0.2
+		n=$((n - 1))
+	done
+	diag "timed out waiting for the HTTP API at $api"
+	return 1
 }
 
 show_logs() {
