@@ -309,7 +309,8 @@ int cmd_bench(int argc, char **argv)
 	cJSON_AddNumberToObject(o, "graph_replays", b.dm ? (double)dmodel_graph_replays(b.dm) : 0);
 	/* LoRA groups sharing an input (q, k, v; gate, up) run as one */
 	cJSON_AddNumberToObject(o, "adapter_groups", b.dm ? dmodel_adapter_groups(b.dm) : 0);
-	/* of those, folded into their base products (MODULA_FOLD) */
+	/* groups (LoRA, or Res on q, k, v / gate, up) folded into their base
+	 * products (MODULA_FOLD) */
 	cJSON_AddNumberToObject(o, "folded_groups", b.dm ? dmodel_folded_groups(b.dm) : 0);
 	cJSON_AddStringToObject(o, "method", a.method);
 	cJSON_AddNumberToObject(o, "batch", a.batch);

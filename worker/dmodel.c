@@ -1177,6 +1177,8 @@ static int s_fold_build(dmodel_t *m)
 		return 0;
 	m->eye_n = wmax;
 	D_PTR(m->eye_w = s_eye(m, wmax));
+	/* a reservation made before (none of the callers does) has no X */
+	m->max_b = m->max_t = 0;
 	return s_fold_sets(m);
 }
 

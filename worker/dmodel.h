@@ -95,8 +95,9 @@ void dmodel_graphs(dmodel_t *m, int on);
  * their A adjacent, as dmodel_attach_lora places training ones), counted
  * over the layers at the last dmodel_reserve. */
 int dmodel_adapter_groups(const dmodel_t *m);
-/* Of those, the groups folded into their base products (the adapters' B
- * and the biases inside the products' weights: docs/cuda.md), at attach;
+/* The groups folded into their base products at attach (the adapters' B
+ * and the biases inside the products' weights: docs/cuda.md): those plain
+ * LoRA groups, and MoDULA-Res layers on all of q, k, v or gate, up;
  * MODULA_FOLD=0 in the environment at load turns folding off. */
 int dmodel_folded_groups(const dmodel_t *m);
 /* Micro-batches so far that replayed a graph (the first replay included). */
