@@ -187,16 +187,17 @@ static int s_cpu_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void 
 	return 0;
 }
 
-static int s_cpu_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+static int s_cpu_rmsnorm_backward_ld(void *dinp, int ldi, float *dw, const void *dout, int ldd,
 				     const void *inp, const void *w, const float *rstd, int n,
 				     int c)
 {
-	if (ldd < c)
-		return err_set("rmsnorm_backward: gradient rows %d apart, narrower than %d", ldd, c);
-	if (ldd == c)
+	if (ldd < c || ldi < c)
+		return err_set("rmsnorm_backward: gradient rows %d and %d apart, narrower than %d", ldi,
+			       ldd, c);
+	if (ldd == c && ldi == c)
 		return s_cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
 	for (int i = 0; i < n; i++)
-		op_rmsnorm_backward(dinp ? (float *)dinp + (size_t)i * c : NULL, dw,
+		op_rmsnorm_backward(dinp ? (float *)dinp + (size_t)i * ldi : NULL, dw,
 				    (const float *)dout + (size_t)i * ldd,
 				    (const float *)inp + (size_t)i * c, w, rstd + i, 1, c);
 	return 0;
@@ -640,13 +641,13 @@ static int s_emu_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void 
 	return 0;
 }
 
-static int s_emu_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+static int s_emu_rmsnorm_backward_ld(void *dinp, int ldi, float *dw, const void *dout, int ldd,
 				     const void *inp, const void *w, const float *rstd, int n,
 				     int c)
 {
-	if (s_cpu_rmsnorm_backward_ld(dinp, dw, dout, ldd, inp, w, rstd, n, c) < 0)
+	if (s_cpu_rmsnorm_backward_ld(dinp, ldi, dw, dout, ldd, inp, w, rstd, n, c) < 0)
 		return -1;
-	EMU_N(dinp, (size_t)n * c);
+	s_emu_round(dinp, s_emu_dt, (size_t)n, (size_t)c, (size_t)ldi);
 	return 0;
 }
 
@@ -937,11 +938,11 @@ static int s_cuda_rmsnorm_forward_ld(void *out, int ldo, float *rstd, const void
 	return kcuda_rmsnorm_forward_ld(s_dt, out, ldo, rstd, inp, w, n, c, eps);
 }
 
-static int s_cuda_rmsnorm_backward_ld(void *dinp, float *dw, const void *dout, int ldd,
+static int s_cuda_rmsnorm_backward_ld(void *dinp, int ldi, float *dw, const void *dout, int ldd,
 				      const void *inp, const void *w, const float *rstd, int n,
 				      int c)
 {
-	return kcuda_rmsnorm_backward_ld(s_dt, dinp, dw, dout, ldd, inp, w, rstd, n, c);
+	return kcuda_rmsnorm_backward_ld(s_dt, dinp, ldi, dw, dout, ldd, inp, w, rstd, n, c);
 }
 
 static int s_cuda_rope_forward(void *x, const float *cosv, const float *sinv, int b, int t, int nh,

@@ -81,10 +81,11 @@ struct kdevice_ops {
 			       float eps);
 	int (*rmsnorm_backward)(void *dinp, float *dw, const void *dout, const void *inp,
 				const void *w, const float *rstd, int n, int c);
-	/* the same with out's (dout's) rows ldo (ldd) >= c elements apart */
+	/* the same with out's (dinp's, dout's) rows ldo (ldi, ldd) >= c
+	 * elements apart */
 	int (*rmsnorm_forward_ld)(void *out, int ldo, float *rstd, const void *inp, const void *w,
 				  int n, int c, float eps);
-	int (*rmsnorm_backward_ld)(void *dinp, float *dw, const void *dout, int ldd,
+	int (*rmsnorm_backward_ld)(void *dinp, int ldi, float *dw, const void *dout, int ldd,
 				   const void *inp, const void *w, const float *rstd, int n, int c);
 	int (*rope_table)(float *cosv, float *sinv, int t, int hs, int pos0, float theta);
 	int (*rope_forward)(void *x, const float *cosv, const float *sinv, int b, int t, int nh,

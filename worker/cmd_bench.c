@@ -312,6 +312,8 @@ int cmd_bench(int argc, char **argv)
 	/* groups (LoRA, or Res on q, k, v / gate, up) folded into their base
 	 * products (MODULA_FOLD) */
 	cJSON_AddNumberToObject(o, "folded_groups", b.dm ? dmodel_folded_groups(b.dm) : 0);
+	/* o and down projections folded in backward */
+	cJSON_AddNumberToObject(o, "folded_tail", b.dm ? dmodel_folded_tail(b.dm) : 0);
 	cJSON_AddStringToObject(o, "method", a.method);
 	cJSON_AddNumberToObject(o, "batch", a.batch);
 	cJSON_AddNumberToObject(o, "seq", a.seq);

@@ -68,6 +68,7 @@ typedef struct dad {
 typedef struct dlin {
 	void *w, *b;
 	int in, out;
+	int ka;                 /* o, down folded (s_tail_build): w is [W; A; 0], [ldr, in] */
 	dad_t *ad;
 } dlin_t;
 
@@ -154,6 +155,10 @@ struct dmodel {
 	 * of its own (eye_w, [eye_n, eye_n]); the copies of B^T into the W'
 	 * as batched products, one per shape, each with its identity */
 	int fold, nfolded, eye_n, nfset;
+	/* o and down folded in backward (s_tail_build): dres has ldr columns,
+	 * the last ones holding the adapter's du (Res: dcat's [u0 | router]
+	 * part) for dx = [dres | du] [W; A] */
+	int ntail, ldr;
 	void *eye_w;
 	struct dfset {
 		int out, r, n;  /* r rows of out; n copies */
@@ -1062,41 +1067,114 @@ out:
 	return rc;
 }
 
+/* One more copy of B^T (or A) rows into a folded weight: rows [rows,
+ * cols] from src to dst, in the set of that shape (made with its
+ * identity when new). */
+static int s_fold_copy(dmodel_t *m, int rows, int cols, void *dst, const void *src)
+{
+	int cap = 3 * 2 * m->cfg.n_layers;
+	struct dfset *fs = NULL;
+
+	for (int j = 0; j < m->nfset; j++)
+		if (m->fset[j].out == cols && m->fset[j].r == rows)
+			fs = &m->fset[j];
+	if (!fs) {
+		struct dfset *nv = realloc(m->fset, (size_t)(m->nfset + 1) * sizeof *nv);
+		if (!nv)
+			return err_set("out of memory");
+		m->fset = nv;
+		fs = &m->fset[m->nfset++];
+		*fs = (struct dfset){ cols, rows, 0, NULL, NULL, NULL, NULL };
+		if (!(fs->c = malloc((size_t)cap * sizeof *fs->c)) ||
+		    !(fs->a = malloc((size_t)cap * sizeof *fs->a)) ||
+		    !(fs->b = malloc((size_t)cap * sizeof *fs->b)))
+			return err_set("out of memory");
+		D_PTR(fs->eye = s_eye(m, rows));
+	}
+	if (fs->n == cap)
+		return err_set("internal: more folded copies of one shape than layers allow");
+	fs->c[fs->n] = dst;
+	fs->a[fs->n] = fs->eye;
+	fs->b[fs->n++] = src;
+	return 0;
+}
+
 /* The batched copies of every folded member's B^T rows (a Res layer's
- * bcat; -nores: without B0^T) into its W': one set per shape. */
+ * bcat; -nores: without B0^T) into its W', and of the A rows (Res: [A0;
+ * W_R], without W_R under fixed routing) of o and down into theirs. */
 static int s_fold_sets(dmodel_t *m)
 {
-	int cap = 3 * 2 * m->cfg.n_layers, C = m->cfg.dim;
+	int C = m->cfg.dim;
 
-	for (int l = 0; l < m->cfg.n_layers; l++)
+	for (int l = 0; l < m->cfg.n_layers; l++) {
 		for (int gi = 0; gi < 2; gi++) {
 			const dfold_t *f = &m->l[l].fold[gi];
 			for (int i = 0; f->ldx && i < f->ns; i++) {
 				const dlin_t *lin = &m->l[l].lin[f->slot[i]];
 				const dad_t *ad = lin->ad;
-				int skip = f->res && ad->nores ? ad->r0 : 0, rows = f->w[i] - skip;
-				struct dfset *fs = NULL;
-				for (int j = 0; j < m->nfset; j++)
-					if (m->fset[j].out == lin->out && m->fset[j].r == rows)
-						fs = &m->fset[j];
-				if (!fs) {
-					struct dfset *nv = realloc(m->fset, (size_t)(m->nfset + 1) * sizeof *nv);
-					if (!nv)
-						return err_set("out of memory");
-					m->fset = nv;
-					fs = &m->fset[m->nfset++];
-					*fs = (struct dfset){ lin->out, rows, 0, NULL, NULL, NULL, NULL };
-					if (!(fs->c = malloc((size_t)cap * sizeof *fs->c)) ||
-					    !(fs->a = malloc((size_t)cap * sizeof *fs->a)) ||
-					    !(fs->b = malloc((size_t)cap * sizeof *fs->b)))
-						return err_set("out of memory");
-					D_PTR(fs->eye = s_eye(m, rows));
-				}
-				fs->c[fs->n] = s_at(m, f->wt[i], (size_t)(C + f->off[i] + skip) * lin->out);
-				fs->a[fs->n] = fs->eye;
-				fs->b[fs->n++] = s_at(m, ad->bcat.cur, (size_t)skip * lin->out);
+				int skip = f->res && ad->nores ? ad->r0 : 0;
+				D_TRY(s_fold_copy(m, f->w[i] - skip, lin->out,
+						  s_at(m, f->wt[i], (size_t)(C + f->off[i] + skip) * lin->out),
+						  s_at(m, ad->bcat.cur, (size_t)skip * lin->out)));
 			}
 		}
+		for (int s = 0; s < MODEL_NSLOTS; s++) {
+			const dlin_t *lin = &m->l[l].lin[s];
+			if (lin->ka)
+				D_TRY(s_fold_copy(m, lin->ka, lin->in,
+						  s_at(m, lin->w, (size_t)lin->out * lin->in), lin->ad->a0.cur));
+		}
+	}
+	return 0;
+}
+
+/* o and down folded in backward: when every adapter on them is a plain
+ * LoRA or a Res layer (and there is one), each such weight becomes [W;
+ * A; 0] ([ldr, in]; the forward reads its first rows, W, as before), and
+ * dres gets ldr columns (s_tail_backward). */
+static int s_tail_build(dmodel_t *m, int *wmax)
+{
+	int C = m->cfg.dim, kmax = 0;
+	static const int slots[2] = { MODEL_O, MODEL_DOWN };
+
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int i = 0; i < 2; i++) {
+			const dlin_t *lin = &m->l[l].lin[slots[i]];
+			const dad_t *ad = lin->ad;
+			int ka;
+			if (!ad)
+				continue;
+			if (ad->mol || ad->r0 <= 0 || lin->out != C)
+				return 0;
+			ka = ad->res ? (m->fixed ? ad->r0 : ad->r0 + ad->e) : ad->r0;
+			kmax = ka > kmax ? ka : kmax;
+		}
+	if (!kmax)
+		return 0;
+	m->ldr = (C + kmax + 7) / 8 * 8;
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int i = 0; i < 2; i++) {
+			dlin_t *lin = &m->l[l].lin[slots[i]];
+			const dad_t *ad = lin->ad;
+			void *w;
+			if (!ad)
+				continue;
+			/* through the host, as s_fold_weight (the emulated tables'
+			 * buffers are fp32 whatever dt says) */
+			float *h = calloc((size_t)m->ldr * lin->in, sizeof *h);
+			if (!h)
+				return err_set("out of memory");
+			if (m->K->download(h, KCUDA_F32, lin->w, m->K->dt, (size_t)lin->out * lin->in) < 0) {
+				free(h);
+				return -1;
+			}
+			D_PTR(w = s_upload_new(m, h, (size_t)m->ldr * lin->in));
+			s_release(m, lin->w);
+			lin->w = w;
+			lin->ka = ad->res ? (m->fixed ? ad->r0 : ad->r0 + ad->e) : ad->r0;
+			m->ntail++;
+		}
+	*wmax = kmax > *wmax ? kmax : *wmax;
 	return 0;
 }
 
@@ -1147,8 +1225,8 @@ static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
 	return 1;
 }
 
-/* Fold every group that allows it (m->fold, s_fold_plan). At attach,
- * once: the groups do not change. */
+/* Fold every group that allows it (m->fold, s_fold_plan), and o and down
+ * (s_tail_build). At attach, once: the adapters do not change. */
 static int s_fold_build(dmodel_t *m)
 {
 	const model_config_t *g = &m->cfg;
@@ -1173,7 +1251,8 @@ static int s_fold_build(dmodel_t *m)
 			m->nfolded++;
 		}
 	}
-	if (!m->nfolded)
+	D_TRY(s_tail_build(m, &wmax));
+	if (!m->nfolded && !m->ntail)
 		return 0;
 	m->eye_n = wmax;
 	D_PTR(m->eye_w = s_eye(m, wmax));
@@ -1302,7 +1381,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->logits = s_act(m, N * V, dt)) && (m->losses = s_act(m, N, KCUDA_F32)) &&
 	      (m->lse = s_act(m, N, KCUDA_F32)) && (m->dlosses = s_act(m, N, KCUDA_F32)) &&
 	      (m->tok = s_act(m, N, KCUDA_I32)) && (m->tgt = s_act(m, N, KCUDA_I32)) &&
-	      (m->tmp = s_act(m, N * C, dt)) && (m->dres = s_act(m, N * C, dt)) &&
+	      (m->tmp = s_act(m, N * C, dt)) &&
+	      (m->dres = s_act(m, N * (m->ntail ? (size_t)m->ldr : C), dt)) &&
 	      (m->dln = s_act(m, N * dl, dt)) && (m->dq = s_act(m, N * QD, dt)) &&
 	      (m->dk = s_act(m, N * KD, dt)) && (m->dv = s_act(m, N * KD, dt)) &&
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
@@ -1362,11 +1442,11 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	return K->gemm_ld(y, dt, out, ad->cat, w, ad->bcat.cur, out, n, out, w, 0, 0, 1.0f, 1.0f);
 }
 
-/* x's and dx's rows are ldx apart. dcat_in (a folded group's, with dx):
+/* x's and dx's rows are ldx apart, dy's ldy. dcat_in (a folded group's, with dx):
  * dy bcat^T is already in those columns of dx's rows (-nores: zero in the
  * first r0), copied out rather than computed. */
-static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, const void *x,
-			  int n, const void *dcat_in)
+static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
+			  const void *x, int n, const void *dcat_in)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
@@ -1379,20 +1459,20 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 				 0.0f));
 		if (db && ad->nores)
 			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
-					 w, dy, out, er, out, n, 1, 0, 1.0f, 1.0f));
+					 w, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
 		else if (db)
-			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, out, w, out, n, 1, 0, 1.0f,
+			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, ldy, w, out, n, 1, 0, 1.0f,
 					 1.0f));
 	} else if (ad->nores) {
-		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, out,
+		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, ldy,
 				 s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, er, out, 0, 1, 1.0f, 0.0f));
 		if (db)
 			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
-					 w, dy, out, er, out, n, 1, 0, 1.0f, 1.0f));
+					 w, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
 	} else {
-		D_TRY(K->gemm_ld(dcat, dt, w, dy, out, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(dcat, dt, w, dy, ldy, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
 		if (db)
-			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, out, w, out, n, 1, 0, 1.0f,
+			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, ldy, w, out, n, 1, 0, 1.0f,
 					 1.0f));
 	}
 	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
@@ -1552,7 +1632,7 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 	if (ad->mol)
 		return s_mol_backward(m, ad, dx, dy, x, n);
 	if (ad->res)
-		return s_res_backward(m, ad, dx, ad->in, dy, x, n, NULL);
+		return s_res_backward(m, ad, dx, ad->in, dy, ad->out, x, n, NULL);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
 	if (ad->bcat.grad)
 		D_TRY(K->gemm(ad->bcat.grad, KCUDA_F32, ad->u0, dy, ad->r0, ad->out, n, 1, 0, ad->s0,
@@ -1671,7 +1751,8 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	}
 	if (f->res) {
 		for (int i = 0; i < f->ns; i++)
-			D_TRY(s_res_backward(m, L->lin[f->slot[i]].ad, dx, f->ldx, dys[i], x, n,
+			D_TRY(s_res_backward(m, L->lin[f->slot[i]].ad, dx, f->ldx, dys[i],
+					     L->lin[f->slot[i]].out, x, n,
 					     dx ? s_at(m, dx, (size_t)(C + f->off[i])) : NULL));
 		return s_mark(m, DMODEL_PROF_ADAPTERS);
 	}
@@ -1737,6 +1818,43 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	if (dx)
 		D_TRY(K->gemm(dx, dt, du, first->a0.cur, n, first->in, w, 0, 0, 1.0f, 1.0f));
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
+}
+
+/* Backward of o or down when folded (m->ntail): dy is dres, ldr columns.
+ * The adapter's parts first (LoRA: du = s0 dy B, dB, dA; Res:
+ * s_res_backward without dx), du (Res: dcat's first ka columns) copied
+ * into dres's columns C.., then dinp = [dres | du | 0] [W; A; 0]: the base
+ * product and the adapter's dx += du A at once. No adapter: dinp = dres W. */
+static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, int n)
+{
+	const struct kdevice_ops *K = m->K;
+	dad_t *ad = lin->ad;
+	int dt = K->dt, ldr = m->ldr, C = lin->out, in = lin->in;
+	void *dy = m->dres;
+
+	if (!lin->ka) {
+		D_TRY(K->gemm_ld(dinp, dt, in, dy, ldr, lin->w, in, n, in, C, 0, 0, 1.0f, 0.0f));
+		return s_mark(m, DMODEL_PROF_BASE);
+	}
+	if (ad->res) {
+		D_TRY(s_res_backward(m, ad, NULL, in, dy, ldr, x, n, NULL));
+		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x1, ad->r0 + ad->e * ad->r,
+				 m->eye_w, m->eye_n, n, lin->ka, lin->ka, 0, 0, 1.0f, 0.0f));
+	} else {
+		void *du = m->xu;
+		D_TRY(K->gemm_ld(du, dt, ad->r0, dy, ldr, ad->bcat.cur, ad->out, n, ad->r0, ad->out, 0, 1,
+				 ad->s0, 0.0f));
+		if (ad->bcat.grad)
+			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->u0, ad->r0, dy, ldr, ad->r0,
+					 ad->out, n, 1, 0, ad->s0, 1.0f));
+		if (ad->a0.grad)
+			D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, du, x, ad->r0, in, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, du, ad->r0, m->eye_w, m->eye_n, n,
+				 ad->r0, ad->r0, 0, 0, 1.0f, 0.0f));
+	}
+	D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
+	D_TRY(K->gemm_ld(dinp, dt, in, dy, ldr, lin->w, in, n, in, ldr, 0, 0, 1.0f, 0.0f));
+	return s_mark(m, DMODEL_PROF_BASE);
 }
 
 /* Check the batch and queue its inputs: the RoPE table when t changes,
@@ -1896,31 +2014,39 @@ static int s_backward_ops(dmodel_t *m)
 	const model_config_t *g = &m->cfg;
 	const struct kdevice_ops *K = m->K;
 	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
-	int HS = g->head_dim, V = g->vocab_size, dt = K->dt;
-	size_t NC = (size_t)N * C, NF = (size_t)N * g->ffn_dim;
+	int HS = g->head_dim, V = g->vocab_size, dt = K->dt, ldr = m->ntail ? m->ldr : C;
+	size_t NF = (size_t)N * g->ffn_dim;
 	size_t NQ = (size_t)N * NH * HS, NK = (size_t)N * NKV * HS;
 
 	D_TRY(s_mark(m, -1));
 	/* the fused cross-entropy left dlogits in m->logits; dln = dlogits head */
 	D_TRY(K->gemm(m->dln, dt, m->logits, m->head, N, C, V, 0, 0, 1.0f, 0.0f));
 	D_TRY(s_mark(m, DMODEL_PROF_BASE));
-	D_TRY(K->zero(m->dres, NC, dt));
-	D_TRY(K->rmsnorm_backward(m->dres, NULL, m->dln, m->res[g->n_layers], m->norm, m->rstdf, N, C));
+	D_TRY(K->zero(m->dres, (size_t)N * ldr, dt));
+	D_TRY(K->rmsnorm_backward_ld(m->dres, ldr, NULL, m->dln, C, m->res[g->n_layers], m->norm,
+				     m->rstdf, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
 	for (int l = g->n_layers - 1; l >= 0; l--) {
 		dlayer_t *L = &m->l[l];
 		int need_dx = l > 0;
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N, 0));
+		if (m->ntail)
+			D_TRY(s_tail_backward(m, &L->lin[MODEL_DOWN], m->dsw, L->sw, N));
+		else
+			D_TRY(s_lin_backward(m, &L->lin[MODEL_DOWN], m->dsw, m->dres, L->sw, N, 0));
 		D_TRY(K->swiglu_backward_set(m->dgate, m->dup, m->dsw, L->gate, L->up, NF));
 		D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 		{
 			const void *dgu[2] = { m->dgate, m->dup };
 			D_TRY(s_lins_backward(m, L, 1, m->dln, dgu, L->a2, N, 0));
 		}
-		D_TRY(K->rmsnorm_backward_ld(m->dres, NULL, m->dln, L->fold[1].ldx ? L->fold[1].ldx : C,
-					     L->mid, L->ln2, L->rstd2, N, C));
+		D_TRY(K->rmsnorm_backward_ld(m->dres, ldr, NULL, m->dln,
+					     L->fold[1].ldx ? L->fold[1].ldx : C, L->mid, L->ln2, L->rstd2,
+					     N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
-		D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
+		if (m->ntail)
+			D_TRY(s_tail_backward(m, &L->lin[MODEL_O], m->dy, L->y, N));
+		else
+			D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
 		D_TRY(K->zero(m->dq, NQ, dt));
 		D_TRY(K->zero(m->dk, NK, dt));
 		D_TRY(K->zero(m->dv, NK, dt));
@@ -1934,7 +2060,7 @@ static int s_backward_ops(dmodel_t *m)
 			D_TRY(s_lins_backward(m, L, 0, need_dx ? m->dln : NULL, dqkv, L->a1, N, 0));
 		}
 		if (need_dx)
-			D_TRY(K->rmsnorm_backward_ld(m->dres, NULL, m->dln,
+			D_TRY(K->rmsnorm_backward_ld(m->dres, ldr, NULL, m->dln,
 						     L->fold[0].ldx ? L->fold[0].ldx : C, m->res[l],
 						     L->ln1, L->rstd1, N, C));
 		D_TRY(s_mark(m, DMODEL_PROF_NORMS));
@@ -2127,6 +2253,11 @@ int dmodel_adapter_groups(const dmodel_t *m)
 int dmodel_folded_groups(const dmodel_t *m)
 {
 	return m->nfolded;
+}
+
+int dmodel_folded_tail(const dmodel_t *m)
+{
+	return m->ntail;
 }
 
 long dmodel_graph_replays(const dmodel_t *m)

@@ -100,6 +100,9 @@ int dmodel_adapter_groups(const dmodel_t *m);
  * LoRA groups, and MoDULA-Res layers on all of q, k, v or gate, up;
  * MODULA_FOLD=0 in the environment at load turns folding off. */
 int dmodel_folded_groups(const dmodel_t *m);
+/* The o and down projections whose adapter's A is folded into their
+ * weight for the backward (dx = [dy | du] [W; A]: docs/cuda.md). */
+int dmodel_folded_tail(const dmodel_t *m);
 /* Micro-batches so far that replayed a graph (the first replay included). */
 long dmodel_graph_replays(const dmodel_t *m);
 /* Greedy decoding of one sequence (eval's exact match): decode_feed runs

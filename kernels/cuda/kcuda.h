@@ -167,11 +167,11 @@ int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void *inp, const
 /* dinp[N,C] (dt) and dw[C] (fp32) accumulate; either may be NULL. */
 int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void *dout, const void *inp,
 			   const void *w, const float *rstd, int n, int c);
-/* The same with out's (dout's) rows ldo (ldd) elements apart, ldo, ldd >=
- * C: the first C columns of a wider matrix (dmodel's folded adapters). */
+/* The same with out's (dinp's, dout's) rows ldo (ldi, ldd) >= C elements
+ * apart: the first C columns of a wider matrix (dmodel's folded adapters). */
 int kcuda_rmsnorm_forward_ld(int dt, void *out, int ldo, float *rstd, const void *inp,
 			     const void *w, int n, int c, float eps);
-int kcuda_rmsnorm_backward_ld(int dt, void *dinp, float *dw, const void *dout, int ldd,
+int kcuda_rmsnorm_backward_ld(int dt, void *dinp, int ldi, float *dw, const void *dout, int ldd,
 			      const void *inp, const void *w, const float *rstd, int n, int c);
 
 /* cosv, sinv [T, HS/2] fp32, as op_rope_table (fp32 angles, as Hugging Face). */

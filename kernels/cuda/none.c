@@ -102,8 +102,8 @@ NOCUDA(kcuda_rmsnorm_backward, int dt, void *dinp, float *dw, const void *dout, 
        const void *w, const float *rstd, int n, int c)
 NOCUDA(kcuda_rmsnorm_forward_ld, int dt, void *out, int ldo, float *rstd, const void *inp,
        const void *w, int n, int c, float eps)
-NOCUDA(kcuda_rmsnorm_backward_ld, int dt, void *dinp, float *dw, const void *dout, int ldd,
-       const void *inp, const void *w, const float *rstd, int n, int c)
+NOCUDA(kcuda_rmsnorm_backward_ld, int dt, void *dinp, int ldi, float *dw, const void *dout,
+       int ldd, const void *inp, const void *w, const float *rstd, int n, int c)
 NOCUDA(kcuda_rope_table, float *cosv, float *sinv, int t, int hs, int pos0, float theta)
 NOCUDA(kcuda_rope_forward, int dt, void *x, const float *cosv, const float *sinv, int b, int t,
        int nh, int hs)

@@ -21,7 +21,8 @@
 /* ---- RMSNorm ---------------------------------------------------------- */
 
 /* Rows of out are ldo apart (c when contiguous; wider when the output is
- * the first c columns of a wider matrix); in backward, dout's are ldd. */
+ * the first c columns of a wider matrix); in backward, dinp's are ldi and
+ * dout's ldd. */
 template <typename T>
 __global__ void k_rmsnorm_fwd(T *out, int ldo, float *rstd, const T *inp, const T *w, int n,
 			      int c, float eps)
@@ -45,12 +46,12 @@ __global__ void k_rmsnorm_fwd(T *out, int ldo, float *rstd, const T *inp, const 
 /* y = w x r, r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C:
  * dx_j = r w_j dy_j - r^3 x_j / C * sum_i dy_i w_i x_i. */
 template <typename T>
-__global__ void k_rmsnorm_bwd(T *dinp, const T *dout, int ldd, const T *inp, const T *w,
-			      const float *rstd, int n, int c)
+__global__ void k_rmsnorm_bwd(T *dinp, int ldi, const T *dout, int ldd, const T *inp,
+			      const T *w, const float *rstd, int n, int c)
 {
 	KC_ROW_WARP(row, lane, n);
 	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * ldd;
-	T *dx = dinp + (size_t)row * c;
+	T *dx = dinp + (size_t)row * ldi;
 	float r = rstd[row], dot = 0.0f, k;
 
 	for (int i = lane; i < c; i += 32)
@@ -93,13 +94,13 @@ __global__ void k_rmsnorm_fwd_v(T *out, int ldo, float *rstd, const T *inp, cons
 }
 
 template <typename T>
-__global__ void k_rmsnorm_bwd_v(T *dinp, const T *dout, int ldd, const T *inp, const T *w,
-				const float *rstd, int n, int c)
+__global__ void k_rmsnorm_bwd_v(T *dinp, int ldi, const T *dout, int ldd, const T *inp,
+				const T *w, const float *rstd, int n, int c)
 {
 	KC_ROW_WARP(row, lane, n);
 	const int N = kc_vec<T>::N;
 	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * ldd;
-	T *dx = dinp + (size_t)row * c;
+	T *dx = dinp + (size_t)row * ldi;
 	float r = rstd[row], dot = 0.0f, k;
 	float xv[kc_vec<T>::N], wv[kc_vec<T>::N], gv[kc_vec<T>::N], dv[kc_vec<T>::N];
 
@@ -168,9 +169,9 @@ extern "C" int kcuda_rmsnorm_forward(int dt, void *out, float *rstd, const void 
 	return kcuda_rmsnorm_forward_ld(dt, out, c, rstd, inp, w, n, c, eps);
 }
 
-extern "C" int kcuda_rmsnorm_backward_ld(int dt, void *dinp, float *dw, const void *dout, int ldd,
-					 const void *inp, const void *w, const float *rstd, int n,
-					 int c)
+extern "C" int kcuda_rmsnorm_backward_ld(int dt, void *dinp, int ldi, float *dw, const void *dout,
+					 int ldd, const void *inp, const void *w, const float *rstd,
+					 int n, int c)
 {
 	int chunks = (n + KC_DW_ROWS - 1) / KC_DW_ROWS;
 	dim3 grid((c + KC_THREADS - 1) / KC_THREADS, chunks);
@@ -181,19 +182,21 @@ extern "C" int kcuda_rmsnorm_backward_ld(int dt, void *dinp, float *dw, const vo
 	KC_CTX(cx);
 	if (n == 0)
 		return 0;
-	if (ldd < c)
-		return err_set("rmsnorm_backward: gradient rows %d apart, narrower than %d", ldd, c);
+	if (ldd < c || ldi < c)
+		return err_set("rmsnorm_backward: gradient rows %d and %d apart, narrower than %d", ldi,
+			       ldd, c);
 	if (dinp) {
 		KC_DISPATCH(dt, T,
 			if (kc_vector > 0 && c % kc_vec<T>::N == 0 && ldd % kc_vec<T>::N == 0 &&
-			    kc_al16(dinp) && kc_al16(dout) && kc_al16(inp) && kc_al16(w))
+			    ldi % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) && kc_al16(inp) &&
+			    kc_al16(w))
 				k_rmsnorm_bwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-					(T *)dinp, (const T *)dout, ldd, (const T *)inp, (const T *)w,
-					rstd, n, c);
+					(T *)dinp, ldi, (const T *)dout, ldd, (const T *)inp,
+					(const T *)w, rstd, n, c);
 			else
 				k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-					(T *)dinp, (const T *)dout, ldd, (const T *)inp, (const T *)w,
-					rstd, n, c));
+					(T *)dinp, ldi, (const T *)dout, ldd, (const T *)inp,
+					(const T *)w, rstd, n, c));
 		KC_LAUNCHED("rmsnorm_backward");
 	}
 	if (!dw)
@@ -216,7 +219,7 @@ extern "C" int kcuda_rmsnorm_backward(int dt, void *dinp, float *dw, const void 
 				      const void *inp, const void *w, const float *rstd, int n,
 				      int c)
 {
-	return kcuda_rmsnorm_backward_ld(dt, dinp, dw, dout, c, inp, w, rstd, n, c);
+	return kcuda_rmsnorm_backward_ld(dt, dinp, c, dw, dout, c, inp, w, rstd, n, c);
 }
 
 /* ---- softmax over short rows ------------------------------------------ */

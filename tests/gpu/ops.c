@@ -279,35 +279,41 @@ static int case_rmsnorm(void)
 	return S_CMP32("dw", ddw, dw, c);
 }
 
-/* RMSNorm with row strides (kcuda_rmsnorm_*_ld): out's and dout's rows
- * ld apart, the columns past c of out untouched; ld = c + 8 keeps the
- * 16-byte kernels' alignment, c + 3 does not (the scalar ones run). */
+/* RMSNorm with row strides (kcuda_rmsnorm_*_ld): out's, dinp's and
+ * dout's rows ld apart, the columns past c of out and dinp untouched; ld
+ * = c + 8 keeps the 16-byte kernels' alignment, c + 3 does not (the
+ * scalar ones run). */
 static int s_rmsnorm_ld(int ld)
 {
 	int n = 66, c = 96;
 	size_t nc = (size_t)n * c, nl = (size_t)n * ld;
 	float *inp = s_rrand(nc, -2, 2), *w = s_rrand(c, 0.5f, 1.5f), *out = s_zeros(nc);
 	float *rstd = s_zeros(n), *doutl = s_rrand(nl, -1, 1), *dout = s_zeros(nc);
-	float *dinp = s_rrand(nc, -1, 1), *dw = s_rand(c, -1, 1), *outl = s_zeros(nl);
+	float *dinpl = s_rrand(nl, -1, 1), *dinp = s_zeros(nc), *dw = s_rand(c, -1, 1);
+	float *outl = s_zeros(nl);
 	void *di, *dwd, *dod, *drs, *drs_cpu, *ddo, *ddi, *ddw;
 
-	S_PTR(inp && w && out && rstd && doutl && dout && dinp && dw && outl);
+	S_PTR(inp && w && out && rstd && doutl && dout && dinpl && dinp && dw && outl);
 	for (size_t i = 0; i < nl; i++)
 		outl[i] = 3.0f; /* what must stay past column c */
-	for (int r = 0; r < n; r++)
+	for (int r = 0; r < n; r++) {
 		memcpy(dout + (size_t)r * c, doutl + (size_t)r * ld, (size_t)c * sizeof *dout);
+		memcpy(dinp + (size_t)r * c, dinpl + (size_t)r * ld, (size_t)c * sizeof *dinp);
+	}
 	op_rmsnorm_forward(out, rstd, inp, w, n, c, 1e-6f);
 	S_PTR((di = S_DEV(inp, nc)) && (dwd = S_DEV(w, c)) && (dod = S_DEV(outl, nl)) &&
 	      (drs = S_DEV32(NULL, n)) && (drs_cpu = S_DEV32(rstd, n)) && (ddo = S_DEV(doutl, nl)) &&
-	      (ddi = S_DEV(dinp, nc)) && (ddw = S_DEV32(dw, c)));
-	for (int r = 0; r < n; r++)
-		memcpy(outl + (size_t)r * ld, out + (size_t)r * c, (size_t)c * sizeof *out);
+	      (ddi = S_DEV(dinpl, nl)) && (ddw = S_DEV32(dw, c)));
 	op_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, n, c);
+	for (int r = 0; r < n; r++) {
+		memcpy(outl + (size_t)r * ld, out + (size_t)r * c, (size_t)c * sizeof *out);
+		memcpy(dinpl + (size_t)r * ld, dinp + (size_t)r * c, (size_t)c * sizeof *dinp);
+	}
 	S_TRY(kcuda_rmsnorm_forward_ld(s_dt, dod, ld, drs, di, dwd, n, c, 1e-6f));
-	S_TRY(kcuda_rmsnorm_backward_ld(s_dt, ddi, ddw, ddo, ld, di, dwd, drs_cpu, n, c));
+	S_TRY(kcuda_rmsnorm_backward_ld(s_dt, ddi, ld, ddw, ddo, ld, di, dwd, drs_cpu, n, c));
 	S_TRY(S_CMP("out (strided)", dod, outl, nl));
 	S_TRY(S_CMP32("rstd", drs, rstd, n));
-	S_TRY(S_CMP("dinp", ddi, dinp, nc));
+	S_TRY(S_CMP("dinp (strided)", ddi, dinpl, nl));
 	return S_CMP32("dw", ddw, dw, c);
 }
 
