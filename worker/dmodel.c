@@ -1701,11 +1701,14 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 	}
 	first = L->lin[g->slot[0]].ad;
 	if (L->fold[gi].ldx) {
-		/* x is X: its u columns first, then each y_i = X W'_i */
+		/* x is X: its u columns first (made in m->xg and copied, so that
+		 * no product reads and writes one buffer), then y_i = X W'_i */
 		const dfold_t *f = &L->fold[gi];
 		int C = first->in;
-		D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)C), dt, f->ldx, x, f->ldx, first->a0.cur, C,
-				 n, w, C, 0, 1, first->s0, 0.0f));
+		D_TRY(K->gemm_ld(m->xg, dt, w, x, f->ldx, first->a0.cur, C, n, w, C, 0, 1, first->s0,
+				 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)C), dt, f->ldx, m->xg, w, m->eye_w, m->eye_n,
+				 n, w, w, 0, 0, 1.0f, 0.0f));
 		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
 		for (int i = 0; i < g->ns; i++)
 			D_TRY(K->gemm(ys[i], dt, x, f->wt[i], n, L->lin[g->slot[i]].out, f->ldx, 0, 0, 1.0f,
