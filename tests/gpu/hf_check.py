@@ -399,7 +399,8 @@ def item3(args, res, work):
             f"the 16-byte ones (default) {v['step_ms'] / e['step_ms']:.2f}x faster; loss "
             f"{v['loss_last']:.4f} (default {e['loss_last']:.4f}); MODULA_CUDA_VEC=0")
     # the LoRA groups not folded into the base products (MODULA_FOLD=0; folded by default)
-    u = engine_bench(args.engine, path, "lora", env=dict(os.environ, MODULA_FOLD="0"))
+    uenv = dict(os.environ, MODULA_FOLD="0")
+    u = engine_bench(args.engine, path, "lora", env=uenv)
     uclose = abs(u["loss_last"] - e["loss_last"]) <= 2e-2 * abs(e["loss_last"])
     res.add("3", "engine step with the LoRA groups not folded (MODULA_FOLD=0)", f"{u['step_ms']:.1f} ms",
             f"folded (default) {e['step_ms']:.1f} ms, {u['step_ms'] / e['step_ms']:.2f}x faster; "
@@ -422,7 +423,7 @@ def item3(args, res, work):
     if not fclose:
         ok = False
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
-    for what, env in (("default", None), ("flash attention", fenv)):
+    for what, env in (("default", None), ("flash attention", fenv), ("not folded", uenv)):
         p = engine_bench(args.engine, path, "lora", ["--profile"], env=env)
         kinds = sorted(p.get("profile_ms", {}).items(), key=lambda kv: -kv[1])
         res.add("3", f"profile of the LoRA step, {what}", f"{p.get('profile_total_ms', 0):.1f} ms",
