@@ -98,7 +98,7 @@ typedef struct dgroup {
  * their bcat = [B0^T; B_1^T; ...] in W'_i (-nores: without B0^T). */
 typedef struct dfold {
 	int ldx;                /* 0: not folded */
-	int one;                /* X's column of ones, or -1 */
+	int one;                /* X's column of ones, or -1 (read only when ldx) */
 	int ns, r, slot[3];     /* the dgroup's (r: a LoRA group's rank) */
 	int res;                /* the members are MoDULA-Res layers (below) */
 	int off[3], w[3];       /* member i's columns of X: C + off[i], w[i] of them */
@@ -1280,7 +1280,7 @@ static int s_fold_ones(dmodel_t *m, void *x, const dfold_t *f, size_t n)
 	float *h;
 	int rc = 0;
 
-	if (f->one < 0)
+	if (!f->ldx || f->one < 0)
 		return 0;
 	if (!(h = calloc(rows * ld, sizeof *h)))
 		return err_set("out of memory");
