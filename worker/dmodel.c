@@ -510,16 +510,29 @@ static int s_by_train_index(const void *a, const void *b)
 }
 
 /* Allocate the planned buffers: the training ones as slices of five spans
- * (master, the dt copy, gradient, moments), the frozen ones on their own. */
+ * (master, the dt copy, gradient, moments), the frozen ones of two. */
 static int s_pack(dmodel_t *m)
 {
 	int dt = m->K->dt;
-	size_t off = 0;
+	size_t off = 0, foff = 0, nfrozen = 0;
+	float *fmaster = NULL;
+	void *fcur = NULL;
 
 	m->ntrain = 0;
-	for (int i = 0; i < m->nbufs; i++)
+	for (int i = 0; i < m->nbufs; i++) {
 		if (m->bufs[i]->trains)
 			m->ntrain += m->bufs[i]->n;
+		else
+			nfrozen += m->bufs[i]->n;
+	}
+	/* the frozen ones in two spans too, in the same order, so that a
+	 * layer's frozen plain LoRAs lie as dgroup_t wants (eval) */
+	if (nfrozen) {
+		D_PTR(fmaster = s_alloc(m, nfrozen, KCUDA_F32));
+		fcur = fmaster;
+		if (dt != KCUDA_F32)
+			D_PTR(fcur = s_alloc(m, nfrozen, dt));
+	}
 	if (m->ntrain) {
 		D_PTR((m->tmaster = s_alloc(m, m->ntrain, KCUDA_F32)) &&
 		      (m->tgrad = s_alloc(m, m->ntrain, KCUDA_F32)) &&
@@ -537,10 +550,9 @@ static int s_pack(dmodel_t *m)
 			off += b->n;
 			continue;
 		}
-		D_PTR(b->master = s_alloc(m, b->n, KCUDA_F32));
-		b->cur = b->master;
-		if (dt != KCUDA_F32)
-			D_PTR(b->cur = s_alloc(m, b->n, dt));
+		b->master = fmaster + foff;
+		b->cur = dt == KCUDA_F32 ? (void *)b->master : s_at(m, fcur, foff);
+		foff += b->n;
 	}
 	/* the optimizer walks the tensors in its list's order (its norm sums so) */
 	qsort(m->p, (size_t)m->np, sizeof *m->p, s_by_train_index);
