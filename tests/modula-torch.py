@@ -160,10 +160,10 @@ def main():
                      CASES[11], CASES[12]):
             for model, arch in models:
                 check(model, arch, case, table="table")
-        # ... with the Res layers not folded into the base products (MODULA_FOLD=0;
-        # folded above: every case with Res on all seven projections)
+        # ... with the adapters not folded into the base products (MODULA_FOLD=0;
+        # folded above: every case, the adapters being on all seven projections)
         os.environ["MODULA_FOLD"] = "0"
-        for case in (CASES[4], CASES[5], CASES[8]):
+        for case in (CASES[1], CASES[3], CASES[4], CASES[5], CASES[8], CASES[9]):
             check(models[1][0], models[1][1], case[:5] + (case[5] + ", not folded",), table="table")
         del os.environ["MODULA_FOLD"]
         # ... and with the GPU's bf16 storage rounding (what bf16 costs)

@@ -92,15 +92,16 @@ typedef struct dgroup {
  * the base product, the adapter's B product and the bias in one product
  * (y_i not read and written again), and in backward dy_i W'_i^T gives
  * [dx | ... dy_i B_i ...] at once (dy_i not read again for du). W_i and
- * b_i live only in W'_i then. MoDULA-Res layers on all of a group's
- * projections fold the same way with their cat = [s0 u0 | zw] (r0 + e r
- * columns, copied into X after the fused row kernel) in place of s0 u and
- * their bcat = [B0^T; B_1^T; ...] in W'_i (-nores: without B0^T). */
+ * b_i live only in W'_i then. MoDULA-Res (Flan, MoLoRA) layers on all of
+ * a group's projections fold the same way with their cat = [s0 u0 | zw]
+ * (the router op's weighted u; r0 + e r columns, copied into X after the
+ * fused row kernel) in place of s0 u and their bcat = [B0^T; B_1^T; ...]
+ * in W'_i (-nores: without B0^T). */
 typedef struct dfold {
 	int ldx;                /* 0: not folded */
 	int one;                /* X's column of ones, or -1 (read only when ldx) */
 	int ns, r, slot[3];     /* the dgroup's (r: a LoRA group's rank) */
-	int res;                /* the members are MoDULA-Res layers (below) */
+	int res;                /* the members are Res, Flan or MoLoRA layers (a cat each) */
 	int off[3], w[3];       /* member i's columns of X: C + off[i], w[i] of them */
 	void *wt[3];
 } dfold_t;
@@ -1140,10 +1141,19 @@ static int s_fold_sets(dmodel_t *m)
 	return 0;
 }
 
+/* The rows of a0 that reach dx in backward: LoRA A0; Res [A0; W_R];
+ * Flan, MoLoRA [A; W_R] (the router rows not under fixed routing). */
+static int s_tail_rows(const dmodel_t *m, const dad_t *ad)
+{
+	if (ad->mol)
+		return ad->r0 + ad->e * ad->r + (m->fixed ? 0 : ad->e + (ad->r0 > 0));
+	return ad->res ? (m->fixed ? ad->r0 : ad->r0 + ad->e) : ad->r0;
+}
+
 /* o and down folded in backward: when every adapter on them is a plain
- * LoRA or a Res layer (and there is one), each such weight becomes [W;
- * A; 0] ([ldr, in]; the forward reads its first rows, W, as before), and
- * dres gets ldr columns (s_tail_backward). */
+ * LoRA or a Res, Flan or MoLoRA layer (and there is one), each such
+ * weight becomes [W; A; 0] ([ldr, in]; the forward reads its first rows,
+ * W, as before), and dres gets ldr columns (s_tail_backward). */
 static int s_tail_build(dmodel_t *m, int *wmax)
 {
 	int C = m->cfg.dim, kmax = 0;
@@ -1156,9 +1166,9 @@ static int s_tail_build(dmodel_t *m, int *wmax)
 			int ka;
 			if (!ad)
 				continue;
-			if (ad->mol || ad->r0 <= 0 || lin->out != C)
+			if ((!ad->mol && ad->r0 <= 0) || lin->out != C)
 				return 0;
-			ka = ad->res ? (m->fixed ? ad->r0 : ad->r0 + ad->e) : ad->r0;
+			ka = s_tail_rows(m, ad);
 			kmax = ka > kmax ? ka : kmax;
 		}
 	if (!kmax)
@@ -1183,7 +1193,7 @@ static int s_tail_build(dmodel_t *m, int *wmax)
 			D_PTR(w = s_upload_new(m, h, (size_t)m->ldr * lin->in));
 			s_release(m, lin->w);
 			lin->w = w;
-			lin->ka = ad->res ? (m->fixed ? ad->r0 : ad->r0 + ad->e) : ad->r0;
+			lin->ka = s_tail_rows(m, ad);
 			m->ntail++;
 		}
 	*wmax = kmax > *wmax ? kmax : *wmax;
@@ -1213,7 +1223,7 @@ static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
 	} else {
 		for (int i = 0; ok && i < 3 && s_group_slots[gi][i] >= 0; i++) {
 			const dad_t *ad = L->lin[s_group_slots[gi][i]].ad;
-			ok = ad && ad->res && !ad->mol;
+			ok = ad && (ad->res || ad->mol);
 			if (ok)
 				f->slot[f->ns++] = s_group_slots[gi][i];
 		}
@@ -1568,37 +1578,51 @@ out:
  * (Flan's universal expert of rank r0 first, none for MoLoRA), s =
  * softmax(x W_R^T) over E = e + (r0 > 0) (fixed routing: the one-hot
  * logits of dmodel_route_rows instead), y += (scale_i s_i u_i) B^T. */
-static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
+/* u = x A^T, the router logits and the router op: cat (x's rows ldx
+ * apart). */
+static int s_mol_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0);
 	const void *rl = m->fixed ? m->fixed_rl : ad->zl;
 
-	D_TRY(K->gemm_ld(ad->u0, dt, w, x, ad->in, ad->a0.cur, ad->in, n, w, ad->in, 0, 1, 1.0f,
-			 0.0f));
+	D_TRY(K->gemm_ld(ad->u0, dt, w, x, ldx, ad->a0.cur, ad->in, n, w, ad->in, 0, 1, 1.0f, 0.0f));
 	if (!m->fixed)
-		D_TRY(K->gemm_ld(ad->zl, dt, ne, x, ad->in, s_at(m, ad->a0.cur, (size_t)w * ad->in),
+		D_TRY(K->gemm_ld(ad->zl, dt, ne, x, ldx, s_at(m, ad->a0.cur, (size_t)w * ad->in),
 				 ad->in, n, ne, ad->in, 0, 1, 1.0f, 0.0f));
-	D_TRY(K->router_weight_forward(ad->cat, 0, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
-				       ad->r0, ad->s0));
-	return K->gemm_ld(y, dt, ad->out, ad->cat, w, ad->bcat.cur, ad->out, n, ad->out, w, 0, 0,
-			  1.0f, 1.0f);
+	return K->router_weight_forward(ad->cat, 0, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
+					ad->r0, ad->s0);
+}
+
+static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
+{
+	int w = ad->r0 + ad->e * ad->r;
+
+	D_TRY(s_mol_cat(m, ad, x, ad->in, n));
+	return m->K->gemm_ld(y, m->K->dt, ad->out, ad->cat, w, ad->bcat.cur, ad->out, n, ad->out, w,
+			     0, 0, 1.0f, 1.0f);
 }
 
 /* duw = dy B; dB^T += uw^T dy; [du | drl] from the router op; dA += du^T
  * x, dW_R += drl^T x, dx += du A + drl W_R (no router terms with fixed
- * routing). */
-static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
+ * routing). x's and dx's rows are ldx apart, dy's ldy; duw_in (a folded
+ * group's, with dx): dy B is already in those columns of dx's rows. */
+static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
+			  const void *x, int n, const void *duw_in)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0), in = ad->in;
 	void *duw = m->x1, *du = m->x3, *drl = m->fixed ? NULL : ad->z;
 	void *wr = s_at(m, ad->a0.cur, (size_t)w * in);
 
-	D_TRY(K->gemm_ld(duw, dt, w, dy, ad->out, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1, 1.0f,
-			 0.0f));
+	if (duw_in)
+		D_TRY(K->gemm_ld(duw, dt, w, duw_in, ldx, m->eye_w, m->eye_n, n, w, w, 0, 0, 1.0f,
+				 0.0f));
+	else
+		D_TRY(K->gemm_ld(duw, dt, w, dy, ldy, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1, 1.0f,
+				 0.0f));
 	if (ad->bcat.grad)
-		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, w, dy, ad->out, w, ad->out,
+		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, w, dy, ldy, w, ad->out,
 				 n, 1, 0, 1.0f, 1.0f));
 	D_TRY(K->zero(du, (size_t)n * w, dt));
 	if (drl)
@@ -1606,15 +1630,15 @@ static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, cons
 	D_TRY(K->router_weight_backward(drl, du, duw, 0, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
 					ad->r0, ad->s0));
 	if (ad->a0.grad) {
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, w, x, in, w, in, n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, w, x, ldx, w, in, n, 1, 0, 1.0f, 1.0f));
 		if (drl)
-			D_TRY(K->gemm_ld(ad->a0.grad + (size_t)w * in, KCUDA_F32, in, drl, ne, x, in, ne,
+			D_TRY(K->gemm_ld(ad->a0.grad + (size_t)w * in, KCUDA_F32, in, drl, ne, x, ldx, ne,
 					 in, n, 1, 0, 1.0f, 1.0f));
 	}
 	if (dx) {
-		D_TRY(K->gemm_ld(dx, dt, in, du, w, ad->a0.cur, in, n, in, w, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(dx, dt, ldx, du, w, ad->a0.cur, in, n, in, w, 0, 0, 1.0f, 1.0f));
 		if (drl)
-			D_TRY(K->gemm_ld(dx, dt, in, drl, ne, wr, in, n, in, ne, 0, 0, 1.0f, 1.0f));
+			D_TRY(K->gemm_ld(dx, dt, ldx, drl, ne, wr, in, n, in, ne, 0, 0, 1.0f, 1.0f));
 	}
 	return 0;
 }
@@ -1642,7 +1666,7 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 	void *du = m->xu;
 
 	if (ad->mol)
-		return s_mol_backward(m, ad, dx, dy, x, n);
+		return s_mol_backward(m, ad, dx, ad->in, dy, ad->out, x, n, NULL);
 	if (ad->res)
 		return s_res_backward(m, ad, dx, ad->in, dy, ad->out, x, n, NULL);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
@@ -1695,7 +1719,7 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 		const dfold_t *f = &L->fold[gi];
 		for (int i = 0; i < f->ns; i++) {
 			dad_t *ad = L->lin[f->slot[i]].ad;
-			D_TRY(s_res_cat(m, ad, x, f->ldx, n));
+			D_TRY(ad->res ? s_res_cat(m, ad, x, f->ldx, n) : s_mol_cat(m, ad, x, f->ldx, n));
 			D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)(ad->in + f->off[i])), dt, f->ldx,
 					 ad->cat, f->w[i], m->eye_w, m->eye_n, n, f->w[i], f->w[i], 0, 0,
 					 1.0f, 0.0f));
@@ -1765,10 +1789,12 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 		D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	}
 	if (f->res) {
-		for (int i = 0; i < f->ns; i++)
-			D_TRY(s_res_backward(m, L->lin[f->slot[i]].ad, dx, f->ldx, dys[i],
-					     L->lin[f->slot[i]].out, x, n,
-					     dx ? s_at(m, dx, (size_t)(C + f->off[i])) : NULL));
+		for (int i = 0; i < f->ns; i++) {
+			dad_t *ad = L->lin[f->slot[i]].ad;
+			const void *in = dx ? s_at(m, dx, (size_t)(C + f->off[i])) : NULL;
+			D_TRY(ad->res ? s_res_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, in)
+				      : s_mol_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, in));
+		}
 		return s_mark(m, DMODEL_PROF_ADAPTERS);
 	}
 	if (dx)
@@ -1836,8 +1862,9 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 }
 
 /* Backward of o or down when folded (m->ntail): dy is dres, ldr columns.
- * The adapter's parts first (LoRA: du = s0 dy B, dB, dA; Res:
- * s_res_backward without dx), du (Res: dcat's first ka columns) copied
+ * The adapter's parts first (LoRA: du = s0 dy B, dB, dA; Res, Flan,
+ * MoLoRA: their backward without dx), du (Res: dcat's first ka columns;
+ * Flan, MoLoRA: du and the router logits' gradient) copied
  * into dres's columns C.., then dinp = [dres | du | 0] [W; A; 0]: the base
  * product and the adapter's dx += du A at once. No adapter: dinp = dres W. */
 static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, int n)
@@ -1855,6 +1882,15 @@ static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, 
 		D_TRY(s_res_backward(m, ad, NULL, in, dy, ldr, x, n, NULL));
 		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x1, ad->r0 + ad->e * ad->r,
 				 m->eye_w, m->eye_n, n, lin->ka, lin->ka, 0, 0, 1.0f, 0.0f));
+	} else if (ad->mol) {
+		/* du [n, w] in m->x3, the router logits' gradient [n, ne] in z */
+		int w = ad->r0 + ad->e * ad->r, ne = lin->ka - w;
+		D_TRY(s_mol_backward(m, ad, NULL, in, dy, ldr, x, n, NULL));
+		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x3, w, m->eye_w, m->eye_n, n, w, w,
+				 0, 0, 1.0f, 0.0f));
+		if (ne)
+			D_TRY(K->gemm_ld(s_at(m, dy, (size_t)(C + w)), dt, ldr, ad->z, ne, m->eye_w,
+					 m->eye_n, n, ne, ne, 0, 0, 1.0f, 0.0f));
 	} else {
 		void *du = m->xu;
 		D_TRY(K->gemm_ld(du, dt, ad->r0, dy, ldr, ad->bcat.cur, ad->out, n, ad->r0, ad->out, 0, 1,

@@ -97,7 +97,7 @@ void dmodel_graphs(dmodel_t *m, int on);
 int dmodel_adapter_groups(const dmodel_t *m);
 /* The groups folded into their base products at attach (the adapters' B
  * and the biases inside the products' weights: docs/cuda.md): those plain
- * LoRA groups, and MoDULA-Res layers on all of q, k, v or gate, up;
+ * LoRA groups, and Res, Flan or MoLoRA layers on all of q, k, v or gate, up;
  * MODULA_FOLD=0 in the environment at load turns folding off. */
 int dmodel_folded_groups(const dmodel_t *m);
 /* The o and down projections whose adapter's A is folded into their

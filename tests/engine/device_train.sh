@@ -94,7 +94,7 @@ check "bench lora: the adapters sharing an input run as groups ($(grep -o '"adap
 # ... folded into their base products (the default), and the same losses without
 "$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["folded_groups"] == d["adapter_groups"]))' bench-lora.json
 check "bench lora: every group folded into its base products ($(grep -o '"folded_groups":[0-9]*' bench-lora.json))" $?
-for meth in lora modula-res; do
+for meth in lora modula-res modula-flan; do
 	MODULA_FOLD=0 "$engine" bench --device table --method $meth --batch 2 --seq 16 --steps 2 --warmup 0 >bench-nofold.json 2>/dev/null &&
 		"$engine" bench --device table --method $meth --batch 2 --seq 16 --steps 2 --warmup 0 >bench-fold.json 2>/dev/null &&
 		"$py" -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(not (a["folded_groups"] == 0 and b["folded_groups"] == 8 and a["folded_tail"] == 0 and b["folded_tail"] == 8 and abs(a["loss_last"] - b["loss_last"]) <= 1e-5 * abs(a["loss_last"]) and a["loss_last"] != a["loss_first"]))' bench-nofold.json bench-fold.json
