@@ -88,7 +88,7 @@ typedef struct dgroup {
  * | 0] ([N, ldx], ldx a multiple of 8; the column of ones only when a
  * member has a bias), and member i's weight is W'_i [ldx, out_i] = [W_i^T;
  * 0; B_i^T (rows C + i r ...); 0; b_i; 0], its B^T rows copied from the
- * adapter's before every forward (s_fold_refresh). Then y_i = X W'_i is
+ * adapter's whenever those change (s_fold_refresh). Then y_i = X W'_i is
  * the base product, the adapter's B product and the bias in one product
  * (y_i not read and written again), and in backward dy_i W'_i^T gives
  * [dx | ... dy_i B_i ...] at once (dy_i not read again for du). W_i and
@@ -920,6 +920,8 @@ static float *s_tmp(const dmodel_t *m)
 	return t;
 }
 
+static int s_fold_refresh(dmodel_t *m);
+
 int dmodel_sync_from_host(dmodel_t *m, const optim_t *opt)
 {
 	float *tmp = s_tmp(m);
@@ -938,7 +940,7 @@ int dmodel_sync_from_host(dmodel_t *m, const optim_t *opt)
 		     s_up(m, d, d->buf->v, opt->v[d->train_index], tmp, KCUDA_F32) < 0))
 			goto out;
 	}
-	rc = m->K->sync();
+	rc = s_fold_refresh(m) < 0 ? -1 : m->K->sync();
 out:
 	free(tmp);
 	return rc;
@@ -1201,9 +1203,9 @@ static int s_tail_build(dmodel_t *m, int *wmax)
 }
 
 /* Whether group gi of L folds, and how (f's ns, slots, r or res, off, w,
- * ldx, one): a plain-LoRA dgroup of one scale and rank r (*r when set),
- * or MoDULA-Res on every projection of the group. */
-static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
+ * ldx, one): a plain-LoRA dgroup of one scale, or Res, Flan or MoLoRA
+ * layers on every projection of the group. */
+static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f)
 {
 	int C = m->cfg.dim, hasb = 0, off = 0, ok = 1;
 	dgroup_t gr;
@@ -1211,12 +1213,11 @@ static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
 	memset(f, 0, sizeof *f);
 	s_group(m, L, &gr, gi);
 	if (gr.ns) {
-		ok = !*r || gr.r == *r;
 		for (int i = 0; ok && i < gr.ns; i++)
 			ok = L->lin[gr.slot[i]].ad->s0 == L->lin[gr.slot[0]].ad->s0;
 		if (!ok)
 			return 0;
-		f->ns = gr.ns, f->r = *r = gr.r;
+		f->ns = gr.ns, f->r = gr.r;
 		memcpy(f->slot, gr.slot, sizeof f->slot);
 		for (int i = 0; i < gr.ns; i++)
 			f->off[i] = i * gr.r, f->w[i] = gr.r;
@@ -1252,7 +1253,7 @@ static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f, int *r)
 static int s_fold_build(dmodel_t *m)
 {
 	const model_config_t *g = &m->cfg;
-	int r = 0, wmax = 0;
+	int wmax = 0;
 
 	if (!m->fold)
 		return 0;
@@ -1260,7 +1261,7 @@ static int s_fold_build(dmodel_t *m)
 		dlayer_t *L = &m->l[l];
 		for (int gi = 0; gi < 2; gi++) {
 			dfold_t *f = &L->fold[gi];
-			if (!s_fold_plan(m, L, gi, f, &r)) {
+			if (!s_fold_plan(m, L, gi, f)) {
 				memset(f, 0, sizeof *f);
 				continue;
 			}
@@ -1280,10 +1281,15 @@ static int s_fold_build(dmodel_t *m)
 	D_PTR(m->eye_w = s_eye(m, wmax));
 	/* a reservation made before (none of the callers does) has no X */
 	m->max_b = m->max_t = 0;
-	return s_fold_sets(m);
+	D_TRY(s_fold_sets(m));
+	return s_fold_refresh(m);
 }
 
-/* Copy every folded member's B^T (as the optimizer left it) into its W'. */
+/* Copy every folded member's B^T (Res, Flan, MoLoRA: bcat), and o's and
+ * down's A, into the folded weights: wherever those change (the
+ * optimizer's step, dmodel_sync_from_host, the fold itself), not before
+ * each forward, so eval and decoding copy nothing and the optimizer,
+ * outside the CUDA graphs, does it once per step. */
 static int s_fold_refresh(dmodel_t *m)
 {
 	for (int i = 0; i < m->nfset; i++) {
@@ -1998,10 +2004,6 @@ static int s_forward_ops(dmodel_t *m, int upto)
 
 	if (m->nres)
 		D_TRY(s_res_batched(m, S_MAB));
-	if (m->nfset) {
-		D_TRY(s_fold_refresh(m));
-		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
-	}
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, N, C));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
 	for (int l = 0; l < g->n_layers; l++)
@@ -2161,7 +2163,6 @@ int dmodel_decode_feed(dmodel_t *m, const int *ids, int n, float *logits)
 	m->b = 1, m->ntargets = 0;
 	if (m->nres)
 		D_TRY(s_res_batched(m, S_MAB));
-	D_TRY(s_fold_refresh(m));
 	D_TRY(K->upload(m->tok, KCUDA_I32, ids, KCUDA_I32, (size_t)n));
 	D_TRY(K->embedding_forward(m->res[0], m->tok, m->wte, n, C));
 	for (int l = 0; l < g->n_layers; l++)
@@ -2348,13 +2349,15 @@ int dmodel_step(dmodel_t *m, const optim_config_t *c, float lr, long step, float
 {
 	D_TRY(s_mark(m, -1));
 	D_TRY(s_step_run(m, c, lr, step, norm, NULL));
+	D_TRY(s_fold_refresh(m));
 	return s_mark(m, DMODEL_PROF_OPTIMIZER);
 }
 
 int dmodel_step_group(dmodel_t *m, const optim_config_t *c, float lr, long step,
 		      const params_t *group)
 {
-	return s_step_run(m, c, lr, step, NULL, group);
+	D_TRY(s_step_run(m, c, lr, step, NULL, group));
+	return s_fold_refresh(m);
 }
 
 static int s_step_run(dmodel_t *m, const optim_config_t *c, float lr, long step, float *norm,

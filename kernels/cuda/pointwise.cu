@@ -127,36 +127,22 @@ __global__ void k_swiglu_fwd(T *out, const T *gate, const T *up, size_t n)
 	}
 }
 
-/* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))). ADD: dgate, dup += the
- * gradients (the op); else = them (the _set op: nothing read, so the
- * caller need not zero the buffers first). */
-template <typename T, int ADD>
-static __device__ __forceinline__ void kc_swiglu_bwd(T *dgate, T *dup, const T *dout,
-						     const T *gate, const T *up, size_t n)
+/* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))). add: dgate, dup += the
+ * gradients (the op); 0: = them (the _set op: nothing read, so the caller
+ * need not zero the buffers first). */
+template <typename T>
+__global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
+			     int add, size_t n)
 {
 	KC_FOR(i, n) {
 		float g = kc_ld(gate[i]), d = kc_ld(dout[i]);
 		float sig = 1.0f / (1.0f + expf(-g));
 		if (dgate)
-			dgate[i] = kc_st<T>((ADD ? kc_ld(dgate[i]) : 0.0f) +
+			dgate[i] = kc_st<T>((add ? kc_ld(dgate[i]) : 0.0f) +
 					    d * kc_ld(up[i]) * sig * (1.0f + g * (1.0f - sig)));
 		if (dup)
-			dup[i] = kc_st<T>((ADD ? kc_ld(dup[i]) : 0.0f) + d * g * sig);
+			dup[i] = kc_st<T>((add ? kc_ld(dup[i]) : 0.0f) + d * g * sig);
 	}
-}
-
-template <typename T>
-__global__ void k_swiglu_bwd(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
-			     size_t n)
-{
-	kc_swiglu_bwd<T, 1>(dgate, dup, dout, gate, up, n);
-}
-
-template <typename T>
-__global__ void k_swiglu_bwd_set(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
-				 size_t n)
-{
-	kc_swiglu_bwd<T, 0>(dgate, dup, dout, gate, up, n);
 }
 
 template <typename T>
@@ -173,49 +159,35 @@ __global__ void k_swiglu_fwd_v(T *out, const T *gate, const T *up, size_t nv)
 	}
 }
 
-template <typename T, int ADD>
-static __device__ __forceinline__ void kc_swiglu_bwd_v(T *dgate, T *dup, const T *dout,
-						       const T *gate, const T *up, size_t nv)
+template <typename T>
+__global__ void k_swiglu_bwd_v(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
+			       int add, size_t nv)
 {
 	KC_FOR(i, nv) {
-		float g[KC_V(T)], u[KC_V(T)], d[KC_V(T)], x[KC_V(T)];
+		float g[KC_V(T)], u[KC_V(T)], d[KC_V(T)], x[KC_V(T)] = { 0.0f };
 		size_t o = i * KC_V(T);
 		kc_ldv(g, gate + o);
 		kc_ldv(u, up + o);
 		kc_ldv(d, dout + o);
 		if (dgate) {
-			if (ADD)
+			if (add)
 				kc_ldv(x, dgate + o);
 #pragma unroll
 			for (int j = 0; j < KC_V(T); j++) {
 				float sig = 1.0f / (1.0f + expf(-g[j]));
-				x[j] = (ADD ? x[j] : 0.0f) + d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
+				x[j] = (add ? x[j] : 0.0f) + d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
 			}
 			kc_stv(dgate + o, x);
 		}
 		if (dup) {
-			if (ADD)
+			if (add)
 				kc_ldv(x, dup + o);
 #pragma unroll
 			for (int j = 0; j < KC_V(T); j++)
-				x[j] = (ADD ? x[j] : 0.0f) + d[j] * g[j] / (1.0f + expf(-g[j]));
+				x[j] = (add ? x[j] : 0.0f) + d[j] * g[j] / (1.0f + expf(-g[j]));
 			kc_stv(dup + o, x);
 		}
 	}
-}
-
-template <typename T>
-__global__ void k_swiglu_bwd_v(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
-			       size_t nv)
-{
-	kc_swiglu_bwd_v<T, 1>(dgate, dup, dout, gate, up, nv);
-}
-
-template <typename T>
-__global__ void k_swiglu_bwd_set_v(T *dgate, T *dup, const T *dout, const T *gate, const T *up,
-				   size_t nv)
-{
-	kc_swiglu_bwd_v<T, 0>(dgate, dup, dout, gate, up, nv);
 }
 
 extern "C" int kcuda_swiglu_forward(int dt, void *out, const void *gate, const void *up, size_t n)
@@ -224,22 +196,25 @@ extern "C" int kcuda_swiglu_forward(int dt, void *out, const void *gate, const v
 		       k_swiglu_fwd, k_swiglu_fwd_v, (T *)out, (const T *)gate, (const T *)up);
 }
 
-extern "C" int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout,
-				     const void *gate, const void *up, size_t n)
+static int s_swiglu_bwd(int dt, void *dgate, void *dup, const void *dout, const void *gate,
+			const void *up, int add, size_t n)
 {
 	KC_POINTWISE_V(dt, n,
 		       kc_al16(dgate) && kc_al16(dup) && kc_al16(dout) && kc_al16(gate) && kc_al16(up),
-		       "swiglu_backward", k_swiglu_bwd, k_swiglu_bwd_v, (T *)dgate, (T *)dup,
-		       (const T *)dout, (const T *)gate, (const T *)up);
+		       add ? "swiglu_backward" : "swiglu_backward_set", k_swiglu_bwd, k_swiglu_bwd_v,
+		       (T *)dgate, (T *)dup, (const T *)dout, (const T *)gate, (const T *)up, add);
+}
+
+extern "C" int kcuda_swiglu_backward(int dt, void *dgate, void *dup, const void *dout,
+				     const void *gate, const void *up, size_t n)
+{
+	return s_swiglu_bwd(dt, dgate, dup, dout, gate, up, 1, n);
 }
 
 extern "C" int kcuda_swiglu_backward_set(int dt, void *dgate, void *dup, const void *dout,
 					 const void *gate, const void *up, size_t n)
 {
-	KC_POINTWISE_V(dt, n,
-		       kc_al16(dgate) && kc_al16(dup) && kc_al16(dout) && kc_al16(gate) && kc_al16(up),
-		       "swiglu_backward_set", k_swiglu_bwd_set, k_swiglu_bwd_set_v, (T *)dgate,
-		       (T *)dup, (const T *)dout, (const T *)gate, (const T *)up);
+	return s_swiglu_bwd(dt, dgate, dup, dout, gate, up, 0, n);
 }
 
 /* ---- LeakyReLU -------------------------------------------------------- */

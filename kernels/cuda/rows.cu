@@ -354,26 +354,13 @@ static __device__ float kc_row_lse_v(const T *x, int v)
 	return kc_block_lse(m, s);
 }
 
-template <typename T>
+/* V: the 16-byte kernels (as kc_row_lse_v; the caller checks v and x). */
+template <typename T, int V>
 __global__ void k_xent_fwd(float *losses, float *lse, const T *logits, const int *targets, int v)
 {
 	const T *x = logits + (size_t)blockIdx.x * v;
 	int t = targets[blockIdx.x];
-	float l = kc_row_lse(x, v);
-
-	if (threadIdx.x == 0) {
-		lse[blockIdx.x] = l;
-		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
-	}
-}
-
-template <typename T>
-__global__ void k_xent_fwd_v(float *losses, float *lse, const T *logits, const int *targets,
-			     int v)
-{
-	const T *x = logits + (size_t)blockIdx.x * v;
-	int t = targets[blockIdx.x];
-	float l = kc_row_lse_v(x, v);
+	float l = V ? kc_row_lse_v(x, v) : kc_row_lse(x, v);
 
 	if (threadIdx.x == 0) {
 		lse[blockIdx.x] = l;
@@ -396,36 +383,17 @@ __global__ void k_xent_bwd(T *dlogits, const float *dlosses, const T *logits, co
 					  d * (expf(kc_ld(logits[o + i]) - l) - (i == t ? 1.0f : 0.0f)));
 }
 
-template <typename T>
+/* The fused op: one read for the log-sum-exp, one read and one write for
+ * the gradient (V: 16 bytes at a time). */
+template <typename T, int V>
 __global__ void k_xent_fused(float *losses, T *logits, const float *dlosses, const int *targets,
 			     int v)
 {
-	T *x = logits + (size_t)blockIdx.x * v;
-	int t = targets[blockIdx.x];
-	float d = dlosses[blockIdx.x];
-	float l = kc_row_lse(x, v);
-
-	if (threadIdx.x == 0)
-		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
-	__syncthreads(); /* x[t] is read above before anyone overwrites it */
-	if (t < 0)
-		d = 0.0f;
-	for (int i = threadIdx.x; i < v; i += blockDim.x)
-		x[i] = kc_st<T>(d == 0.0f ? 0.0f
-				: d * (expf(kc_ld(x[i]) - l) - (i == t ? 1.0f : 0.0f)));
-}
-
-/* The fused op over 16-byte vectors (as kc_row_lse_v): one read to find
- * the log-sum-exp, one read and one write for the gradient. */
-template <typename T>
-__global__ void k_xent_fused_v(float *losses, T *logits, const float *dlosses, const int *targets,
-			       int v)
-{
-	const int N = kc_vec<T>::N;
+	const int N = V ? kc_vec<T>::N : 1;
 	T *x = logits + (size_t)blockIdx.x * v;
 	int t = targets[blockIdx.x];
 	float d = dlosses[blockIdx.x], f[kc_vec<T>::N];
-	float l = kc_row_lse_v(x, v);
+	float l = V ? kc_row_lse_v(x, v) : kc_row_lse(x, v);
 
 	if (threadIdx.x == 0)
 		losses[blockIdx.x] = t < 0 ? 0.0f : l - kc_ld(x[t]);
@@ -433,14 +401,19 @@ __global__ void k_xent_fused_v(float *losses, T *logits, const float *dlosses, c
 	if (t < 0)
 		d = 0.0f;
 	for (int i = threadIdx.x * N; i < v; i += blockDim.x * N) {
+		if (!V) {
+			x[i] = kc_st<T>(d == 0.0f ? 0.0f
+					: d * (expf(kc_ld(x[i]) - l) - (i == t ? 1.0f : 0.0f)));
+			continue;
+		}
 		if (d == 0.0f) {
 #pragma unroll
-			for (int j = 0; j < N; j++)
+			for (int j = 0; j < kc_vec<T>::N; j++)
 				f[j] = 0.0f;
 		} else {
 			kc_ldv(f, x + i);
 #pragma unroll
-			for (int j = 0; j < N; j++)
+			for (int j = 0; j < kc_vec<T>::N; j++)
 				f[j] = d * (expf(f[j] - l) - (i + j == t ? 1.0f : 0.0f));
 		}
 		kc_stv(x + i, f);
@@ -458,10 +431,10 @@ extern "C" int kcuda_crossentropy_forward(int dt, float *losses, float *lse, con
 		return 0;
 	KC_DISPATCH(dt, T,
 		if (KC_XENT_V(T, logits, v))
-			k_xent_fwd_v<T><<<n, KC_THREADS, 0, cx->stream>>>(
+			k_xent_fwd<T, 1><<<n, KC_THREADS, 0, cx->stream>>>(
 				losses, lse, (const T *)logits, targets, v);
 		else
-			k_xent_fwd<T><<<n, KC_THREADS, 0, cx->stream>>>(
+			k_xent_fwd<T, 0><<<n, KC_THREADS, 0, cx->stream>>>(
 				losses, lse, (const T *)logits, targets, v));
 	KC_LAUNCHED("crossentropy_forward");
 	return 0;
@@ -488,10 +461,10 @@ extern "C" int kcuda_crossentropy_fused(int dt, float *losses, void *logits, con
 		return 0;
 	KC_DISPATCH(dt, T,
 		if (KC_XENT_V(T, logits, v))
-			k_xent_fused_v<T><<<n, KC_THREADS, 0, cx->stream>>>(
+			k_xent_fused<T, 1><<<n, KC_THREADS, 0, cx->stream>>>(
 				losses, (T *)logits, dlosses, targets, v);
 		else
-			k_xent_fused<T><<<n, KC_THREADS, 0, cx->stream>>>(
+			k_xent_fused<T, 0><<<n, KC_THREADS, 0, cx->stream>>>(
 				losses, (T *)logits, dlosses, targets, v));
 	KC_LAUNCHED("crossentropy_fused");
 	return 0;

@@ -132,6 +132,12 @@ def engine_bench(engine, model_dir, method, extra=(), env=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def loss_close(got, ref):
+    """A variant's last training loss within 2% of the default's (the same
+    steps on the same data, other kernels or layouts, bf16)."""
+    return abs(got["loss_last"] - ref["loss_last"]) <= 2e-2 * abs(ref["loss_last"])
+
+
 def graph_check(args, res, item, what, with_graph, without):
     """The same bench with and without CUDA graphs: the graph replays must
     give the direct path's losses (the same kernels on the same data), and
@@ -401,7 +407,7 @@ def item3(args, res, work):
     # the LoRA groups not folded into the base products (MODULA_FOLD=0; folded by default)
     uenv = dict(os.environ, MODULA_FOLD="0")
     u = engine_bench(args.engine, path, "lora", env=uenv)
-    uclose = abs(u["loss_last"] - e["loss_last"]) <= 2e-2 * abs(e["loss_last"])
+    uclose = loss_close(u, e)
     res.add("3", "engine step with the LoRA groups not folded (MODULA_FOLD=0)", f"{u['step_ms']:.1f} ms",
             f"folded (default) {e['step_ms']:.1f} ms, {u['step_ms'] / e['step_ms']:.2f}x faster; "
             f"{e.get('folded_groups', 0)} groups folded; peak {peak_gib(u['memory']):.2f} GiB "
@@ -414,7 +420,7 @@ def item3(args, res, work):
     fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
     f = engine_bench(args.engine, path, "lora", env=fenv)
     fmfu = f["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
-    fclose = abs(f["loss_last"] - e["loss_last"]) <= 2e-2 * abs(e["loss_last"])
+    fclose = loss_close(f, e)
     res.add("3", "engine step with flash attention (MODULA_CUDA_FLASH=1)", f"{f['step_ms']:.1f} ms",
             f"default {e['step_ms']:.1f} ms; {f['tokens_per_s']:.0f} tok/s = "
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
