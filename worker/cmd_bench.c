@@ -357,6 +357,12 @@ int cmd_bench(int argc, char **argv)
 	cJSON_AddNumberToObject(o, "loss_first", loss0);
 	cJSON_AddNumberToObject(o, "loss_last", loss);
 	cJSON_AddStringToObject(o, "memory", mem);
+	if (K && K->dev == KDEV_CUDA) {
+		/* how the products' algorithms were chosen (cuBLASLt, tune.cu) */
+		char prod[4400];
+		kcuda_lt_report(prod, sizeof prod);
+		cJSON_AddStringToObject(o, "products", prod);
+	}
 	if (a.profile && b.dm) {
 		/* the forward ends with the loss read back, so it is synchronous */
 		cJSON_AddNumberToObject(o, "forward_ms", b.phase[0] * 1e3 / a.steps);

@@ -4,7 +4,9 @@
  *
  * Row-major C[M,N] is column-major C^T[N,M], so C = op(A) op(B) is computed
  * as C^T = op(B)^T op(A)^T: cuBLAS gets B first. Not a GEMM of our own:
- * cuBLAS picks the kernels (HGMMA on Hopper).
+ * cuBLAS picks the kernels (HGMMA on Hopper). bf16 and f16 products go
+ * to cuBLASLt with an algorithm timed per shape (tune.cu) unless
+ * MODULA_CUDA_LT=0; f32 and the batched products stay on cublasGemmEx.
  */
 #include "kernels/cuda/kc.cuh"
 
@@ -32,6 +34,8 @@ static int s_gemm(int dt, int cdt, void *c, int ldc, const void *a, int lda, con
 		return err_set("gemm: %s inputs cannot produce %s", kcuda_dtype_name(dt),
 			       kcuda_dtype_name(cdt));
 	if (m == 0 || n == 0)
+		return 0;
+	if (kc_lt_gemm(cx, dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta))
 		return 0;
 	KC_CKB(cublasGemmEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
 			    n, m, k, &alpha, b, s_cuda_type(dt), ldb, a, s_cuda_type(dt), lda, &beta,

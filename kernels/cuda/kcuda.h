@@ -116,6 +116,17 @@ int kcuda_vector(void);
 void kcuda_set_flash(int on);
 int kcuda_flash(void);
 
+/* bf16 and f16 products on cuBLASLt, each shape's algorithm the fastest
+ * of cuBLASLt's candidates, timed on this GPU the first time the shape
+ * comes and kept in a tune file (MODULA_CUDA_TUNE_FILE, else
+ * ~/.cache/modula/cublaslt.tsv; "none": no file), so that later
+ * processes run the same algorithms: on by default; MODULA_CUDA_LT=0 in
+ * the environment keeps cublasGemmEx's own choice. kcuda_lt_report says
+ * how this process's shapes were chosen. */
+void kcuda_set_lt(int on);
+int kcuda_lt(void);
+void kcuda_lt_report(char *buf, size_t n);
+
 /* ---- timing on the stream --------------------------------------------- */
 
 /* Record a CUDA event on the backend's stream (a timestamp when the GPU

@@ -38,6 +38,8 @@ static int s_open_ctx(void)
 	KC_CKB(cublasSetWorkspace(s_ctx.blas, s_ctx.blas_ws, KC_BLAS_WS_BYTES));
 	if (kc_vector < 0) /* on unless MODULA_CUDA_VEC=0 */
 		kc_vector = !(getenv("MODULA_CUDA_VEC") && !strcmp(getenv("MODULA_CUDA_VEC"), "0"));
+	if (kc_lt < 0) /* on unless MODULA_CUDA_LT=0 */
+		kc_lt = !(getenv("MODULA_CUDA_LT") && !strcmp(getenv("MODULA_CUDA_LT"), "0"));
 	if (kc_flash < 0) /* off unless MODULA_CUDA_FLASH=1 (not yet run on a GPU) */
 		kc_flash = getenv("MODULA_CUDA_FLASH") && !strcmp(getenv("MODULA_CUDA_FLASH"), "1");
 	return 0;

@@ -67,6 +67,20 @@ void kcuda_set_flash(int on)
 {
 }
 
+void kcuda_set_lt(int on)
+{
+}
+
+int kcuda_lt(void)
+{
+	return 0;
+}
+
+void kcuda_lt_report(char *buf, size_t n)
+{
+	snprintf(buf, n, "%s", NOCUDA_MSG);
+}
+
 int kcuda_flash(void)
 {
 	return 0;

@@ -47,6 +47,10 @@ if [ ! -x "$bundle/bin/modula-bundle" ]; then
 fi
 engine=$bundle/bin/modula-engine
 . "$bundle/env.sh"
+# the products' algorithms, timed per shape by the first process that meets
+# it (kernels/cuda/tune.cu), kept with this run's figures so that every
+# later program here runs the same ones
+export MODULA_CUDA_TUNE_FILE=${MODULA_CUDA_TUNE_FILE:-$out/cublaslt.tsv}
 
 say "(0) machine and libraries"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
@@ -105,6 +109,9 @@ say "(1), (2)-(5): the engine against its CPU path, transformers and peft"
 PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" \
 	--items "${HF_ITEMS:-1,2,3,4,5}" ${HF_WORK:+--work "$HF_WORK"} || failed=1
 
+if [ -s "$MODULA_CUDA_TUNE_FILE" ]; then
+	row 3 "product shapes timed on cuBLASLt" "$(wc -l <"$MODULA_CUDA_TUNE_FILE")" "$MODULA_CUDA_TUNE_FILE"
+fi
 say "figures (also in $results), ${SECONDS}s in all"
 awk -F'\t' '{ printf "(%s) %-56s %-22s %s\n", $1, $2, $3, $4 }' "$results"
 exit $failed

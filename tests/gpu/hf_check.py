@@ -201,9 +201,12 @@ def item1(args, res, work):
     # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1);
     # "-flash": those and attention's tiled flash kernels (MODULA_CUDA_FLASH=1, 16-bit only);
     # "-nofold": the 16-byte kernels with the LoRA groups not folded into the base
-    # products (MODULA_FOLD=0; folded, the default, everywhere else)
+    # products (MODULA_FOLD=0; folded, the default, everywhere else);
+    # "-gemmex": the 16-byte kernels with the products on cublasGemmEx instead of
+    # cuBLASLt's timed algorithms (MODULA_CUDA_LT=0; cuBLASLt everywhere else)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
-                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash"), ("cuda", "bf16-nofold")):
+                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash"), ("cuda", "bf16-nofold"),
+                    ("cuda", "bf16-gemmex")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
@@ -211,11 +214,12 @@ def item1(args, res, work):
             + (["--repeat", "3"] if dev == "cuda" else []),
             env=dict(os.environ, MODULA_CUDA_VEC="0" if "-" not in dt else "1",
                      MODULA_CUDA_FLASH="1" if dt.endswith("-flash") else "0",
-                     MODULA_FOLD="0" if dt.endswith("-nofold") else "1"))
+                     MODULA_FOLD="0" if dt.endswith("-nofold") else "1",
+                     MODULA_CUDA_LT="0" if dt.endswith("-gemmex") else "1"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
-                    ("bf16-flash", 5e-2), ("bf16-nofold", 5e-2)):
+                    ("bf16-flash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -415,6 +419,17 @@ def item3(args, res, work):
             f"{'close' if uclose else 'DIFFERENT'}")
     if not uclose:
         ok = False
+    # the products on cublasGemmEx's own choice of algorithm instead of cuBLASLt's
+    # candidates timed per shape (MODULA_CUDA_LT=0; cuBLASLt by default)
+    genv = dict(os.environ, MODULA_CUDA_LT="0")
+    g = engine_bench(args.engine, path, "lora", env=genv)
+    gclose = loss_close(g, e)
+    res.add("3", "engine step with the products on cublasGemmEx (MODULA_CUDA_LT=0)",
+            f"{g['step_ms']:.1f} ms", f"cuBLASLt timed (default) {e['step_ms']:.1f} ms, "
+            f"{g['step_ms'] / e['step_ms']:.2f}x faster ({e.get('products', '?')}); loss "
+            f"{g['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if gclose else 'DIFFERENT'}")
+    if not gclose:
+        ok = False
     # attention as the tiled flash kernels (MODULA_CUDA_FLASH=1; off by default until a
     # GPU has checked them): step time, MFU, memory, and the losses against the default
     fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
@@ -429,7 +444,8 @@ def item3(args, res, work):
     if not fclose:
         ok = False
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
-    for what, env in (("default", None), ("flash attention", fenv), ("not folded", uenv)):
+    for what, env in (("default", None), ("flash attention", fenv), ("not folded", uenv),
+                      ("cublasGemmEx", genv)):
         p = engine_bench(args.engine, path, "lora", ["--profile"], env=env)
         kinds = sorted(p.get("profile_ms", {}).items(), key=lambda kv: -kv[1])
         res.add("3", f"profile of the LoRA step, {what}", f"{p.get('profile_total_ms', 0):.1f} ms",

@@ -40,7 +40,7 @@ static char s_msg[4096];    /* the case's differences, or its error */
 static int s_bad;           /* a tolerance was exceeded */
 static unsigned long long s_rng = 0x9e3779b97f4a7c15ull;
 
-#define S_MAXPTR 64
+#define S_MAXPTR 512
 static void *s_host_ptrs[S_MAXPTR], *s_dev_ptrs[S_MAXPTR];
 static int s_nhost, s_ndev;
 
@@ -602,6 +602,65 @@ static int case_gemm_batched(void)
 	return 0;
 }
 
+/* The products on cuBLASLt with timed algorithms (kcuda_set_lt; tune.cu):
+ * the small odd shapes of the gemm cases, strided ones, and products big
+ * enough for cuBLASLt to offer several algorithms, with beta zero (the
+ * candidates timed over the real output) and not (over scratch), in the
+ * case's type and with an fp32 output (weight gradients). Each big product
+ * runs twice, the second time on the algorithm kept for its shape: the
+ * two results must be equal to the bit. f32 stays on cublasGemmEx. */
+static int s_gemm_lt_big(int ta, int tb, float beta, int f32out)
+{
+	int m = 256, n = 384, k = 520, cdt = f32out ? KCUDA_F32 : s_dt;
+	size_t nc = (size_t)m * n;
+	float *a = s_rrand((size_t)m * k, -1, 1), *b = s_rrand((size_t)k * n, -1, 1);
+	float *c0 = s_rrand(nc, -1, 1), *c, *g1, *g2;
+	void *da, *db, *dc;
+	char name[48];
+
+	S_PTR(a && b && c0 && (c = s_copy(c0, nc)) && (g1 = s_zeros(nc)) && (g2 = s_zeros(nc)));
+	S_PTR((da = S_DEV(a, (size_t)m * k)) && (db = S_DEV(b, (size_t)k * n)) &&
+	      (dc = s_dev_as(c0, nc, cdt, KCUDA_F32)));
+	op_gemm(c, a, b, m, n, k, ta, tb, 0.7f, beta);
+	for (int run = 0; run < 2; run++) {
+		S_TRY(kcuda_copy_h2d(dc, cdt, c0, KCUDA_F32, nc));
+		S_TRY(kcuda_gemm_mixed(s_dt, cdt, dc, da, db, m, n, k, ta, tb, 0.7f, beta));
+		S_TRY(kcuda_sync());
+		S_TRY(kcuda_copy_d2h(run ? g2 : g1, KCUDA_F32, dc, cdt, nc));
+	}
+	snprintf(name, sizeof name, "c[t%d%d b%g%s]", ta, tb, beta, f32out ? " f32" : "");
+	S_TRY(s_cmp_tol(name, dc, cdt, c, nc, s_atol, s_rtol(s_dt)));
+	if (memcmp(g1, g2, nc * sizeof(float))) {
+		size_t at = strlen(s_msg);
+		s_bad = 1;
+		snprintf(s_msg + at, sizeof s_msg - at, " (%s: the second run differs from the first)",
+			 name);
+	}
+	return 0;
+}
+
+static int case_gemm_lt(void)
+{
+	int rc = 0;
+
+	kcuda_set_lt(1);
+	if (case_gemm() < 0 || case_gemm_ld() < 0)
+		rc = -1;
+	for (int ta = 0; rc == 0 && ta < 2; ta++)
+		for (int tb = 0; rc == 0 && tb < 2; tb++)
+			if (s_gemm_lt_big(ta, tb, 0.0f, 0) < 0 || s_gemm_lt_big(ta, tb, 0.5f, 0) < 0 ||
+			    s_gemm_lt_big(ta, tb, 1.0f, 1) < 0)
+				rc = -1;
+	if (rc == 0) {
+		char rep[4400];
+		size_t at = strlen(s_msg);
+		kcuda_lt_report(rep, sizeof rep);
+		snprintf(s_msg + at, sizeof s_msg - at, "; %.1000s", rep);
+	}
+	kcuda_set_lt(0);
+	return rc;
+}
+
 /* Column j's expert: a head of rank r0 (when r0 > 0), then experts of rank r. */
 static int s_rexp(int j, int r0, int r)
 {
@@ -1002,6 +1061,7 @@ static const struct {
 	{ "crossentropy", case_crossentropy, 2 },
 	{ "gemm with row strides", case_gemm_ld, 4 },
 	{ "batched gemm, one shape", case_gemm_batched, 4 },
+	{ "gemm on cuBLASLt, algorithms timed", case_gemm_lt, 4 },
 	{ "router softmax + expert weighting", case_router, 2 },
 	{ "router with a head expert (flan)", case_router_head, 2 },
 	{ "modula-res fused rows", case_res, 2 },
@@ -1050,6 +1110,7 @@ int main(void)
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
 	kcuda_set_flash(0);     /* attention's cuBLAS path; the "flash" case turns them on */
+	kcuda_set_lt(0);        /* cublasGemmEx; the "cuBLASLt" case turns it on */
 	if (gpu)
 		tap_diag("device: %s", why);
 	for (size_t t = 0; t < ntypes; t++) {
