@@ -48,6 +48,10 @@ QWEN2_TINY = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   tie_word_embeddings=False)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BENCH = dict(batch=8, seq_len=512, rank=16, alpha=32, warmup=3, steps=10)
+# what items 1 and 3 found about each switch of the CUDA backend, for the
+# decisions printed at the end: item 1's engine step per variant (True:
+# within tolerance), item 3's LoRA step time per variant (ms)
+VARIANT_OK, VARIANT_MS = {}, {}
 
 
 class Results:
@@ -227,6 +231,7 @@ def item1(args, res, work):
             if d > worst or d != d:
                 worst, where = d, k
         good = worst <= tol
+        VARIANT_OK[dt] = good
         res.add("1", f"engine step (loss, logits, {len(ref) - 2} LoRA grads) cuda {dt} vs CPU engine",
                 f"{worst:.2e}", f"worst max|d|/max|x| at {where}; tolerance {tol:.0e}: "
                 f"{'ok' if good else 'EXCEEDED'}")
@@ -403,6 +408,7 @@ def item3(args, res, work):
     e = engine_bench(args.engine, path, "lora")
     nog = engine_bench(args.engine, path, "lora", ["--no-graph"])
     ok = graph_check(args, res, "3", "LoRA", e, nog)
+    VARIANT_MS["bf16"] = e["step_ms"]
     # the scalar memory-bound kernels instead of the 16-byte ones (the default)
     v = engine_bench(args.engine, path, "lora", env=dict(os.environ, MODULA_CUDA_VEC="0"))
     res.add("3", "engine step with the scalar RMSNorm/residual/SwiGLU kernels", f"{v['step_ms']:.1f} ms",
@@ -412,6 +418,7 @@ def item3(args, res, work):
     uenv = dict(os.environ, MODULA_FOLD="0")
     u = engine_bench(args.engine, path, "lora", env=uenv)
     uclose = loss_close(u, e)
+    VARIANT_MS["bf16-nofold"] = u["step_ms"] if uclose else None
     res.add("3", "engine step with the LoRA groups not folded (MODULA_FOLD=0)", f"{u['step_ms']:.1f} ms",
             f"folded (default) {e['step_ms']:.1f} ms, {u['step_ms'] / e['step_ms']:.2f}x faster; "
             f"{e.get('folded_groups', 0)} groups folded; peak {peak_gib(u['memory']):.2f} GiB "
@@ -424,6 +431,7 @@ def item3(args, res, work):
     genv = dict(os.environ, MODULA_CUDA_LT="0")
     g = engine_bench(args.engine, path, "lora", env=genv)
     gclose = loss_close(g, e)
+    VARIANT_MS["bf16-gemmex"] = g["step_ms"] if gclose else None
     res.add("3", "engine step with the products on cublasGemmEx (MODULA_CUDA_LT=0)",
             f"{g['step_ms']:.1f} ms", f"cuBLASLt timed (default) {e['step_ms']:.1f} ms, "
             f"{g['step_ms'] / e['step_ms']:.2f}x faster ({e.get('products', '?')}); loss "
@@ -436,6 +444,7 @@ def item3(args, res, work):
     f = engine_bench(args.engine, path, "lora", env=fenv)
     fmfu = f["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     fclose = loss_close(f, e)
+    VARIANT_MS["bf16-flash"] = f["step_ms"] if fclose else None
     res.add("3", "engine step with flash attention (MODULA_CUDA_FLASH=1)", f"{f['step_ms']:.1f} ms",
             f"default {e['step_ms']:.1f} ms; {f['tokens_per_s']:.0f} tok/s = "
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
@@ -618,6 +627,43 @@ def graph_training(args, res, work, mdir):
     return ok
 
 
+# switch, the item-1 variant that has it the other way, whether that
+# variant is the switch on (True) or off, and where its default is set
+SWITCHES = (("MODULA_CUDA_FLASH (tiled flash attention)", "bf16-flash", True,
+             "kc_flash in kernels/cuda/mem.cu"),
+            ("MODULA_FOLD (adapter groups folded into the base products)", "bf16-nofold", False,
+             "m->fold in worker/dmodel.c's s_new"),
+            ("MODULA_CUDA_LT (products on cuBLASLt, algorithms timed)", "bf16-gemmex", False,
+             "kc_lt in kernels/cuda/mem.cu"))
+
+
+def decisions(res):
+    """For each switch of the CUDA backend that was written without a GPU:
+    did item 1's engine step pass with it on and off, and which way was the
+    LoRA step of item 3 faster. What the default should be follows."""
+    base_ok, base_ms = VARIANT_OK.get("bf16-vec"), VARIANT_MS.get("bf16")
+    for name, variant, variant_on, where in SWITCHES:
+        v_ok, v_ms = VARIANT_OK.get(variant), VARIANT_MS.get(variant)
+        if None in (base_ok, v_ok) or not base_ms or v_ms is None:
+            res.add("3", f"decision: {name}", "no verdict",
+                    f"item 1 {variant}: {v_ok}, default: {base_ok}; item 3 {variant}: {v_ms} ms "
+                    f"(None: not run or losses apart)")
+            continue
+        on_ok, off_ok = (v_ok, base_ok) if variant_on else (base_ok, v_ok)
+        on_ms, off_ms = (v_ms, base_ms) if variant_on else (base_ms, v_ms)
+        if not on_ok:
+            verdict = "off (its step failed item 1)"
+        elif abs(on_ms - off_ms) <= 0.01 * off_ms:
+            verdict = f"either (within 1%, one run each: noise; on {off_ms / on_ms:.3f}x)"
+        elif on_ms < off_ms:
+            verdict = f"on ({off_ms / on_ms:.3f}x faster)"
+        else:
+            verdict = f"off (on is {on_ms / off_ms:.3f}x slower)"
+        res.add("3", f"decision: {name}", verdict,
+                f"on {on_ms:.1f} ms, off {off_ms:.1f} ms; item 1 on {on_ok}, off {off_ok}; "
+                f"default set at {where}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", required=True)
@@ -650,6 +696,8 @@ def main():
                 res.add(k, "FAILED", "-", f"{type(e).__name__}: {str(e)[:200]}")
                 failed += 1
             print(f"  ({k}) took {time.perf_counter() - t0:.0f} s", flush=True)
+        if "1" in args.items.split(",") and "3" in args.items.split(","):
+            decisions(res)
     return 1 if failed else 0
 
 
