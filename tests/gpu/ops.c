@@ -1040,6 +1040,11 @@ static int case_crossentropy_v(void)
 	return s_vec(case_crossentropy);
 }
 
+static int case_rope_v(void)
+{
+	return s_vec(case_rope);
+}
+
 /* ---- the table and the driver ----------------------------------------- */
 
 static const struct {
@@ -1074,6 +1079,7 @@ static const struct {
 	{ "swiglu, 16-byte kernels", case_swiglu_v, 1 },
 	{ "residual, 16-byte kernels", case_residual_v, 1 },
 	{ "crossentropy, 16-byte kernels", case_crossentropy_v, 2 },
+	{ "rope, 16-byte kernels", case_rope_v, 1 },
 	{ "attention, flash kernels", case_attention_flash, 4 },
 };
 
