@@ -152,6 +152,16 @@ static int s_cpu_matmul_forward(void *out, const void *inp, const void *w, const
 	return 0;
 }
 
+static int s_cpu_matmul_forward_res(void *out, const void *res, const void *inp, const void *w,
+				    int n, int c, int oc)
+{
+	if (out == res)
+		return err_set("matmul_forward_res: out and res must be different buffers");
+	memcpy(out, res, (size_t)n * oc * sizeof(float));
+	op_gemm(out, inp, w, n, oc, c, 0, 1, 1.0f, 1.0f);
+	return 0;
+}
+
 static int s_cpu_matmul_backward(void *dinp, float *dw, float *db, const void *dout,
 				 const void *inp, const void *w, int n, int c, int oc)
 {
@@ -455,7 +465,8 @@ static const struct kdevice_ops s_cpu_ops = {
 	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
 	.gemm_batched = s_cpu_gemm_batched,
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
-	.matmul_forward = s_cpu_matmul_forward, .matmul_backward = s_cpu_matmul_backward,
+	.matmul_forward = s_cpu_matmul_forward, .matmul_forward_res = s_cpu_matmul_forward_res,
+	.matmul_backward = s_cpu_matmul_backward,
 	.rmsnorm_forward = s_cpu_rmsnorm_forward, .rmsnorm_backward = s_cpu_rmsnorm_backward,
 	.rmsnorm_forward_ld = s_cpu_rmsnorm_forward_ld,
 	.rmsnorm_backward_ld = s_cpu_rmsnorm_backward_ld,
@@ -604,6 +615,15 @@ static int s_emu_matmul_forward(void *out, const void *inp, const void *w, const
 				int c, int oc)
 {
 	s_cpu_matmul_forward(out, inp, w, b, n, c, oc);
+	EMU_N(out, (size_t)n * oc);
+	return 0;
+}
+
+/* the product and the residual in fp32, rounded once (as cuBLASLt's epilogue) */
+static int s_emu_matmul_forward_res(void *out, const void *res, const void *inp, const void *w,
+				    int n, int c, int oc)
+{
+	D_TRY(s_cpu_matmul_forward_res(out, res, inp, w, n, c, oc));
 	EMU_N(out, (size_t)n * oc);
 	return 0;
 }
@@ -844,6 +864,7 @@ const struct kdevice_ops *kdevice_emulated(int dt)
 	o->gemm = s_emu_gemm, o->gemm_ld = s_emu_gemm_ld, o->gemm_batched = s_emu_gemm_batched;
 	o->embedding_forward = s_emu_embedding_forward;
 	o->matmul_forward = s_emu_matmul_forward, o->matmul_backward = s_emu_matmul_backward;
+	o->matmul_forward_res = s_emu_matmul_forward_res;
 	o->rmsnorm_forward = s_emu_rmsnorm_forward, o->rmsnorm_backward = s_emu_rmsnorm_backward;
 	o->rmsnorm_forward_ld = s_emu_rmsnorm_forward_ld;
 	o->rmsnorm_backward_ld = s_emu_rmsnorm_backward_ld;
@@ -912,6 +933,12 @@ static int s_cuda_matmul_forward(void *out, const void *inp, const void *w, cons
 				 int c, int oc)
 {
 	return kcuda_matmul_forward(s_dt, out, inp, w, b, n, c, oc);
+}
+
+static int s_cuda_matmul_forward_res(void *out, const void *res, const void *inp, const void *w,
+				     int n, int c, int oc)
+{
+	return kcuda_matmul_forward_res(s_dt, out, res, inp, w, n, c, oc);
 }
 
 static int s_cuda_matmul_backward(void *dinp, float *dw, float *db, const void *dout,
@@ -1101,7 +1128,8 @@ static struct kdevice_ops s_cuda_ops = {
 	.gemm_batched = s_cuda_gemm_batched,
 	.embedding_forward = s_cuda_embedding_forward,
 	.embedding_backward = s_cuda_embedding_backward,
-	.matmul_forward = s_cuda_matmul_forward, .matmul_backward = s_cuda_matmul_backward,
+	.matmul_forward = s_cuda_matmul_forward, .matmul_forward_res = s_cuda_matmul_forward_res,
+	.matmul_backward = s_cuda_matmul_backward,
 	.rmsnorm_forward = s_cuda_rmsnorm_forward, .rmsnorm_backward = s_cuda_rmsnorm_backward,
 	.rmsnorm_forward_ld = s_cuda_rmsnorm_forward_ld,
 	.rmsnorm_backward_ld = s_cuda_rmsnorm_backward_ld,

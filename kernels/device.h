@@ -77,6 +77,10 @@ struct kdevice_ops {
 			      int oc);
 	int (*matmul_backward)(void *dinp, float *dw, float *db, const void *dout, const void *inp,
 			       const void *w, int n, int c, int oc);
+	/* out = res + inp W^T, no bias (the residual added in the product;
+	 * out and res distinct): on CUDA one product, rounded once */
+	int (*matmul_forward_res)(void *out, const void *res, const void *inp, const void *w, int n,
+				  int c, int oc);
 	int (*rmsnorm_forward)(void *out, float *rstd, const void *inp, const void *w, int n, int c,
 			       float eps);
 	int (*rmsnorm_backward)(void *dinp, float *dw, const void *dout, const void *inp,

@@ -1695,6 +1695,25 @@ static int s_lin_forward(dmodel_t *m, dlin_t *lin, void *out, const void *inp, i
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
+/* out = res + the projection of inp (o and down onto the residual
+ * stream): without a bias, the base product with res added in its
+ * epilogue (matmul_forward_res: one product, no residual kernel, nothing
+ * written twice), then the adapter's part added into out. */
+static int s_lin_forward_res(dmodel_t *m, dlin_t *lin, void *out, const void *res,
+			     const void *inp, int n)
+{
+	if (lin->b) {
+		D_TRY(s_lin_forward(m, lin, m->tmp, inp, n));
+		D_TRY(m->K->residual_forward(out, res, m->tmp, (size_t)n * lin->out));
+		return s_mark(m, DMODEL_PROF_POINTWISE);
+	}
+	D_TRY(m->K->matmul_forward_res(out, res, inp, lin->w, n, lin->in, lin->out));
+	D_TRY(s_mark(m, DMODEL_PROF_BASE));
+	if (lin->ad)
+		D_TRY(s_ad_forward(m, lin->ad, out, inp, n));
+	return s_mark(m, DMODEL_PROF_ADAPTERS);
+}
+
 /* dinp (may be NULL) = dout W + (add ? dinp : 0), then the adapter's
  * part added: overwriting spares the zeroing of dinp and a read of it. */
 static int s_lin_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *dout, const void *inp,
@@ -1976,9 +1995,8 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 	D_TRY(K->rope_forward(k, m->cosv + rope, m->sinv + rope, rb, rt, NKV, HS));
 	D_TRY(K->attention_forward(L->y, L->att, L->q, L->k, L->v, ab, at, NH, NKV, HS));
 	D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_O], m->tmp, s_at(m, L->y, (size_t)pos * QD), n));
-	D_TRY(K->residual_forward(L->mid, m->res[l], m->tmp, (size_t)n * C));
-	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
+	D_TRY(s_lin_forward_res(m, &L->lin[MODEL_O], L->mid, m->res[l],
+				s_at(m, L->y, (size_t)pos * QD), n));
 	D_TRY(K->rmsnorm_forward_ld(L->a2, L->fold[1].ldx ? L->fold[1].ldx : C, L->rstd2, L->mid,
 				    L->ln2, n, C, g->rms_eps));
 	D_TRY(s_mark(m, DMODEL_PROF_NORMS));
@@ -1988,9 +2006,7 @@ static int s_layer_forward(dmodel_t *m, int l, int n, int pos, int rb, int rt, i
 	}
 	D_TRY(K->swiglu_forward(L->sw, L->gate, L->up, (size_t)n * g->ffn_dim));
 	D_TRY(s_mark(m, DMODEL_PROF_POINTWISE));
-	D_TRY(s_lin_forward(m, &L->lin[MODEL_DOWN], m->tmp, L->sw, n));
-	D_TRY(K->residual_forward(m->res[l + 1], L->mid, m->tmp, (size_t)n * C));
-	return s_mark(m, DMODEL_PROF_POINTWISE);
+	return s_lin_forward_res(m, &L->lin[MODEL_DOWN], m->res[l + 1], L->mid, L->sw, n);
 }
 
 /* The forward's ops over the queued inputs, from the embedding to the

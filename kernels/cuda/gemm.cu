@@ -23,8 +23,12 @@ static cudaDataType_t s_cuda_type(int dt)
 	}
 }
 
-static int s_gemm(int dt, int cdt, void *c, int ldc, const void *a, int lda, const void *b,
-		  int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
+/* C = alpha op(A) op(B) + beta (cin ? cin : C); cin has C's leading
+ * dimension and must not overlap C. cublasGemmEx has no separate C: there
+ * cin is copied into C first. */
+static int s_gemm(int dt, int cdt, void *c, int ldc, const void *cin, const void *a, int lda,
+		  const void *b, int ldb, int m, int n, int k, int ta, int tb, float alpha,
+		  float beta)
 {
 	KC_CTX(cx);
 	if (!kc_is_float(dt) || !kc_is_float(cdt))
@@ -35,8 +39,13 @@ static int s_gemm(int dt, int cdt, void *c, int ldc, const void *a, int lda, con
 			       kcuda_dtype_name(cdt));
 	if (m == 0 || n == 0)
 		return 0;
-	if (kc_lt_gemm(cx, dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta))
+	if (kc_lt_gemm(cx, dt, cdt, c, ldc, cin, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta))
 		return 0;
+	if (cin && beta != 0.0f) {
+		size_t e = kcuda_dtype_size(cdt);
+		KC_CK(cudaMemcpy2DAsync(c, (size_t)ldc * e, cin, (size_t)ldc * e, (size_t)n * e, m,
+					cudaMemcpyDeviceToDevice, cx->stream));
+	}
 	KC_CKB(cublasGemmEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
 			    n, m, k, &alpha, b, s_cuda_type(dt), ldb, a, s_cuda_type(dt), lda, &beta,
 			    c, s_cuda_type(cdt), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -46,14 +55,15 @@ static int s_gemm(int dt, int cdt, void *c, int ldc, const void *a, int lda, con
 int kc_gemm(int dt, int cdt, void *c, const void *a, const void *b, int m, int n, int k,
 	    int ta, int tb, float alpha, float beta)
 {
-	return s_gemm(dt, cdt, c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, alpha, beta);
+	return s_gemm(dt, cdt, c, n, NULL, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, alpha,
+		      beta);
 }
 
 extern "C" int kcuda_gemm_ld(int dt, int cdt, void *c, int ldc, const void *a, int lda,
 			     const void *b, int ldb, int m, int n, int k, int ta, int tb, float alpha,
 			     float beta)
 {
-	return s_gemm(dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
+	return s_gemm(dt, cdt, c, ldc, NULL, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 }
 
 extern "C" int kcuda_gemm(int dt, void *c, const void *a, const void *b, int m, int n, int k,
@@ -298,6 +308,14 @@ extern "C" int kcuda_matmul_forward(int dt, void *out, const void *inp, const vo
 		(T *)out, (const T *)b, len, oc));
 	KC_LAUNCHED("add_bias");
 	return 0;
+}
+
+extern "C" int kcuda_matmul_forward_res(int dt, void *out, const void *res, const void *inp,
+					const void *w, int n, int c, int oc)
+{
+	if (out == res)
+		return err_set("matmul_forward_res: out and res must be different buffers");
+	return s_gemm(dt, dt, out, oc, res, inp, c, w, c, n, oc, c, 0, 1, 1.0f, 1.0f);
 }
 
 extern "C" int kcuda_matmul_backward(int dt, void *dinp, float *dw, float *db, const void *dout,

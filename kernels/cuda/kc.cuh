@@ -165,12 +165,13 @@ int kc_flash_backward(int dt, void *dq, void *dk, void *dv, const void *dout, co
 /* > 0 when bf16 and f16 products run on cuBLASLt with the fastest of its
  * algorithms timed per shape (tune.cu; the default, kcuda_set_lt,
  * MODULA_CUDA_LT=0 at start keeps cublasGemmEx). kc_lt_gemm takes
- * s_gemm's arguments and returns 1 when it queued the product, 0 when
+ * s_gemm's arguments (cin: C's input when it is another matrix than the
+ * output, else NULL) and returns 1 when it queued the product, 0 when
  * cublasGemmEx should. */
 extern int kc_lt;
-int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void *a, int lda,
-	       const void *b, int ldb, int m, int n, int k, int ta, int tb, float alpha,
-	       float beta);
+int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void *cin,
+	       const void *a, int lda, const void *b, int ldb, int m, int n, int k, int ta, int tb,
+	       float alpha, float beta);
 
 /* 1 when dt is a floating storage type the kernels take. */
 static inline int kc_is_float(int dt)

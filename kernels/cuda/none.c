@@ -106,6 +106,8 @@ NOCUDA(kcuda_gemm_batched, int dt, void *const *c, const void *const *a, const v
 NOCUDA(kcuda_embedding_forward, int dt, void *out, const int *tok, const void *wte, int n, int c)
 NOCUDA(kcuda_embedding_backward, int dt, float *dwte, const void *dout, const int *tok, int n,
        int c)
+NOCUDA(kcuda_matmul_forward_res, int dt, void *out, const void *res, const void *inp,
+       const void *w, int n, int c, int oc)
 NOCUDA(kcuda_matmul_forward, int dt, void *out, const void *inp, const void *w, const void *b,
        int n, int c, int oc)
 NOCUDA(kcuda_matmul_backward, int dt, void *dinp, float *dw, float *db, const void *dout,

@@ -26,7 +26,9 @@
  * most. When beta is zero the candidates write the real output (the last
  * call, with the chosen algorithm, writes it for good); otherwise into
  * scratch of the output's size (up to LT_SCRATCH_MAX; a larger output
- * takes the first guess untimed).
+ * takes the first guess untimed), unless C is another matrix than the
+ * output D (D = alpha op(A) op(B) + beta C: the residual added in the
+ * product's epilogue), when D is written and C only read.
  *
  * Not a GEMM of our own: every algorithm is cuBLASLt's.
  */
@@ -47,9 +49,16 @@ int kc_lt = -1; /* kc.cuh */
 #define LT_REPS 3
 #define LT_SLOTS 1024
 #define LT_SCRATCH_MAX ((size_t)64 << 20)
+/* products of fewer multiply-adds take the first guess untimed (and are
+ * not kept): timing them costs more than it can win, and a decoding step's
+ * or an eval batch's odd row counts would each add shapes */
+#define LT_TIME_MIN_MACS ((double)(1 << 26))
+/* a tune file longer than this is read but not added to */
+#define LT_FILE_MAX_LINES 4096
 
 struct lt_key {
-	int dt, cdt, ta, tb, m, n, k, lda, ldb, ldc, beta0, align;
+	int dt, cdt, ta, tb, m, n, k, lda, ldb, ldc, beta0, align; /* beta0: 1 beta is zero, 2 C
+								      is another matrix than D */
 };
 
 struct lt_entry {
@@ -73,6 +82,7 @@ static char s_file[4096];      /* "" when no file is kept */
 static char s_gpu[256];        /* the GPU's name, tabs and newlines made spaces */
 static size_t s_ver;           /* cublasLtGetVersion() */
 static int s_timed, s_loaded, s_guessed, s_gemmex; /* shapes called, by how chosen */
+static int s_file_lines;       /* lines in the tune file when it was read */
 
 static cudaDataType_t s_type(int dt)
 {
@@ -159,6 +169,7 @@ static void s_load(void)
 		return;
 	while (fgets(line, sizeof line, f)) {
 		char *field[7], *save = NULL, *p = line;
+		s_file_lines++;
 		struct lt_key k;
 		struct lt_entry *e;
 		int nf = 0, ok;
@@ -204,8 +215,9 @@ static void s_save(const struct lt_entry *e)
 	FILE *f;
 	int n;
 
-	if (!s_file[0])
+	if (!s_file[0] || s_file_lines >= LT_FILE_MAX_LINES)
 		return;
+	s_file_lines++;
 	for (size_t i = 0; i < sizeof e->algo; i++)
 		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
 	n = snprintf(line, sizeof line, "v1\t%s\t%zu\t%d %d %d %d %d %d %d %d %d %d %d %d\t%d\t%.2f\t%s\n",
@@ -277,18 +289,20 @@ static int s_descs(struct lt_entry *e)
 	return 0;
 }
 
+/* D = alpha op(A) op(B) + beta C; C is D when cin is NULL. */
 static cublasStatus_t s_run(struct kc_ctx *cx, const struct lt_entry *e,
-			    const cublasLtMatmulAlgo_t *algo, void *c, const void *a, const void *b,
-			    float alpha, float beta)
+			    const cublasLtMatmulAlgo_t *algo, void *c, const void *cin, const void *a,
+			    const void *b, float alpha, float beta)
 {
-	return cublasLtMatmul(s_lth, e->op, &alpha, b, e->la, a, e->lb, &beta, c, e->lc, c, e->lc,
-			      algo, cx->blas_ws, KC_BLAS_WS_BYTES, cx->stream);
+	return cublasLtMatmul(s_lth, e->op, &alpha, b, e->la, a, e->lb, &beta, cin ? cin : c, e->lc,
+			      c, e->lc, algo, cx->blas_ws, KC_BLAS_WS_BYTES, cx->stream);
 }
 
 /* Choose e's algorithm: cuBLASLt's candidates timed where that is allowed,
- * its first guess where not. 0, or -1 when cuBLASLt has none for the shape. */
-static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *a, const void *b,
-		    float alpha, float beta)
+ * its first guess where not. 0; -1 when cuBLASLt has no algorithm for the
+ * shape; -2 when a call failed (not worth remembering in the file). */
+static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *cin,
+		    const void *a, const void *b, float alpha, float beta)
 {
 	const struct lt_key *k = &e->key;
 	cublasLtMatmulPreference_t pref;
@@ -303,8 +317,15 @@ static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *
 	cudaEvent_t ev[2] = { NULL, NULL };
 	float best_ms = 0.0f;
 
+	/* split-K partial sums are added in fp32 (the compute type), never in
+	 * a 16-bit output type: a product's precision must not depend on which
+	 * algorithm won the timing */
+	uint32_t red = k->cdt == KCUDA_F32 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
+					   : (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+	cublasStatus_t hs;
+
 	if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS)
-		return -1;
+		return -2;
 	/* cuBLASLt's "A" is our b, "B" our a, "C" and "D" our c */
 	if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
 						 &ws, sizeof ws) ||
@@ -316,10 +337,18 @@ static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *
 						 &al[2], sizeof al[2]) ||
 	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
 						 &al[2], sizeof al[2]) ||
-	    cublasLtMatmulAlgoGetHeuristic(s_lth, e->op, e->la, e->lb, e->lc, e->lc, pref,
-					   LT_CANDIDATES, res, &nres) != CUBLAS_STATUS_SUCCESS)
-		nres = 0;
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+						 &red, sizeof red)) {
+		cublasLtMatmulPreferenceDestroy(pref);
+		return -2;
+	}
+	hs = cublasLtMatmulAlgoGetHeuristic(s_lth, e->op, e->la, e->lb, e->lc, e->lc, pref,
+					    LT_CANDIDATES, res, &nres);
 	cublasLtMatmulPreferenceDestroy(pref);
+	if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED)
+		return -2;
+	if (hs != CUBLAS_STATUS_SUCCESS)
+		nres = 0;
 	{
 		int j = 0; /* keep what cuBLASLt says runs, in its order */
 		for (int i = 0; i < nres; i++)
@@ -330,8 +359,11 @@ static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *
 	if (nres == 0)
 		return -1;
 	e->algo = res[0].algo, e->how = 'G', e->us = 0.0f;
-	if (nres == 1 || kcuda_capturing() || (!k->beta0 && cbytes > LT_SCRATCH_MAX))
+	if (nres == 1 || kcuda_capturing() || (!k->beta0 && cbytes > LT_SCRATCH_MAX) ||
+	    (double)k->m * k->n * k->k < LT_TIME_MIN_MACS)
 		return 0;
+	/* beta 0, or C another matrix (beta0 2): the candidates may write the
+	 * real D, which is not read */
 	if (!k->beta0 && !(out = scratch = kc_alloc(cbytes))) {
 		err_clear(); /* no room to time: the first guess */
 		return 0;
@@ -342,10 +374,12 @@ static int s_choose(struct kc_ctx *cx, struct lt_entry *e, void *c, const void *
 	}
 	for (int i = 0; i < nres; i++) {
 		float ms = 0.0f;
-		int bad = s_run(cx, e, &res[i].algo, out, a, b, alpha, beta) != CUBLAS_STATUS_SUCCESS;
+		int bad = s_run(cx, e, &res[i].algo, out, cin, a, b, alpha, beta) !=
+			  CUBLAS_STATUS_SUCCESS;
 		bad = bad || cudaEventRecord(ev[0], cx->stream) != cudaSuccess;
 		for (int r = 0; !bad && r < LT_REPS; r++)
-			bad = s_run(cx, e, &res[i].algo, out, a, b, alpha, beta) != CUBLAS_STATUS_SUCCESS;
+			bad = s_run(cx, e, &res[i].algo, out, cin, a, b, alpha, beta) !=
+			      CUBLAS_STATUS_SUCCESS;
 		bad = bad || cudaEventRecord(ev[1], cx->stream) != cudaSuccess ||
 		      cudaEventSynchronize(ev[1]) != cudaSuccess ||
 		      cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess;
@@ -368,12 +402,13 @@ done:
 }
 
 /* C = alpha op(A) op(B) + beta C on cuBLASLt (the arguments of gemm.cu's
- * s_gemm). 1 when queued; 0 when the caller should use cublasGemmEx: the
- * switch is off, f32 (kept on cublasGemmEx, no TF32), no algorithm for the
- * shape, or one that failed to queue. */
-int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void *a, int lda,
-	       const void *b, int ldb, int m, int n, int k, int ta, int tb, float alpha,
-	       float beta)
+ * s_gemm), or, cin not NULL, C = alpha op(A) op(B) + beta cin (cin with
+ * C's leading dimension). 1 when queued; 0 when the caller should use
+ * cublasGemmEx: the switch is off, f32 (kept on cublasGemmEx, no TF32), no
+ * algorithm for the shape, or one that failed to queue. */
+int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void *cin,
+	       const void *a, int lda, const void *b, int ldb, int m, int n, int k, int ta, int tb,
+	       float alpha, float beta)
 {
 	struct lt_key key;
 	struct lt_entry *e;
@@ -382,9 +417,15 @@ int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void 
 		return 0;
 	memset(&key, 0, sizeof key);
 	key.dt = dt, key.cdt = cdt, key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k;
-	key.lda = lda, key.ldb = ldb, key.ldc = ldc, key.beta0 = beta == 0.0f;
+	if (beta == 0.0f || cin == c)
+		cin = NULL;
+	key.lda = lda, key.ldb = ldb, key.ldc = ldc, key.beta0 = beta == 0.0f ? 1 : cin ? 2 : 0;
 	key.align = s_align_log2(a, lda, dt) | s_align_log2(b, ldb, dt) << 4 |
 		    s_align_log2(c, ldc, cdt) << 8;
+	if (cin) { /* one alignment for C and D: the less aligned */
+		int lc = s_align_log2(c, ldc, cdt), li = s_align_log2(cin, ldc, cdt);
+		key.align = (key.align & 0xff) | (li < lc ? li : lc) << 8;
+	}
 	if (!(e = s_find(&key)))
 		return 0; /* the table is full: cublasGemmEx */
 	if (!e->used) {
@@ -393,11 +434,20 @@ int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void 
 		memset(e, 0, sizeof *e);
 		e->used = 1, e->key = key;
 		s_used++;
-		e->ok = s_descs(e) == 0 && s_choose(cx, e, c, a, b, alpha, beta) == 0;
-		if (e->how != 'G' || !e->ok)
-			s_save(e); /* a first guess is not worth keeping: a later run times it */
-	} else if (e->ok && s_descs(e) < 0) {
-		e->ok = 0;
+		int rc = s_descs(e) < 0 ? -2 : s_choose(cx, e, c, cin, a, b, alpha, beta);
+		e->ok = rc == 0;
+		/* kept: timed choices and shapes cuBLASLt has no algorithm for; not
+		 * a first guess (a later run times it) or a failed call */
+		if (e->how == 'T' || rc == -1)
+			s_save(e);
+	} else if (e->ok && !e->seen) {
+		/* a choice read from the file: the descriptors, and cuBLASLt's word
+		 * that the algorithm runs this shape here within the workspace */
+		cublasLtMatmulHeuristicResult_t r;
+		e->ok = s_descs(e) == 0 &&
+			cublasLtMatmulAlgoCheck(s_lth, e->op, e->la, e->lb, e->lc, e->lc, &e->algo,
+						&r) == CUBLAS_STATUS_SUCCESS &&
+			r.workspaceSize <= KC_BLAS_WS_BYTES;
 	}
 	if (!e->seen) {
 		e->seen = 1;
@@ -412,7 +462,7 @@ int kc_lt_gemm(struct kc_ctx *cx, int dt, int cdt, void *c, int ldc, const void 
 	}
 	if (!e->ok)
 		return 0;
-	if (s_run(cx, e, &e->algo, c, a, b, alpha, beta) != CUBLAS_STATUS_SUCCESS) {
+	if (s_run(cx, e, &e->algo, c, cin, a, b, alpha, beta) != CUBLAS_STATUS_SUCCESS) {
 		/* not queued: cublasGemmEx takes this call and the shape's next ones */
 		e->ok = 0;
 		return 0;

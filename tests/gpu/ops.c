@@ -233,6 +233,28 @@ static int case_embedding(void)
 	return S_CMP32("dwte", ddwte, dwte, (size_t)v * c);
 }
 
+/* out = res + inp W^T in one product (kcuda_matmul_forward_res); res must
+ * be left as it was. */
+static int s_matmul_res(int n, int c, int oc)
+{
+	size_t ni = (size_t)n * c, no = (size_t)n * oc, nw = (size_t)oc * c;
+	float *inp = s_rrand(ni, -1, 1), *w = s_rrand(nw, -1, 1), *res = s_rrand(no, -1, 1);
+	float *out = s_zeros(no);
+	void *di, *dwd, *dres, *dout;
+	char name[32];
+
+	S_PTR(inp && w && res);
+	S_PTR((di = S_DEV(inp, ni)) && (dwd = S_DEV(w, nw)) && (dres = S_DEV(res, no)) &&
+	      (dout = S_DEV(NULL, no)));
+	op_matmul_forward(out, inp, w, NULL, n, c, oc);
+	for (size_t i = 0; i < no; i++)
+		out[i] += res[i];
+	S_TRY(kcuda_matmul_forward_res(s_dt, dout, dres, di, dwd, n, c, oc));
+	snprintf(name, sizeof name, "out (+res, %dx%dx%d)", n, c, oc);
+	S_TRY(S_CMP(name, dout, out, no));
+	return S_CMP("res (unchanged)", dres, res, no);
+}
+
 static int case_matmul(void)
 {
 	int n = 66, c = 96, oc = 80;
@@ -253,7 +275,8 @@ static int case_matmul(void)
 	S_TRY(S_CMP("out", dod, out, no));
 	S_TRY(S_CMP("dinp", ddi, dinp, ni));
 	S_TRY(S_CMP32("dw", ddw, dw, nw));
-	return S_CMP32("db", ddb, db, oc);
+	S_TRY(S_CMP32("db", ddb, db, oc));
+	return s_matmul_res(n, c, oc);
 }
 
 static int case_rmsnorm(void)
@@ -611,7 +634,7 @@ static int case_gemm_batched(void)
  * two results must be equal to the bit. f32 stays on cublasGemmEx. */
 static int s_gemm_lt_big(int ta, int tb, float beta, int f32out)
 {
-	int m = 256, n = 384, k = 520, cdt = f32out ? KCUDA_F32 : s_dt;
+	int m = 512, n = 384, k = 520, cdt = f32out ? KCUDA_F32 : s_dt;
 	size_t nc = (size_t)m * n;
 	float *a = s_rrand((size_t)m * k, -1, 1), *b = s_rrand((size_t)k * n, -1, 1);
 	float *c0 = s_rrand(nc, -1, 1), *c, *g1, *g2;
@@ -644,7 +667,8 @@ static int case_gemm_lt(void)
 	int rc = 0;
 
 	kcuda_set_lt(1);
-	if (case_gemm() < 0 || case_gemm_ld() < 0)
+	if (case_gemm() < 0 || case_gemm_ld() < 0 || case_matmul() < 0 ||
+	    s_matmul_res(512, 640, 384) < 0)
 		rc = -1;
 	for (int ta = 0; rc == 0 && ta < 2; ta++)
 		for (int tb = 0; rc == 0 && tb < 2; tb++)
