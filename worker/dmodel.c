@@ -2275,11 +2275,16 @@ static int s_micro_graph(dmodel_t *m)
 		return 0;
 	}
 	if (g->state == 1) {
-		D_TRY(K->graph_begin());
-		if ((rc = s_micro_ops(m)) < 0)
-			snprintf(why, sizeof why, "%s", err_msg());
-		if (K->graph_end(&g->exec) < 0 && rc == 0)
+		/* a capture that cannot even start (a driver or setting that
+		 * refuses it) counts as a failed one: the step runs directly */
+		if (K->graph_begin() < 0) {
 			rc = -1, snprintf(why, sizeof why, "%s", err_msg());
+		} else {
+			if ((rc = s_micro_ops(m)) < 0)
+				snprintf(why, sizeof why, "%s", err_msg());
+			if (K->graph_end(&g->exec) < 0 && rc == 0)
+				rc = -1, snprintf(why, sizeof why, "%s", err_msg());
+		}
 		if (rc == 0 && m->g_gen != m->gen)
 			rc = -1, snprintf(why, sizeof why, "buffers were allocated during the capture");
 		if (rc < 0) {

@@ -79,7 +79,7 @@ static int s_used;
 static cublasLtHandle_t s_lth;
 static int s_state;            /* 0 not opened, 1 open, -1 cuBLASLt would not start */
 static char s_file[4096];      /* "" when no file is kept */
-static char s_gpu[256];        /* the GPU's name, tabs and newlines made spaces */
+static char s_gpu[320];        /* the GPU's name, tabs and newlines made spaces */
 static size_t s_ver;           /* cublasLtGetVersion() */
 static int s_timed, s_loaded, s_guessed, s_gemmex; /* shapes called, by how chosen */
 static int s_file_lines;       /* lines in the tune file when it was read */
@@ -484,6 +484,10 @@ extern "C" void kcuda_lt_report(char *buf, size_t n)
 {
 	if (kc_lt <= 0) {
 		snprintf(buf, n, "cublasGemmEx (MODULA_CUDA_LT=0)");
+		return;
+	}
+	if (s_state == 0) {
+		snprintf(buf, n, "cuBLASLt: no bf16 or f16 product yet (f32 stays on cublasGemmEx)");
 		return;
 	}
 	snprintf(buf, n, "cuBLASLt: %d shapes timed, %d from %s, %d first guesses, %d on cublasGemmEx",

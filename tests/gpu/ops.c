@@ -1136,8 +1136,15 @@ int main(void)
 	/* a substring of the case names to run (the others skipped): check.sh's
 	 * racecheck and synccheck runs of the flash case */
 	const char *only = getenv("GPU_OPS_ONLY");
+	int emulated;
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
+	/* tests/gpu-ops-emu: the same cases over the CPU emulation of CUDA
+	 * (tests/cuda-emu), named so that no line reads as a GPU's; its
+	 * cuBLASLt choices go to a file of the build, not the user's cache */
+	emulated = gpu && strstr(why, "CPU emulation") != NULL;
+	if (emulated && !getenv("MODULA_CUDA_TUNE_FILE"))
+		setenv("MODULA_CUDA_TUNE_FILE", "tests/gpu-ops-emu-cublaslt.tsv", 1);
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
 	kcuda_set_flash(0);     /* attention's cuBLAS path; the "flash" case turns them on */
 	kcuda_set_lt(0);        /* cublasGemmEx; the "cuBLASLt" case turns it on */
@@ -1146,7 +1153,8 @@ int main(void)
 	for (size_t t = 0; t < ntypes; t++) {
 		for (size_t c = 0; c < ncases; c++) {
 			int rc;
-			snprintf(what, sizeof what, "%s %s", s_cases[c].name, kcuda_dtype_name(s_types[t]));
+			snprintf(what, sizeof what, "%s%s %s", emulated ? "emulated: " : "",
+				 s_cases[c].name, kcuda_dtype_name(s_types[t]));
 			if (!gpu) {
 				tap_skip(skip, what);
 				continue;

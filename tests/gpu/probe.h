@@ -12,7 +12,9 @@
  * to the reason every case is printed as skipped. */
 static inline int gpu_probe(char *info, size_t ni, char *skip, size_t ns)
 {
-#ifdef HAVE_CUDA
+	/* MODULA_CUDA_EMU: linked with the CPU emulation of CUDA (tests/cuda-emu),
+	 * in builds with or without the real backend */
+#if defined(HAVE_CUDA) || defined(MODULA_CUDA_EMU)
 	if (kcuda_probe(info, ni) == 0)
 		return 1;
 	snprintf(skip, ns, "no CUDA device: %.*s", (int)(ns > 20 ? ns - 20 : 0), info);

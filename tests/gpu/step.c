@@ -390,7 +390,10 @@ int main(void)
 		struct model cm = { .K = kdevice_ops(KDEV_CPU, KCUDA_F32) };
 		struct model gm = { .K = kdevice_ops(KDEV_CUDA, runs[r].dt) };
 		struct host h;
-		snprintf(what, sizeof what, "LoRA step %s", kcuda_dtype_name(runs[r].dt));
+		/* tests/gpu-step-emu: the CPU emulation of CUDA (tests/cuda-emu) */
+		snprintf(what, sizeof what, "%sLoRA step %s",
+			 gpu && strstr(why, "CPU emulation") ? "emulated: " : "",
+			 kcuda_dtype_name(runs[r].dt));
 		if (!gpu) {
 			for (size_t i = 0; i < sizeof s_checks / sizeof s_checks[0]; i++) {
 				char line[128];

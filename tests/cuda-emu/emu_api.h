@@ -1,0 +1,275 @@
+/* tests/cuda-emu/emu_api.h: the CUDA runtime, cuBLAS, cuBLASLt and WMMA
+ * names kernels/cuda/ uses, as the emulation (emu.h, emu.cc) provides
+ * them. The fake <cuda_runtime.h>, <cublas_v2.h>, <cublasLt.h>, <mma.h>,
+ * <cuda_bf16.h> and <cuda_fp16.h> in include/ all come here; only what
+ * the backend calls is declared, with the real headers' spelling. */
+#ifndef MODULA_CUDA_EMU_API_H
+#define MODULA_CUDA_EMU_API_H
+
+#include "emu.h"
+
+/* ---- runtime ------------------------------------------------------------ */
+
+enum cudaError_t {
+	cudaSuccess = 0,
+	cudaErrorInvalidValue = 1,
+	cudaErrorMemoryAllocation = 2,
+	cudaErrorInsufficientDriver = 35,
+	cudaErrorNoDevice = 100,
+	cudaErrorNotSupported = 801,
+	cudaErrorLaunchFailure = 719,
+	cudaErrorInvalidConfiguration = 9,
+};
+typedef struct kc_emu_stream *cudaStream_t;
+typedef struct kc_emu_event *cudaEvent_t;
+typedef struct kc_emu_pool *cudaMemPool_t;
+typedef struct kc_emu_graph *cudaGraph_t;
+typedef struct kc_emu_graph_exec *cudaGraphExec_t;
+enum cudaMemcpyKind {
+	cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+	cudaMemcpyDeviceToDevice, cudaMemcpyDefault
+};
+enum cudaMemPoolAttr {
+	cudaMemPoolAttrReleaseThreshold, cudaMemPoolAttrUsedMemCurrent, cudaMemPoolAttrUsedMemHigh
+};
+enum cudaGraphMemAttributeType { cudaGraphMemAttrReservedMemCurrent, cudaGraphMemAttrReservedMemHigh };
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal };
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin };
+#define cudaStreamNonBlocking 1u
+
+struct cudaDeviceProp {
+	char name[256];
+	int major, minor, multiProcessorCount;
+	size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin;
+};
+
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaDriverGetVersion(int *v);
+cudaError_t cudaRuntimeGetVersion(int *v);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev);
+cudaError_t cudaGetDevice(int *dev);
+cudaError_t cudaSetDevice(int dev);
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev);
+cudaError_t cudaGetLastError(void);
+const char *cudaGetErrorString(cudaError_t e);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *p, int dev);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
+cudaError_t cudaDeviceGetGraphMemAttribute(int dev, cudaGraphMemAttributeType a, void *v);
+cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s);
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s);
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s);
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+			      size_t height, cudaMemcpyKind k, cudaStream_t s);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s);
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode m);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t kc_emu_func_set_attribute_for(const void *k, cudaFuncAttribute a, int v);
+template <typename F> static inline cudaError_t cudaFuncSetAttribute(F *k, cudaFuncAttribute a, int v)
+{
+	return kc_emu_func_set_attribute_for((const void *)k, a, v);
+}
+
+/* ---- cuBLAS ------------------------------------------------------------- */
+
+enum cublasStatus_t {
+	CUBLAS_STATUS_SUCCESS = 0,
+	CUBLAS_STATUS_NOT_INITIALIZED = 1,
+	CUBLAS_STATUS_ALLOC_FAILED = 3,
+	CUBLAS_STATUS_INVALID_VALUE = 7,
+	CUBLAS_STATUS_ARCH_MISMATCH = 8,
+	CUBLAS_STATUS_EXECUTION_FAILED = 13,
+	CUBLAS_STATUS_NOT_SUPPORTED = 15,
+};
+enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
+typedef cudaDataType_t cudaDataType;
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68 };
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 };
+typedef struct kc_emu_blas *cublasHandle_t;
+
+cublasStatus_t cublasCreate(cublasHandle_t *h);
+cublasStatus_t cublasDestroy(cublasHandle_t h);
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s);
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes);
+const char *cublasGetStatusString(cublasStatus_t s);
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+			    int n, int k, const void *alpha, const void *a, cudaDataType_t at, int lda,
+			    const void *b, cudaDataType_t bt, int ldb, const void *beta, void *c,
+			    cudaDataType_t ct, int ldc, cublasComputeType_t comp, cublasGemmAlgo_t algo);
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+				   int m, int n, int k, const void *alpha, const void *const a[],
+				   cudaDataType_t at, int lda, const void *const b[], cudaDataType_t bt,
+				   int ldb, const void *beta, void *const c[], cudaDataType_t ct,
+				   int ldc, int count, cublasComputeType_t comp, cublasGemmAlgo_t algo);
+
+/* ---- cuBLASLt ----------------------------------------------------------- */
+
+typedef struct kc_emu_lt *cublasLtHandle_t;
+typedef struct kc_emu_lt_op *cublasLtMatmulDesc_t;
+typedef struct kc_emu_lt_layout *cublasLtMatrixLayout_t;
+typedef struct kc_emu_lt_pref *cublasLtMatmulPreference_t;
+typedef struct {
+	uint64_t data[8];
+} cublasLtMatmulAlgo_t;
+typedef struct {
+	cublasLtMatmulAlgo_t algo;
+	size_t workspaceSize;
+	cublasStatus_t state;
+	float wavesCount;
+	int reserved[4];
+} cublasLtMatmulHeuristicResult_t;
+enum cublasLtMatmulDescAttributes_t { CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4 };
+enum cublasLtMatmulPreferenceAttributes_t {
+	CUBLASLT_MATMUL_PREF_SEARCH_MODE = 0,
+	CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+	CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3,
+	CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5,
+	CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6,
+	CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7,
+	CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
+};
+enum cublasLtReductionScheme_t {
+	CUBLASLT_REDUCTION_SCHEME_NONE = 0,
+	CUBLASLT_REDUCTION_SCHEME_INPLACE = 1,
+	CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2,
+	CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE = 4,
+	CUBLASLT_REDUCTION_SCHEME_MASK = 7,
+};
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);
+size_t cublasLtGetVersion(void);
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
+					cudaDataType_t scale);
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d);
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+					      cublasLtMatmulDescAttributes_t a, const void *v,
+					      size_t n);
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t,
+					  uint64_t rows, uint64_t cols, int64_t ld);
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l);
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p);
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p);
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+						    cublasLtMatmulPreferenceAttributes_t a,
+						    const void *v, size_t n);
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+					      cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+					      cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+					      cublasLtMatmulPreference_t p, int want,
+					      cublasLtMatmulHeuristicResult_t *res, int *got);
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+				       cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+				       cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+				       const cublasLtMatmulAlgo_t *algo,
+				       cublasLtMatmulHeuristicResult_t *res);
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha,
+			      const void *a, cublasLtMatrixLayout_t al, const void *b,
+			      cublasLtMatrixLayout_t bl, const void *beta, const void *c,
+			      cublasLtMatrixLayout_t cl, void *d, cublasLtMatrixLayout_t dl,
+			      const cublasLtMatmulAlgo_t *algo, void *ws, size_t wsbytes,
+			      cudaStream_t s);
+
+/* ---- WMMA (mma.h) ------------------------------------------------------- */
+
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+/* The whole M x N (a: M x K, b: K x N) tile, row-major, in every lane.
+ * The *_sync calls are not barriers here: CUDA does not document them as
+ * ordering memory between lanes, so a lane that loads what other lanes
+ * stored needs a __syncwarp (or __syncthreads) between, and without one
+ * the emulation loads old values. */
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+	enum { R = std::is_same<Use, matrix_b>::value ? K : M,
+	       C = std::is_same<Use, matrix_a>::value ? K : N };
+	float x[R * C];
+	enum { num_elements = R * C };
+};
+
+namespace detail {
+static inline float ld(float v) { return v; }
+static inline float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+static inline float ld(__half v) { return __half2float(v); }
+} // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float v)
+{
+	for (int i = 0; i < f.num_elements; i++)
+		f.x[i] = v;
+}
+
+/* a or b fragment from memory laid out as its Layout says */
+template <typename Use, int M, int N, int K, typename T, typename L, typename P>
+static inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p, unsigned ld)
+{
+	typedef fragment<Use, M, N, K, T, L> F;
+	static_assert(!std::is_same<Use, accumulator>::value, "accumulators load with a layout");
+	for (int r = 0; r < (int)F::R; r++)
+		for (int c = 0; c < (int)F::C; c++)
+			f.x[r * F::C + c] = detail::ld(std::is_same<L, row_major>::value
+								? p[(size_t)r * ld + c]
+								: p[(size_t)c * ld + r]);
+}
+
+template <int M, int N, int K, typename P>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, float, void> &f, const P *p,
+				    unsigned ld, layout_t l)
+{
+	for (int r = 0; r < M; r++)
+		for (int c = 0; c < N; c++)
+			f.x[r * N + c] = l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r];
+}
+
+template <int M, int N, int K>
+static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float, void> &f,
+				     unsigned ld, layout_t l)
+{
+	for (int r = 0; r < M; r++)
+		for (int c = 0; c < N; c++)
+			(l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[r * N + c];
+}
+
+/* d = a b + c, fp32 products of the 16-bit inputs summed in fp32 */
+template <int M, int N, int K, typename T, typename LA, typename LB>
+static inline void mma_sync(fragment<accumulator, M, N, K, float, void> &d,
+			    const fragment<matrix_a, M, N, K, T, LA> &a,
+			    const fragment<matrix_b, M, N, K, T, LB> &b,
+			    const fragment<accumulator, M, N, K, float, void> &c)
+{
+	float out[M * N];
+
+	memcpy(out, c.x, sizeof out);
+	for (int i = 0; i < M; i++)
+		for (int k = 0; k < K; k++) {
+			float av = a.x[i * K + k];
+			for (int j = 0; j < N; j++)
+				out[i * N + j] += av * b.x[k * N + j];
+		}
+	memcpy(d.x, out, sizeof out);
+}
+} // namespace wmma
+} // namespace nvcuda
+
+#endif
