@@ -254,6 +254,26 @@ static int s_cpu_attention_backward(void *dq, void *dk, void *dv, const void *do
 	return 0;
 }
 
+/* the _set op: the gradients given are written, not added to */
+static void s_zero_att_grads(void *dq, void *dk, void *dv, int b, int t, int nh, int nkv, int hs)
+{
+	if (dq)
+		memset(dq, 0, (size_t)b * t * nh * hs * sizeof(float));
+	if (dk)
+		memset(dk, 0, (size_t)b * t * nkv * hs * sizeof(float));
+	if (dv)
+		memset(dv, 0, (size_t)b * t * nkv * hs * sizeof(float));
+}
+
+static int s_cpu_attention_backward_set(void *dq, void *dk, void *dv, const void *dout,
+					const void *out, const float *saved, const void *q,
+					const void *k, const void *v, int b, int t, int nh, int nkv,
+					int hs)
+{
+	s_zero_att_grads(dq, dk, dv, b, t, nh, nkv, hs);
+	return s_cpu_attention_backward(dq, dk, dv, dout, out, saved, q, k, v, b, t, nh, nkv, hs);
+}
+
 static int s_cpu_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
 {
 	op_swiglu_forward(out, gate, up, n);
@@ -473,6 +493,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.rope_table = s_cpu_rope_table, .rope_forward = s_cpu_rope_forward,
 	.rope_backward = s_cpu_rope_backward,
 	.attention_forward = s_cpu_attention_forward, .attention_backward = s_cpu_attention_backward,
+	.attention_backward_set = s_cpu_attention_backward_set,
 	.swiglu_forward = s_cpu_swiglu_forward, .swiglu_backward = s_cpu_swiglu_backward,
 	.swiglu_backward_set = s_cpu_swiglu_backward_set,
 	.residual_forward = s_cpu_residual_forward, .residual_backward = s_cpu_residual_backward,
@@ -706,6 +727,15 @@ static int s_emu_attention_backward(void *dq, void *dk, void *dv, const void *do
 	return 0;
 }
 
+static int s_emu_attention_backward_set(void *dq, void *dk, void *dv, const void *dout,
+					const void *out, const float *saved, const void *q,
+					const void *k, const void *v, int b, int t, int nh, int nkv,
+					int hs)
+{
+	s_zero_att_grads(dq, dk, dv, b, t, nh, nkv, hs);
+	return s_emu_attention_backward(dq, dk, dv, dout, out, saved, q, k, v, b, t, nh, nkv, hs);
+}
+
 static int s_emu_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
 {
 	s_cpu_swiglu_forward(out, gate, up, n);
@@ -871,6 +901,7 @@ const struct kdevice_ops *kdevice_emulated(int dt)
 	o->rope_forward = s_emu_rope_forward, o->rope_backward = s_emu_rope_backward;
 	o->attention_forward = s_emu_attention_forward;
 	o->attention_backward = s_emu_attention_backward;
+	o->attention_backward_set = s_emu_attention_backward_set;
 	o->swiglu_forward = s_emu_swiglu_forward, o->swiglu_backward = s_emu_swiglu_backward;
 	o->swiglu_backward_set = s_emu_swiglu_backward_set;
 	o->residual_forward = s_emu_residual_forward, o->residual_backward = s_emu_residual_backward;
@@ -997,6 +1028,15 @@ static int s_cuda_attention_backward(void *dq, void *dk, void *dv, const void *d
 {
 	return kcuda_attention_backward(s_dt, dq, dk, dv, dout, out, saved, q, k, v, b, t, nh, nkv,
 					hs);
+}
+
+static int s_cuda_attention_backward_set(void *dq, void *dk, void *dv, const void *dout,
+					 const void *out, const float *saved, const void *q,
+					 const void *k, const void *v, int b, int t, int nh, int nkv,
+					 int hs)
+{
+	return kcuda_attention_backward_set(s_dt, dq, dk, dv, dout, out, saved, q, k, v, b, t, nh,
+					    nkv, hs);
 }
 
 static int s_cuda_swiglu_forward(void *out, const void *gate, const void *up, size_t n)
@@ -1137,6 +1177,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.rope_backward = s_cuda_rope_backward,
 	.attention_forward = s_cuda_attention_forward,
 	.attention_backward = s_cuda_attention_backward,
+	.attention_backward_set = s_cuda_attention_backward_set,
 	.swiglu_forward = s_cuda_swiglu_forward, .swiglu_backward = s_cuda_swiglu_backward,
 	.swiglu_backward_set = s_cuda_swiglu_backward_set,
 	.residual_forward = s_cuda_residual_forward, .residual_backward = s_cuda_residual_backward,

@@ -101,6 +101,11 @@ struct kdevice_ops {
 	int (*attention_backward)(void *dq, void *dk, void *dv, const void *dout, const void *out,
 				  const float *saved, const void *q, const void *k, const void *v,
 				  int b, int t, int nh, int nkv, int hs);
+	/* the same writing dq, dk, dv (nothing read: no zeroing first) */
+	int (*attention_backward_set)(void *dq, void *dk, void *dv, const void *dout,
+				      const void *out, const float *saved, const void *q,
+				      const void *k, const void *v, int b, int t, int nh, int nkv,
+				      int hs);
 	int (*swiglu_forward)(void *out, const void *gate, const void *up, size_t n);
 	int (*swiglu_backward)(void *dgate, void *dup, const void *dout, const void *gate,
 			       const void *up, size_t n);

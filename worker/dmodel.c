@@ -2085,7 +2085,6 @@ static int s_backward_ops(dmodel_t *m)
 	int b = m->b, t = m->t, N = b * t, C = g->dim, NH = g->n_heads, NKV = g->n_kv_heads;
 	int HS = g->head_dim, V = g->vocab_size, dt = K->dt, ldr = m->ntail ? m->ldr : C;
 	size_t NF = (size_t)N * g->ffn_dim;
-	size_t NQ = (size_t)N * NH * HS, NK = (size_t)N * NKV * HS;
 
 	D_TRY(s_mark(m, -1));
 	/* the fused cross-entropy left dlogits in m->logits; dln = dlogits head */
@@ -2116,11 +2115,9 @@ static int s_backward_ops(dmodel_t *m)
 			D_TRY(s_tail_backward(m, &L->lin[MODEL_O], m->dy, L->y, N));
 		else
 			D_TRY(s_lin_backward(m, &L->lin[MODEL_O], m->dy, m->dres, L->y, N, 0));
-		D_TRY(K->zero(m->dq, NQ, dt));
-		D_TRY(K->zero(m->dk, NK, dt));
-		D_TRY(K->zero(m->dv, NK, dt));
-		D_TRY(K->attention_backward(m->dq, m->dk, m->dv, m->dy, L->y, L->att, L->q, L->k, L->v,
-					    b, t, NH, NKV, HS));
+		/* written, not added into zeroed buffers */
+		D_TRY(K->attention_backward_set(m->dq, m->dk, m->dv, m->dy, L->y, L->att, L->q, L->k,
+						L->v, b, t, NH, NKV, HS));
 		D_TRY(K->rope_backward(m->dq, m->cosv, m->sinv, b, t, NH, HS));
 		D_TRY(K->rope_backward(m->dk, m->cosv, m->sinv, b, t, NKV, HS));
 		D_TRY(s_mark(m, DMODEL_PROF_ATTENTION));

@@ -272,10 +272,11 @@ out:
 	return rc;
 }
 
-extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, const void *dout,
-					const void *out, const float *lse, const void *q,
-					const void *k, const void *v, int b, int t, int nh, int nkv,
-					int hs)
+/* add: dq, dk, dv += the gradients (the op); 0: = them (the _set op, so
+ * the caller need not zero them: the first product into each overwrites). */
+static int s_attention_backward(int add, int dt, void *dq, void *dk, void *dv, const void *dout,
+				const void *out, const float *lse, const void *q, const void *k,
+				const void *v, int b, int t, int nh, int nkv, int hs)
 {
 	struct att_shape sh = { b, t, nh, nkv, hs, nkv > 0 ? nh / nkv : 1, kcuda_dtype_size(dt) };
 	float scale = 1.0f / sqrtf((float)hs);
@@ -294,8 +295,8 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 	{
 		const void *ptrs[] = { dq, dk, dv, dout, out, q, k, v };
 		if (kc_flash_usable(dt, b, hs, nh, nkv, ptrs, 8) && out)
-			return kc_flash_backward(dt, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh,
-						 nkv, hs);
+			return kc_flash_backward(add, dt, dq, dk, dv, dout, out, lse, q, k, v, b, t,
+						 nh, nkv, hs);
 	}
 	nb = s_chunk(&sh);
 	if (s_work_open(&w, &sh, nb) < 0)
@@ -308,7 +309,8 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 		KC_ATT_ROWS(dt, rows, "attention_probs", k_att_probs, (T *)w.p,
 			    lse + (size_t)b0 * nh * t, w.s, rows, t);
 		for (int gh = 0; dv && gh < sh.g; gh++)
-			if (s_pv(dt, dv, nkv, w.p, 1, dout, nh, &sh, b0, n, gh, 1.0f, 1.0f, &w.pp) < 0)
+			if (s_pv(dt, dv, nkv, w.p, 1, dout, nh, &sh, b0, n, gh, 1.0f,
+				 add || gh ? 1.0f : 0.0f, &w.pp) < 0)
 				goto out;
 		if (!dq && !dk)
 			continue;
@@ -327,14 +329,32 @@ extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, co
 				goto out;
 		}
 		KC_ATT_ROWS(dt, rows, "attention_dsoftmax", k_att_dsoftmax, (T *)w.p, w.s, rows, t);
-		if (dq && s_pv(dt, dq, nh, w.p, 0, k, nkv, &sh, b0, n, -1, scale, 1.0f, &w.pp) < 0)
+		if (dq && s_pv(dt, dq, nh, w.p, 0, k, nkv, &sh, b0, n, -1, scale, add ? 1.0f : 0.0f,
+			       &w.pp) < 0)
 			goto out;
 		for (int gh = 0; dk && gh < sh.g; gh++)
-			if (s_pv(dt, dk, nkv, w.p, 1, q, nh, &sh, b0, n, gh, scale, 1.0f, &w.pp) < 0)
+			if (s_pv(dt, dk, nkv, w.p, 1, q, nh, &sh, b0, n, gh, scale,
+				 add || gh ? 1.0f : 0.0f, &w.pp) < 0)
 				goto out;
 	}
 	rc = 0;
 out:
 	s_work_close(&w);
 	return rc;
+}
+
+extern "C" int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, const void *dout,
+					const void *out, const float *lse, const void *q,
+					const void *k, const void *v, int b, int t, int nh, int nkv,
+					int hs)
+{
+	return s_attention_backward(1, dt, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh, nkv, hs);
+}
+
+extern "C" int kcuda_attention_backward_set(int dt, void *dq, void *dk, void *dv,
+					    const void *dout, const void *out, const float *lse,
+					    const void *q, const void *k, const void *v, int b, int t,
+					    int nh, int nkv, int hs)
+{
+	return s_attention_backward(0, dt, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh, nkv, hs);
 }

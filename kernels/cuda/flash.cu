@@ -246,7 +246,7 @@ __global__ void k_flash_dot(float *dd, const T *dout, const T *out, size_t rows,
 template <typename T, int HS>
 __global__ void __launch_bounds__(FL_THREADS)
 k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, const T *k,
-	   const T *v, int t, int nh, int nkv, float scale)
+	   const T *v, int t, int nh, int nkv, float scale, int add)
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
@@ -316,7 +316,7 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 #pragma unroll
 		for (int c = 0; c < HS / 32; c++) {
 			int d = lane + 32 * c;
-			row[d] = kc_st<T>(kc_ld(row[d]) + scale * ss[r * S::SLD + d]);
+			row[d] = kc_st<T>((add ? kc_ld(row[d]) : 0.0f) + scale * ss[r * S::SLD + d]);
 		}
 	}
 }
@@ -407,10 +407,11 @@ k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *
 }
 
 /* dk[b, j, kvh] += scale sum_h pk[b, j, h], dv += sum_h pv, over the g
- * query heads h of kv head kvh, in order; one thread per element. */
+ * query heads h of kv head kvh, in order; one thread per element (add 0:
+ * = instead of +=). */
 template <typename T>
 __global__ void k_flash_gqa(T *dk, T *dv, const float *pk, const float *pv, size_t n, int nkv,
-			    int g, int hs, float scale)
+			    int g, int hs, float scale, int add)
 {
 	for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
 	     e += (size_t)gridDim.x * blockDim.x) {
@@ -423,9 +424,9 @@ __global__ void k_flash_gqa(T *dk, T *dv, const float *pk, const float *pv, size
 			sv += pv[src + (size_t)gh * hs];
 		}
 		if (dk)
-			dk[e] = kc_st<T>(kc_ld(dk[e]) + scale * sk);
+			dk[e] = kc_st<T>((add ? kc_ld(dk[e]) : 0.0f) + scale * sk);
 		if (dv)
-			dv[e] = kc_st<T>(kc_ld(dv[e]) + sv);
+			dv[e] = kc_st<T>((add ? kc_ld(dv[e]) : 0.0f) + sv);
 	}
 }
 
@@ -553,7 +554,7 @@ static int fl_forward(void *out, float *lse, const void *q, const void *k, const
 }
 
 template <typename T, int HS>
-static int fl_backward(void *dq, void *dk, void *dv, const void *dout, const void *out,
+static int fl_backward(int add, void *dq, void *dk, void *dv, const void *dout, const void *out,
 		       const float *lse, const void *q, const void *k, const void *v, int b, int t,
 		       int nh, int nkv)
 {
@@ -571,7 +572,7 @@ static int fl_backward(void *dq, void *dk, void *dv, const void *dout, const voi
 	if (dq && fl_launch(k_flash_dq<T, HS>, dim3(nt, (unsigned)(b * nh)), fl_dq_smem<HS>(sizeof(T)),
 			    "flash_attention_dq", (T *)dq, (const T *)dout, (const float *)lse,
 			    (const float *)dd, (const T *)q, (const T *)k, (const T *)v, t, nh, nkv,
-			    scale) < 0)
+			    scale, add) < 0)
 		return -1;
 	if (!dk && !dv)
 		return 0;
@@ -580,7 +581,7 @@ static int fl_backward(void *dq, void *dk, void *dv, const void *dout, const voi
 		      (const float *)dd, (const T *)q, (const T *)k, (const T *)v, t, nh, nkv) < 0)
 		return -1;
 	k_flash_gqa<T><<<kc_blocks(nk), KC_THREADS, 0, cx->stream>>>((T *)dk, (T *)dv, pk, pv, nk,
-								    nkv, nh / nkv, HS, scale);
+								    nkv, nh / nkv, HS, scale, add);
 	KC_LAUNCHED("flash_attention_gqa");
 	return 0;
 }
@@ -606,9 +607,10 @@ int kc_flash_forward(int dt, void *out, float *lse, const void *q, const void *k
 	FL_DISPATCH(dt, hs, (fl_forward<T, HS>(out, lse, q, k, v, b, t, nh, nkv)));
 }
 
-int kc_flash_backward(int dt, void *dq, void *dk, void *dv, const void *dout, const void *out,
-		      const float *lse, const void *q, const void *k, const void *v, int b, int t,
-		      int nh, int nkv, int hs)
+int kc_flash_backward(int add, int dt, void *dq, void *dk, void *dv, const void *dout,
+		      const void *out, const float *lse, const void *q, const void *k, const void *v,
+		      int b, int t, int nh, int nkv, int hs)
 {
-	FL_DISPATCH(dt, hs, (fl_backward<T, HS>(dq, dk, dv, dout, out, lse, q, k, v, b, t, nh, nkv)));
+	FL_DISPATCH(dt, hs,
+		    (fl_backward<T, HS>(add, dq, dk, dv, dout, out, lse, q, k, v, b, t, nh, nkv)));
 }

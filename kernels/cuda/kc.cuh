@@ -158,9 +158,10 @@ extern int kc_flash;
 int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *ptrs, int nptrs);
 int kc_flash_forward(int dt, void *out, float *lse, const void *q, const void *k, const void *v,
 		     int b, int t, int nh, int nkv, int hs);
-int kc_flash_backward(int dt, void *dq, void *dk, void *dv, const void *dout, const void *out,
-		      const float *lse, const void *q, const void *k, const void *v, int b, int t,
-		      int nh, int nkv, int hs);
+/* add: dq, dk, dv += the gradients; 0: = them */
+int kc_flash_backward(int add, int dt, void *dq, void *dk, void *dv, const void *dout,
+		      const void *out, const float *lse, const void *q, const void *k, const void *v,
+		      int b, int t, int nh, int nkv, int hs);
 
 /* > 0 when bf16 and f16 products run on cuBLASLt with the fastest of its
  * algorithms timed per shape (tune.cu; the default, kcuda_set_lt,

@@ -208,6 +208,11 @@ int kcuda_attention_forward(int dt, void *out, float *lse, const void *q, const 
 int kcuda_attention_backward(int dt, void *dq, void *dk, void *dv, const void *dout,
 			     const void *out, const float *lse, const void *q, const void *k,
 			     const void *v, int b, int t, int nh, int nkv, int hs);
+/* The same, writing dq, dk, dv instead of adding into them (nothing read:
+ * the caller need not zero them first). */
+int kcuda_attention_backward_set(int dt, void *dq, void *dk, void *dv, const void *dout,
+				 const void *out, const float *lse, const void *q, const void *k,
+				 const void *v, int b, int t, int nh, int nkv, int hs);
 
 /* out[N] = silu(gate) * up, and its backward (dgate, dup may be NULL):
  * _backward adds into dgate and dup, _backward_set overwrites them (no

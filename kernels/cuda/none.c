@@ -130,6 +130,9 @@ NOCUDA(kcuda_attention_forward, int dt, void *out, float *lse, const void *q, co
 NOCUDA(kcuda_attention_backward, int dt, void *dq, void *dk, void *dv, const void *dout,
        const void *out, const float *lse, const void *q, const void *k, const void *v, int b,
        int t, int nh, int nkv, int hs)
+NOCUDA(kcuda_attention_backward_set, int dt, void *dq, void *dk, void *dv, const void *dout,
+       const void *out, const float *saved, const void *q, const void *k, const void *v, int b,
+       int t, int nh, int nkv, int hs)
 NOCUDA(kcuda_swiglu_forward, int dt, void *out, const void *gate, const void *up, size_t n)
 NOCUDA(kcuda_swiglu_backward, int dt, void *dgate, void *dup, const void *dout, const void *gate,
        const void *up, size_t n)

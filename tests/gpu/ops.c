@@ -403,7 +403,21 @@ static int s_attention(int b, int t, int nh, int nkv, int hs)
 		S_TRY(S_CMP("dq", ddq, dq, nq));
 	if (!(s_att_null & 2))
 		S_TRY(S_CMP("dk", ddk, dk, nk));
-	return s_att_null & 4 ? 0 : S_CMP("dv", ddv, dv, nk);
+	if (!(s_att_null & 4))
+		S_TRY(S_CMP("dv", ddv, dv, nk));
+	/* _set over the buffers just written: their old values must not count */
+	memset(dq, 0, nq * sizeof *dq);
+	memset(dk, 0, nk * sizeof *dk);
+	memset(dv, 0, nk * sizeof *dv);
+	op_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, b, t, nh, nkv, hs);
+	S_TRY(kcuda_attention_backward_set(s_dt, s_att_null & 1 ? NULL : ddq,
+					   s_att_null & 2 ? NULL : ddk, s_att_null & 4 ? NULL : ddv,
+					   ddo, dout_cpu, dlse, dqd, dkd, dvd, b, t, nh, nkv, hs));
+	if (!(s_att_null & 1))
+		S_TRY(S_CMP("dq (set)", ddq, dq, nq));
+	if (!(s_att_null & 2))
+		S_TRY(S_CMP("dk (set)", ddk, dk, nk));
+	return s_att_null & 4 ? 0 : S_CMP("dv (set)", ddv, dv, nk);
 }
 
 static int case_attention(void)
