@@ -1129,14 +1129,22 @@ out:
 static void h_gc(const struct api_req *req, int64_t unused, struct api_resp *resp)
 {
 	static const char *const allowed[] = { "min_age_s", NULL };
+	/* 100 years: beyond it nothing is older, and age * 1000 stays in range */
+	static const long long max_age = 100LL * 366 * 24 * 3600;
 	cJSON *body = s_body(req, resp, allowed, 1), *o;
-	long long age;
+	long long age = 0;
 	int64_t removed = 0, bytes = 0;
 
 	if (!body)
 		return;
-	if (jsonu_opt_int(body, "min_age_s", 3600, &age) < 0 || age < 0) {
-		api_error(resp, 400, "request body: %s", age < 0 ? "'min_age_s' must be >= 0" : err_msg());
+	if (jsonu_opt_int(body, "min_age_s", 3600, &age) < 0) {
+		api_error(resp, 400, "request body: %s", err_msg());
+		cJSON_Delete(body);
+		return;
+	}
+	if (age < 0 || age > max_age) {
+		api_error(resp, 400, "request body: 'min_age_s' is %lld; it must be between 0 and %lld "
+			  "(100 years)", age, max_age);
 		cJSON_Delete(body);
 		return;
 	}

@@ -148,6 +148,10 @@ req GET "/api/v1/artifacts/11111111111111111111111111111111111111111111111111111
 expect "download of a missing artifact" 404
 req GET '/api/v1/artifacts?kind=expert'
 expect "list artifacts" 200 "$sha"
+req POST /api/v1/artifacts/gc -H "$A" -d '{"min_age_s":3967805190288499596}'
+expect "gc with an age past 100 years is refused (no overflow)" 400 "it must be between 0 and 3162240000 (100 years)"
+req POST /api/v1/artifacts/gc -H "$A" -d '{"min_age_s":-1}'
+expect "gc with a negative age is refused" 400 "must be between 0 and"
 req POST /api/v1/artifacts/gc -H "$A" -d '{"min_age_s":0}'
 expect "gc removes the unreferenced artifact" 200 '"removed":1'
 
