@@ -1697,8 +1697,8 @@ static int s_lin_forward(dmodel_t *m, dlin_t *lin, void *out, const void *inp, i
 
 /* out = res + the projection of inp (o and down onto the residual
  * stream): without a bias, the base product with res added in its
- * epilogue (matmul_forward_res: one product, no residual kernel, nothing
- * written twice), then the adapter's part added into out. */
+ * epilogue (matmul_forward_res: on cuBLASLt one product and no residual
+ * kernel), then the adapter's part added into out. */
 static int s_lin_forward_res(dmodel_t *m, dlin_t *lin, void *out, const void *res,
 			     const void *inp, int n)
 {

@@ -69,19 +69,13 @@ void op_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 void op_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
 			const float *up, size_t n)
 {
-	if (dgate) {
-		#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
-		for (size_t i = 0; i < n; i++) {
-			float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+	#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
+	for (size_t i = 0; i < n; i++) {
+		float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+		if (dgate) /* a NULL gradient is skipped */
 			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
-		}
-	}
-	if (dup) {
-		#pragma omp parallel for simd schedule(static) if(n >= OPS_PARALLEL_MIN)
-		for (size_t i = 0; i < n; i++) {
-			float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+		if (dup)
 			dup[i] += dout[i] * g * s;
-		}
 	}
 }
 

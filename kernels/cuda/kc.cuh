@@ -45,12 +45,17 @@ struct kc_ctx *kc_get(void);
 void *kc_alloc(size_t bytes);
 void kc_free(void *p);
 
+/* The runtime keeps a failed call's error until cudaGetLastError reads it:
+ * read here, or the next launch check would blame its kernel for it (a
+ * sticky error, a fault, stays whatever is done). */
 #define KC_CK(call)                                                                    \
 	do {                                                                           \
 		cudaError_t kc_e_ = (call);                                            \
-		if (kc_e_ != cudaSuccess)                                              \
+		if (kc_e_ != cudaSuccess) {                                            \
+			cudaGetLastError();                                            \
 			return err_set("CUDA call failed: %s: %s (%s:%d)", #call,     \
 				       cudaGetErrorString(kc_e_), __FILE__, __LINE__);  \
+		}                                                                      \
 	} while (0)
 
 #define KC_CKB(call)                                                                   \

@@ -165,12 +165,13 @@ int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, 
 int kcuda_embedding_backward(int dt, float *dwte, const void *dout, const int *tok, int n, int c);
 
 /* out[N,OC] = inp[N,C] w[OC,C]^T + b[OC] (b may be NULL). */
-/* out = res + inp W^T (no bias): the linear layer with the residual added
- * in the product (cuBLASLt's epilogue reads res; out and res distinct). */
-int kcuda_matmul_forward_res(int dt, void *out, const void *res, const void *inp, const void *w,
-			     int n, int c, int oc);
 int kcuda_matmul_forward(int dt, void *out, const void *inp, const void *w, const void *b,
 			 int n, int c, int oc);
+/* out = res + inp W^T (no bias): the linear layer with the residual added
+ * in the product (on cuBLASLt its epilogue reads res; on cublasGemmEx res
+ * is copied into out first; out and res distinct). */
+int kcuda_matmul_forward_res(int dt, void *out, const void *res, const void *inp, const void *w,
+			     int n, int c, int oc);
 /* dinp[N,C] += dout w (dt); dw[OC,C] += dout^T inp, db[OC] += sum_n dout
  * (fp32). Any of dinp, dw, db may be NULL. */
 int kcuda_matmul_backward(int dt, void *dinp, float *dw, float *db, const void *dout,

@@ -49,9 +49,11 @@ int kc_lt = -1; /* kc.cuh */
 #define LT_REPS 3
 #define LT_SLOTS 1024
 #define LT_SCRATCH_MAX ((size_t)64 << 20)
-/* products of fewer multiply-adds take the first guess untimed (and are
- * not kept): timing them costs more than it can win, and a decoding step's
- * or an eval batch's odd row counts would each add shapes */
+/* products of fewer multiply-adds take the first guess untimed and are
+ * not written to the tune file: timing them costs more than it can win,
+ * and a decoding step's or an eval batch's odd row counts would each add
+ * lines (they do take a slot of the table; when it is full, new shapes go
+ * to cublasGemmEx) */
 #define LT_TIME_MIN_MACS ((double)(1 << 26))
 /* a tune file longer than this is read but not added to */
 #define LT_FILE_MAX_LINES 4096
@@ -488,6 +490,10 @@ extern "C" void kcuda_lt_report(char *buf, size_t n)
 	}
 	if (s_state == 0) {
 		snprintf(buf, n, "cuBLASLt: no bf16 or f16 product yet (f32 stays on cublasGemmEx)");
+		return;
+	}
+	if (s_state < 0) {
+		snprintf(buf, n, "cublasGemmEx (cuBLASLt would not start)");
 		return;
 	}
 	snprintf(buf, n, "cuBLASLt: %d shapes timed, %d from %s, %d first guesses, %d on cublasGemmEx",

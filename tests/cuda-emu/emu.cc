@@ -62,6 +62,8 @@ static const std::function<void()> *s_fn;
 [[maybe_unused]] static const void *s_main_bottom;
 [[maybe_unused]] static size_t s_main_size;
 static unsigned char *s_smem;   /* this launch's dynamic shared memory */
+static std::vector<void *> s_poisoned; /* static __shared__ arrays filled this block */
+static char s_fault[512];       /* a kernel's misuse of an API, reported after its block */
 static cudaError_t s_last = cudaSuccess;
 static char s_why[512];
 
@@ -89,6 +91,29 @@ int lane()
 void *dyn_smem()
 {
 	return s_smem;
+}
+
+/* Shared memory starts each block as garbage on a GPU: here as 0xff
+ * bytes (NaN in every float type), so that a read of what this block did
+ * not write shows. The first thread of a block to reach a declaration
+ * fills it. */
+void shared_poison(void *p, size_t n)
+{
+	if (std::find(s_poisoned.begin(), s_poisoned.end(), p) != s_poisoned.end())
+		return;
+	memset(p, 0xff, n);
+	s_poisoned.push_back(p);
+}
+
+void kernel_fault(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s_fault[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s_fault, sizeof s_fault, fmt, ap);
+	va_end(ap);
 }
 
 static void s_to_main(fiber *f)
@@ -181,6 +206,21 @@ static int s_warp_release(int w, int nthreads, std::vector<int> &ready)
 		if ((mask & (1u << (i - first))) && s_f[i].state == READY)
 			return 0; /* not there yet */
 	for (int i = first; i < last; i++) {
+		const fiber &f = s_f[i], *ref = NULL;
+		for (int j = first; j < last && !ref; j++)
+			if (s_f[j].state == AT_WARP)
+				ref = &s_f[j];
+		if (f.state == AT_WARP &&
+		    (f.mask != ref->mask || f.xop != ref->xop || f.xwidth != ref->xwidth)) {
+			s_fail(cudaErrorLaunchFailure,
+			       "block (%u,%u,%u): lanes of warp %d wait at different warp operations "
+			       "(mask %08x / %08x, kind %d / %d, width %d / %d)",
+			       g_bid.x, g_bid.y, g_bid.z, w, f.mask, ref->mask, f.xop, ref->xop,
+			       f.xwidth, ref->xwidth);
+			return -1;
+		}
+	}
+	for (int i = first; i < last; i++) {
 		if ((mask & (1u << (i - first))) && s_f[i].state == AT_BLOCK) {
 			s_fail(cudaErrorLaunchFailure,
 			       "block (%u,%u,%u): lane %d of warp %d waits at __syncthreads while others of "
@@ -201,8 +241,10 @@ static int s_warp_release(int w, int nthreads, std::vector<int> &ready)
 		case X_DOWN: src = l + f.xarg; break;
 		case X_UP: src = l - f.xarg; break;
 		}
-		if (src < base || src >= base + width)
-			src = l; /* outside its segment: a lane keeps its own value */
+		/* a later segment's lane is out of reach (the lane keeps its own
+		 * value); xor may read an earlier segment, the others may not */
+		if (src >= base + width || src < 0 || (src < base && f.xop - 1 != X_XOR))
+			src = l;
 		if (first + src >= last || s_f[first + src].state != AT_WARP || !s_f[first + src].xop) {
 			s_fail(cudaErrorLaunchFailure,
 			       "block (%u,%u,%u): lane %d of warp %d reads lane %d, which is not in the "
@@ -341,13 +383,16 @@ int run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn
 	if (getenv("CUDA_EMU_TRACE"))
 		fprintf(stderr, "cuda-emu: launch %ux%ux%u x %ux%ux%u, %zu bytes of dynamic shared memory\n",
 			grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
-	s_smem = (unsigned char *)malloc(smem ? smem : 1);
+	/* 128-byte aligned, as CUDA's (WMMA asks 32 bytes of its pointers) */
+	s_smem = (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128 + 128);
 	s_fn = &fn;
 	g_gdim = grid, g_bdim = block;
 	for (unsigned bz = 0; bz < grid.z; bz++)
 		for (unsigned by = 0; by < grid.y; by++)
 			for (unsigned bx = 0; bx < grid.x; bx++) {
 				g_bid = uint3{ bx, by, bz };
+				memset(s_smem, 0xff, smem);
+				s_poisoned.clear();
 				for (int i = 0; i < nthreads; i++) {
 					fiber &f = s_f[i];
 					f.lin = i;
@@ -357,7 +402,11 @@ int run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn
 					f.fake = NULL;
 					s_fiber_init(&f);
 				}
-				if (s_run_block(nthreads) < 0) {
+				if (s_run_block(nthreads) < 0 || s_fault[0]) {
+					if (s_fault[0])
+						s_fail(cudaErrorLaunchFailure, "block (%u,%u,%u): %s", bx, by,
+						       bz, s_fault);
+					s_fault[0] = 0;
 					free(s_smem);
 					s_smem = NULL;
 					return -1;
@@ -407,7 +456,15 @@ cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaDriverGetVersion(int *v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int *v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaGetDevice(int *dev) { *dev = 0; return cudaSuccess; }
-cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+/* a failed call's error is kept for cudaGetLastError, as the runtime does */
+static cudaError_t s_ret(cudaError_t e)
+{
+	if (e != cudaSuccess)
+		s_last = e;
+	return e;
+}
+
+cudaError_t cudaSetDevice(int dev) { return s_ret(dev == 0 ? cudaSuccess : cudaErrorInvalidValue); }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 {
@@ -482,7 +539,7 @@ cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s)
 {
 	(void)s;
 	if (s_used + bytes > EMU_TOTAL || !(*p = malloc(bytes ? bytes : 1)))
-		return s_last = cudaErrorMemoryAllocation;
+		return s_ret(cudaErrorMemoryAllocation);
 	s_blocks[*p] = bytes;
 	s_used += bytes;
 	s_peak = std::max(s_peak, s_used);
@@ -497,7 +554,7 @@ cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
 		return cudaSuccess;
 	if (b == s_blocks.end()) {
 		s_fail(cudaErrorInvalidValue, "cudaFreeAsync of %p, which cudaMallocAsync did not give", p);
-		return cudaErrorInvalidValue;
+		return s_ret(cudaErrorInvalidValue);
 	}
 	s_used -= b->second;
 	s_blocks.erase(b);
@@ -523,7 +580,7 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 {
 	(void)k, (void)s;
 	if (width > dpitch || width > spitch)
-		return s_last = cudaErrorInvalidValue;
+		return s_ret(cudaErrorInvalidValue);
 	for (size_t r = 0; r < height; r++)
 		memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
 	return cudaSuccess;
@@ -567,21 +624,25 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode m)
 {
 	(void)s, (void)m;
-	return cudaErrorNotSupported;
+	return s_ret(cudaErrorNotSupported);
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 {
 	(void)s;
 	*g = NULL;
-	return cudaErrorNotSupported;
+	return s_ret(cudaErrorNotSupported);
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long f)
 {
 	(void)g, (void)f;
 	*x = NULL;
-	return cudaErrorNotSupported;
+	return s_ret(cudaErrorNotSupported);
 }
-cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) { (void)x, (void)s; return cudaErrorNotSupported; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
+{
+	(void)x, (void)s;
+	return s_ret(cudaErrorNotSupported);
+}
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { (void)x; return cudaSuccess; }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
 
@@ -855,7 +916,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
 cudaError_t kc_emu_func_set_attribute_for(const void *k, cudaFuncAttribute a, int v)
 {
 	if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > (227 << 10))
-		return cudaErrorInvalidValue;
+		return s_ret(cudaErrorInvalidValue);
 	grant_smem(k, v);
 	return cudaSuccess;
 }

@@ -15,18 +15,20 @@
  * The model:
  *   - a launch runs its blocks one after the other; a block's threads are
  *     fibers (own stacks, switched by a few instructions of assembly) that
- *     switch only at __syncthreads, the warp
- *     operations (__syncwarp, __shfl_*_sync) and the WMMA *_sync calls,
- *     so a thread runs alone between two of those: a read of shared memory
- *     another thread writes without a barrier in between sees the old
- *     value (stricter than a GPU, where it is a race);
- *   - a barrier that not every live thread of its block (or warp) reaches
- *     is reported and aborts (a kernel that would hang or misbehave);
- *   - __shared__ variables are static locals (one block at a time), the
- *     dynamic shared memory one buffer;
+ *     switch only at __syncthreads and the warp operations (__syncwarp,
+ *     __shfl_*_sync), in a shuffled order (emu.cc, s_take), so a read of
+ *     shared memory another thread writes without a barrier in between
+ *     sees the old value in some interleavings (on a GPU: a race);
+ *   - a barrier that not every live thread of its block (or warp) reaches,
+ *     lanes of a warp at different warp operations, and a shuffle that
+ *     reads a lane not in it are reported and fail the launch;
+ *   - __shared__ variables are static locals (one block at a time; 0xff
+ *     bytes when each block starts, as the garbage a GPU leaves), the
+ *     dynamic shared memory one 128-byte aligned buffer, filled the same;
  *   - a WMMA fragment holds the whole 16x16 tile in every lane (the
  *     hardware spreads it over the lanes; the kernels only load, store,
- *     fill and multiply fragments, which this keeps exact);
+ *     fill and multiply fragments, which this keeps exact); a store writes
+ *     the lane's share only (emu_api.h);
  *   - every call on a stream runs at once (the host waits for nothing);
  *     events time the host; graphs cannot be captured;
  *   - cuBLAS products are plain loops in fp32 (cuBLASLt offers three
@@ -56,7 +58,8 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-/* __shared__ is rewritten by cu2cc.py: "static", "extern" for the dynamic one */
+/* __shared__ is rewritten by cu2cc.py: a static array (filled at each block's
+ * start) or, for the dynamic one, a pointer from kc_emu::dyn_smem() */
 
 /* ---- vector and index types -------------------------------------------- */
 
@@ -154,6 +157,11 @@ int lane();
 int run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn, const void *k);
 /* this launch's dynamic shared memory (extern __shared__, see cu2cc.py) */
 void *dyn_smem();
+/* a static __shared__ array declared: filled with 0xff once per block */
+void shared_poison(void *p, size_t n);
+/* a kernel used an API wrongly (a WMMA pointer's alignment...): the launch
+ * fails after the block, with this message */
+void kernel_fault(const char *fmt, ...);
 
 struct launcher {
 	dim3 grid, block;

@@ -196,10 +196,13 @@ struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
 
 /* The whole M x N (a: M x K, b: K x N) tile, row-major, in every lane.
- * The *_sync calls are not barriers here: CUDA does not document them as
- * ordering memory between lanes, so a lane that loads what other lanes
- * stored needs a __syncwarp (or __syncthreads) between, and without one
- * the emulation loads old values. */
+ * The *_sync calls are not barriers here (CUDA does not document them as
+ * ordering memory between lanes), and a store writes only the lane's share
+ * of the tile (element e by lane e % 32, as the hardware spreads a
+ * fragment over its lanes), so a lane that reads what others stored, or a
+ * load of what lanes wrote, without a __syncwarp (or __syncthreads) in
+ * between sees old values here. Pointers must be 32-byte aligned and ldm a
+ * multiple of 16 bytes, as CUDA asks; otherwise the launch fails. */
 template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
 	enum { R = std::is_same<Use, matrix_b>::value ? K : M,
 	       C = std::is_same<Use, matrix_a>::value ? K : N };
@@ -208,6 +211,13 @@ template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 };
 
 namespace detail {
+template <typename P> static inline void check(const P *p, unsigned ld, const char *what)
+{
+	if ((uintptr_t)p % 32 || (ld * sizeof(P)) % 16)
+		kc_emu::kernel_fault("%s: pointer %p or ldm %u (%zu-byte elements) not as WMMA asks "
+				     "(32-byte aligned, rows a multiple of 16 bytes)",
+				     what, (const void *)p, ld, sizeof(P));
+}
 static inline float ld(float v) { return v; }
 static inline float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 static inline float ld(__half v) { return __half2float(v); }
@@ -226,6 +236,7 @@ static inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p,
 {
 	typedef fragment<Use, M, N, K, T, L> F;
 	static_assert(!std::is_same<Use, accumulator>::value, "accumulators load with a layout");
+	detail::check(p, ld, "load_matrix_sync");
 	for (int r = 0; r < (int)F::R; r++)
 		for (int c = 0; c < (int)F::C; c++)
 			f.x[r * F::C + c] = detail::ld(std::is_same<L, row_major>::value
@@ -237,6 +248,7 @@ template <int M, int N, int K, typename P>
 static inline void load_matrix_sync(fragment<accumulator, M, N, K, float, void> &f, const P *p,
 				    unsigned ld, layout_t l)
 {
+	detail::check(p, ld, "load_matrix_sync");
 	for (int r = 0; r < M; r++)
 		for (int c = 0; c < N; c++)
 			f.x[r * N + c] = l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r];
@@ -246,9 +258,13 @@ template <int M, int N, int K>
 static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float, void> &f,
 				     unsigned ld, layout_t l)
 {
-	for (int r = 0; r < M; r++)
-		for (int c = 0; c < N; c++)
-			(l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[r * N + c];
+	int lane = kc_emu::lane();
+
+	detail::check(p, ld, "store_matrix_sync");
+	for (int e = lane; e < M * N; e += 32) {
+		int r = e / N, c = e % N;
+		(l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[e];
+	}
 }
 
 /* d = a b + c, fp32 products of the 16-bit inputs summed in fp32 */

@@ -29,6 +29,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +138,17 @@ static int s_round(float *h, size_t n)
 	void *d = S_DEV(h, n);
 
 	return d ? kcuda_copy_d2h(h, KCUDA_F32, d, s_dt, n) : -1;
+}
+
+/* Fill device buffer d (n elements of the case's type) with NaN: what an
+ * op that writes its output (the _set ops) must never read. */
+static int s_nan_fill(void *d, size_t n)
+{
+	float *h = s_zeros(n);
+
+	for (size_t i = 0; i < n; i++)
+		h[i] = NAN;
+	return kcuda_copy_h2d(d, s_dt, h, KCUDA_F32, n);
 }
 
 /* Fresh random values already representable in the case's type. */
@@ -405,11 +417,14 @@ static int s_attention(int b, int t, int nh, int nkv, int hs)
 		S_TRY(S_CMP("dk", ddk, dk, nk));
 	if (!(s_att_null & 4))
 		S_TRY(S_CMP("dv", ddv, dv, nk));
-	/* _set over the buffers just written: their old values must not count */
+	/* _set over buffers of NaN: their old values must not be read */
 	memset(dq, 0, nq * sizeof *dq);
 	memset(dk, 0, nk * sizeof *dk);
 	memset(dv, 0, nk * sizeof *dv);
 	op_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, b, t, nh, nkv, hs);
+	S_TRY(s_nan_fill(ddq, nq));
+	S_TRY(s_nan_fill(ddk, nk));
+	S_TRY(s_nan_fill(ddv, nk));
 	S_TRY(kcuda_attention_backward_set(s_dt, s_att_null & 1 ? NULL : ddq,
 					   s_att_null & 2 ? NULL : ddk, s_att_null & 4 ? NULL : ddv,
 					   ddo, dout_cpu, dlse, dqd, dkd, dvd, b, t, nh, nkv, hs));
@@ -478,10 +493,12 @@ static int case_swiglu(void)
 	S_TRY(S_CMP("out", dod, out, n));
 	S_TRY(S_CMP("dgate", ddg, dg, n));
 	S_TRY(S_CMP("dup", ddu, du, n));
-	/* _set over the buffers just written: their old values must not count */
+	/* _set over buffers of NaN: their old values must not be read */
 	memset(dg, 0, n * sizeof *dg);
 	memset(du, 0, n * sizeof *du);
 	op_swiglu_backward(dg, du, dout, g, u, n);
+	S_TRY(s_nan_fill(ddg, n));
+	S_TRY(s_nan_fill(ddu, n));
 	S_TRY(kcuda_swiglu_backward_set(s_dt, ddg, ddu, ddo, dgd, dud, n));
 	S_TRY(S_CMP("dgate (set)", ddg, dg, n));
 	return S_CMP("dup (set)", ddu, du, n);
@@ -645,7 +662,8 @@ static int case_gemm_batched(void)
  * candidates timed over the real output) and not (over scratch), in the
  * case's type and with an fp32 output (weight gradients). Each big product
  * runs twice, the second time on the algorithm kept for its shape: the
- * two results must be equal to the bit. f32 stays on cublasGemmEx. */
+ * two results must be equal to the bit (on a GPU; on the CPU emulation
+ * every algorithm is the same loop). f32 stays on cublasGemmEx. */
 static int s_gemm_lt_big(int ta, int tb, float beta, int f32out)
 {
 	int m = 512, n = 384, k = 520, cdt = f32out ? KCUDA_F32 : s_dt;
@@ -1153,12 +1171,17 @@ int main(void)
 	int emulated;
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
+#ifdef MODULA_CUDA_EMU
 	/* tests/gpu-ops-emu: the same cases over the CPU emulation of CUDA
 	 * (tests/cuda-emu), named so that no line reads as a GPU's; its
-	 * cuBLASLt choices go to a file of the build, not the user's cache */
-	emulated = gpu && strstr(why, "CPU emulation") != NULL;
-	if (emulated && !getenv("MODULA_CUDA_TUNE_FILE"))
-		setenv("MODULA_CUDA_TUNE_FILE", "tests/gpu-ops-emu-cublaslt.tsv", 1);
+	 * cuBLASLt choices go to a fresh file of the build (so that every run
+	 * times them), not to the user's cache */
+	emulated = 1;
+	unlink("tests/gpu-ops-emu-cublaslt.tsv");
+	setenv("MODULA_CUDA_TUNE_FILE", "tests/gpu-ops-emu-cublaslt.tsv", 1);
+#else
+	emulated = 0;
+#endif
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
 	kcuda_set_flash(0);     /* attention's cuBLAS path; the "flash" case turns them on */
 	kcuda_set_lt(0);        /* cublasGemmEx; the "cuBLASLt" case turns it on */

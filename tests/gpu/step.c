@@ -391,9 +391,11 @@ int main(void)
 		struct model gm = { .K = kdevice_ops(KDEV_CUDA, runs[r].dt) };
 		struct host h;
 		/* tests/gpu-step-emu: the CPU emulation of CUDA (tests/cuda-emu) */
-		snprintf(what, sizeof what, "%sLoRA step %s",
-			 gpu && strstr(why, "CPU emulation") ? "emulated: " : "",
-			 kcuda_dtype_name(runs[r].dt));
+#ifdef MODULA_CUDA_EMU
+		snprintf(what, sizeof what, "emulated: LoRA step %s", kcuda_dtype_name(runs[r].dt));
+#else
+		snprintf(what, sizeof what, "LoRA step %s", kcuda_dtype_name(runs[r].dt));
+#endif
 		if (!gpu) {
 			for (size_t i = 0; i < sizeof s_checks / sizeof s_checks[0]; i++) {
 				char line[128];
