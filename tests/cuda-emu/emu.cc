@@ -4,9 +4,7 @@
 
 #include <cblas.h>
 #include <chrono>
-#include <map>
 #include <stdarg.h>
-#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -432,11 +430,6 @@ cudaError_t take_last()
 const char *why()
 {
 	return s_why;
-}
-
-void set_last(cudaError_t e, const char *msg)
-{
-	s_fail(e, "%s", msg);
 }
 
 } // namespace kc_emu

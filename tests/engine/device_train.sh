@@ -16,28 +16,18 @@ OMP_WAIT_POLICY=passive
 export OMP_WAIT_POLICY
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
+. "$top_srcdir/tests/engine/train_lib.sh"
+TRAIN_MODEL='{"dim":64,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ffn_dim":96}'
+TRAIN_STEPS=8
 
-i=0
-while [ $i -lt 64 ]; do
-	echo "{\"prompt\":\"$i*3=\",\"response\":\"$((i * 3))\"}"
-	i=$((i + 1))
-done >"$tmp/data.jsonl"
-
-job() { # job FILE OUT [EXTRA]
-	cat >"$1" <<JOB
-{"model":"random","model_config":{"dim":64,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ffn_dim":96},
- "data":"data.jsonl","mode":"lora","lora":{"rank":4,"alpha":8,"targets":["q","k","v","o","gate","up","down"]},
- "steps":8,"batch":4,"seq_len":24,"accum":2,"lr":0.01,"warmup":2,"clip":0.5,"seed":7,
- "checkpoint_every":2,"out_dir":"$2"$3}
-JOB
-}
 cd "$tmp" || exit 1
-job cpu.json cpu
-job table.json table
-job stop.json stop ',"stop_at":4'
-job again.json stop
-job mixed.json mixed ',"stop_at":4'
-job mixed2.json mixed
+train_data
+train_job cpu.json cpu
+train_job table.json table
+train_job stop.json stop ',"stop_at":4'
+train_job again.json stop
+train_job mixed.json mixed ',"stop_at":4'
+train_job mixed2.json mixed
 
 "$engine" train cpu.json >cpu.log 2>&1
 check "CPU engine trains the job" $?
@@ -46,22 +36,10 @@ check "device path (CPU table) trains the job" $?
 grep -q '"device":"cpu"' table.log
 check "its start event names the device" $?
 
-cmp_adapters() { # A B: max |a - b| / max |a| over every tensor
-	"$py" - "$1" "$2" <<'PY'
-import sys
-sys.path.insert(0, sys.argv[0] and __import__("os").environ["top_srcdir"] + "/tests/ref")
-import hfref
-a, b = hfref.st_read(sys.argv[1]), hfref.st_read(sys.argv[2])
-assert sorted(a) == sorted(b), "different tensors"
-d = max((a[k] - b[k]).abs().max().item() for k in a)
-s = max(a[k].abs().max().item() for k in a)
-print(f"{d / s:.3e}")
-PY
-}
 rel=$(cmp_adapters cpu/adapter/adapter_model.safetensors table/adapter/adapter_model.safetensors)
 diag "adapters after 8 steps: max |cpu - device path| / max |cpu| = $rel"
 check "device path's adapter equals the CPU engine's (relative $rel <= 1e-4)" \
-	"$(echo "$rel" | awk '{ exit !($1 ~ /^[0-9.e+-]+$/ && $1 + 0 <= 1e-4) }'; echo $?)"
+	"$(rel_ok "$rel")"
 
 "$engine" train stop.json --device table >/dev/null 2>&1 &&
 	"$engine" train again.json --device table >again.log 2>&1
@@ -74,9 +52,9 @@ check "resumed device run is byte-identical to the uninterrupted one" $?
 check "a device-path checkpoint resumes on the CPU engine" $?
 rel=$(cmp_adapters cpu/adapter/adapter_model.safetensors mixed/adapter/adapter_model.safetensors)
 check "and ends equal to the CPU run (relative $rel <= 1e-4)" \
-	"$(echo "$rel" | awk '{ exit !($1 ~ /^[0-9.e+-]+$/ && $1 + 0 <= 1e-4) }'; echo $?)"
+	"$(rel_ok "$rel")"
 
-job auto.json auto
+train_job auto.json auto
 "$engine" train auto.json --device auto >auto.log 2>&1 && grep -q '"device":"cpu"' auto.log
 check "--device auto (what a GPU worker passes) trains on the CPU here" $?
 

@@ -18,29 +18,19 @@ MODULA_CUDA_TUNE_FILE=none
 export OMP_WAIT_POLICY MODULA_CUDA_TUNE_FILE
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
+. "$top_srcdir/tests/engine/train_lib.sh"
+TRAIN_MODEL='{"dim":64,"n_layers":2,"n_heads":1,"n_kv_heads":1,"ffn_dim":96}'
+TRAIN_STEPS=6
 
-i=0
-while [ $i -lt 64 ]; do
-	echo "{\"prompt\":\"$i*3=\",\"response\":\"$((i * 3))\"}"
-	i=$((i + 1))
-done >"$tmp/data.jsonl"
-
-job() { # job FILE OUT [EXTRA]
-	cat >"$1" <<JOB
-{"model":"random","model_config":{"dim":64,"n_layers":2,"n_heads":1,"n_kv_heads":1,"ffn_dim":96},
- "data":"data.jsonl","mode":"lora","lora":{"rank":4,"alpha":8,"targets":["q","k","v","o","gate","up","down"]},
- "steps":6,"batch":4,"seq_len":24,"accum":2,"lr":0.01,"warmup":2,"clip":0.5,"seed":7,
- "checkpoint_every":2,"out_dir":"$2"$3}
-JOB
-}
 cd "$tmp" || exit 1
-job cpu.json cpu
-job emu.json emu
-job stop.json stop ',"stop_at":4'
-job again.json stop
-job mixed.json mixed ',"stop_at":4'
-job mixed2.json mixed
-job bf16.json bf16
+train_data
+train_job cpu.json cpu
+train_job emu.json emu
+train_job stop.json stop ',"stop_at":4'
+train_job again.json stop
+train_job mixed.json mixed ',"stop_at":4'
+train_job mixed2.json mixed
+train_job bf16.json bf16
 
 "$engine" train cpu.json >cpu.log 2>&1
 check "CPU engine trains the job" $?
@@ -51,24 +41,8 @@ check "its start event names the device (cuda)" $?
 grep -q "CUDA graph" emu.err
 check "the refused CUDA graphs are said, and the steps run directly" $?
 
-cmp_adapters() { # A B: max |a - b| / max |a| over every tensor
-	"$py" - "$1" "$2" <<'PY'
-import os, sys
-sys.path.insert(0, os.environ["top_srcdir"] + "/tests/ref")
-import hfref
-a, b = hfref.st_read(sys.argv[1]), hfref.st_read(sys.argv[2])
-assert sorted(a) == sorted(b), "different tensors"
-d = max((a[k] - b[k]).abs().max().item() for k in a)
-s = max(a[k].abs().max().item() for k in a)
-print(f"{d / s:.3e}")
-PY
-}
-small() { # 0 when $1 is a number <= 1e-4 (not when the comparison printed nothing)
-	echo "$1" | awk '{ exit !($1 ~ /^[0-9.e+-]+$/ && $1 + 0 <= 1e-4) }'
-	echo $?
-}
 rel=$(cmp_adapters cpu/adapter/adapter_model.safetensors emu/adapter/adapter_model.safetensors)
-check "the emulated GPU's adapter equals the CPU engine's (relative $rel <= 1e-4)" "$(small "$rel")"
+check "the emulated GPU's adapter equals the CPU engine's (relative $rel <= 1e-4)" "$(rel_ok "$rel")"
 
 "$emu" train stop.json --device cuda --dtype f32 >/dev/null 2>&1 &&
 	"$emu" train again.json --device cuda --dtype f32 >again.log 2>&1
@@ -80,7 +54,7 @@ check "the resumed run is byte-identical to the uninterrupted one" $?
 	"$engine" train mixed2.json --device cpu >mixed.log 2>&1
 check "an emulated-GPU checkpoint resumes on the CPU engine" $?
 rel=$(cmp_adapters cpu/adapter/adapter_model.safetensors mixed/adapter/adapter_model.safetensors)
-check "and ends equal to the CPU run (relative $rel <= 1e-4)" "$(small "$rel")"
+check "and ends equal to the CPU run (relative $rel <= 1e-4)" "$(rel_ok "$rel")"
 
 "$emu" train bf16.json --device cuda --dtype bf16 >bf16.log 2>/dev/null &&
 	"$py" - bf16.log <<'PY'

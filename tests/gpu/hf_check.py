@@ -414,44 +414,41 @@ def item3(args, res, work):
     res.add("3", "engine step with the scalar RMSNorm/residual/SwiGLU kernels", f"{v['step_ms']:.1f} ms",
             f"the 16-byte ones (default) {v['step_ms'] / e['step_ms']:.2f}x faster; loss "
             f"{v['loss_last']:.4f} (default {e['loss_last']:.4f}); MODULA_CUDA_VEC=0")
+
+    def variant(key, **switch):
+        """The LoRA bench with a switch of the backend the other way: its JSON
+        line, its environment, whether its loss is the default's; the step
+        time goes to VARIANT_MS (for the decisions) when it is."""
+        env = dict(os.environ, **switch)
+        got = engine_bench(args.engine, path, "lora", env=env)
+        close = loss_close(got, e)
+        VARIANT_MS[key] = got["step_ms"] if close else None
+        return got, env, close
+
     # the LoRA groups not folded into the base products (MODULA_FOLD=0; folded by default)
-    uenv = dict(os.environ, MODULA_FOLD="0")
-    u = engine_bench(args.engine, path, "lora", env=uenv)
-    uclose = loss_close(u, e)
-    VARIANT_MS["bf16-nofold"] = u["step_ms"] if uclose else None
+    u, uenv, uclose = variant("bf16-nofold", MODULA_FOLD="0")
     res.add("3", "engine step with the LoRA groups not folded (MODULA_FOLD=0)", f"{u['step_ms']:.1f} ms",
             f"folded (default) {e['step_ms']:.1f} ms, {u['step_ms'] / e['step_ms']:.2f}x faster; "
             f"{e.get('folded_groups', 0)} groups folded; peak {peak_gib(u['memory']):.2f} GiB "
             f"(folded {peak_gib(e['memory']):.2f}); loss {u['loss_last']:.4f} vs {e['loss_last']:.4f}: "
             f"{'close' if uclose else 'DIFFERENT'}")
-    if not uclose:
-        ok = False
     # the products on cublasGemmEx's own choice of algorithm instead of cuBLASLt's
     # candidates timed per shape (MODULA_CUDA_LT=0; cuBLASLt by default)
-    genv = dict(os.environ, MODULA_CUDA_LT="0")
-    g = engine_bench(args.engine, path, "lora", env=genv)
-    gclose = loss_close(g, e)
-    VARIANT_MS["bf16-gemmex"] = g["step_ms"] if gclose else None
+    g, genv, gclose = variant("bf16-gemmex", MODULA_CUDA_LT="0")
     res.add("3", "engine step with the products on cublasGemmEx (MODULA_CUDA_LT=0)",
             f"{g['step_ms']:.1f} ms", f"cuBLASLt timed (default) {e['step_ms']:.1f} ms, "
             f"{g['step_ms'] / e['step_ms']:.2f}x faster ({e.get('products', '?')}); loss "
             f"{g['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if gclose else 'DIFFERENT'}")
-    if not gclose:
-        ok = False
     # attention as the tiled flash kernels (MODULA_CUDA_FLASH=1; off by default until a
     # GPU has checked them): step time, MFU, memory, and the losses against the default
-    fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
-    f = engine_bench(args.engine, path, "lora", env=fenv)
+    f, fenv, fclose = variant("bf16-flash", MODULA_CUDA_FLASH="1")
     fmfu = f["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
-    fclose = loss_close(f, e)
-    VARIANT_MS["bf16-flash"] = f["step_ms"] if fclose else None
     res.add("3", "engine step with flash attention (MODULA_CUDA_FLASH=1)", f"{f['step_ms']:.1f} ms",
             f"default {e['step_ms']:.1f} ms; {f['tokens_per_s']:.0f} tok/s = "
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
             f"{peak_gib(f['memory']):.2f} GiB; {f['graph_replays']} graph replays; loss "
             f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
-    if not fclose:
-        ok = False
+    ok = ok and uclose and gclose and fclose
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
     for what, env in (("default", None), ("flash attention", fenv), ("not folded", uenv),
                       ("cublasGemmEx", genv)):
