@@ -20,7 +20,7 @@
  * O(T) per row, as in flash attention. The tiled kernels that keep S on
  * the chip (flash.cu: no T^2 traffic, the masked half of the products
  * skipped) take over for bf16 and f16 at head sizes 64 and 128 when
- * kc_flash is on (MODULA_CUDA_FLASH=1: off until a GPU has checked them).
+ * kc_flash is on (the default; MODULA_CUDA_FLASH=0 turns them off).
  * Deterministic: no atomics; the query heads of a group add into dK, dV
  * one after the other.
  */

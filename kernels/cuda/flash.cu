@@ -1,63 +1,65 @@
 /* flash.cu: causal grouped-query attention as tiled kernels on the tensor
- * cores (WMMA, 16x16x16 bf16/fp16 products with fp32 accumulation), the
- * scores never leaving the streaming multiprocessor: FlashAttention-2's
- * scheme, written from the paper (Dao 2023), not from its code.
+ * cores, the scores never leaving the registers: FlashAttention-2's scheme
+ * (Dao 2023), written from the paper, not from its code.
  *
  * Same contract as attention.cu's cuBLAS path (kcuda_attention_forward and
  * _backward call in here when kc_flash_usable): [B,T,H,HS] tensors, scale
  * 1/sqrt(HS), lse of the scaled scores saved per (b, h, i) row, gradients
- * added into dq, dk, dv. For the 16-bit storage types and HS of 64 or 128.
+ * added into dq, dk, dv (or written: `add` 0). For the 16-bit storage types
+ * and HS of 64 or 128.
  *
- * Forward (k_flash_fwd), a block per (64 query rows, b, h), 4 warps of 16
- * rows; per tile of 64 keys up to the diagonal:
- *     S = Q K^T                    (WMMA, fp32, staged in the warp's shared rows)
- *     m' = max(m, rowmax(scale S)); P = exp(scale S - m'); l = l e^(m-m') + rowsum P
- *     O = O e^(m-m') + P V         (P rounded to the storage type, as the cuBLAS path does)
- * and at the end O / l, lse = m + log l. A lane owns columns lane + 32c of
- * its warp's 16 rows, so the row statistics are warp reductions and the
- * running O lives in registers.
+ * The products are warp-level mma.sync m16n8k16 (kc_mma.cuh: bf16/f16 in,
+ * fp32 accumulators), their operands read from shared-memory tiles by
+ * ldmatrix. A warp owns 16 rows of a block's 64; the [16, 64] scores of a
+ * tile stay in the accumulators (lane: rows g and g + 8, columns 2 (lane %
+ * 4) and +1 of each 8-wide column tile), whose layout is the A operand's of
+ * the next product, so P (or dS) goes from scores to a product's input in
+ * registers, rounded to the storage type as the cuBLAS path rounds it. Row
+ * maxima and sums are over the 4 lanes of a row (two shuffles). Exponents
+ * are base 2 of the scores times scale log2(e).
+ *
+ * Forward (k_flash_fwd), a block per (64 query rows, b, h), 4 warps; per
+ * tile of 64 keys up to the diagonal:
+ *     S = Q K^T; m' = max(m, rowmax S); P = 2^(S - m'); l = l 2^(m-m') + rowsum P
+ *     O = O 2^(m-m') + P V
+ * and at the end O / l, lse = (m + log2 l) ln 2.
  *
  * Backward, from D = rowsum(dO o O) (k_flash_dot), in two kernels so that
  * no two blocks add into the same output (deterministic, no atomics):
  *   k_flash_dq   a block per (64 query rows, b, h): per key tile,
  *                S = Q K^T, dP = dO V^T, dS = P (dP - D), dQ += scale dS K;
  *   k_flash_dkv  a block per (64 keys, b, h), per query tile from the
- *                diagonal: S^T = K Q^T, dP^T = V dO^T, dV_h += P^T dO,
- *                dK_h += dS^T Q, into fp32 per-query-head partials;
+ *                diagonal: S^T = K Q^T, P^T, dV_h += P^T dO, dP^T = V dO^T,
+ *                dS^T, dK_h += dS^T Q, into fp32 per-query-head partials;
  *   k_flash_gqa  dK += scale sum_h dK_h, dV += sum_h dV_h over the query
  *                heads of each kv head, in head order.
  * S and dP are computed twice (once per kernel): 7 products for the
  * backward's 5, bought for determinism and a grid of B x NH blocks wide.
  *
  * Tiles of Q, K, V and dO go to shared memory through 16-byte loads, rows
- * beyond T as zeros (a zero V row keeps 0 x garbage out of P V); masked
- * scores are -inf, so their P is exactly 0.
+ * beyond T as zeros; masked scores are -inf in the forward and their P
+ * exactly 0 in the backward.
  */
 #include "kernels/cuda/kc.cuh"
+#include "kernels/cuda/kc_mma.cuh"
 
 #include <float.h>
 #include <math.h>
-#include <mma.h>
-
-namespace wm = nvcuda::wmma;
 
 #define FL_TILE 64    /* query rows of a block, and keys of a tile */
 #define FL_WARPS 4    /* 16 rows each */
 #define FL_THREADS (32 * FL_WARPS)
+#define FL_LOG2E 1.4426950408889634f
+#define FL_LN2 0.6931471805599453f
 
 int kc_flash = -1; /* kc.cuh; -1 until set or read from the environment */
 
-/* The per-kernel layout of shared memory, in elements: 16-bit tiles have
- * rows of HS + 8 (a 16-byte pad against bank conflicts; WMMA wants the
- * row stride a multiple of 8 and tiles 32-byte aligned, which 16 rows of
- * these strides keep), fp32 rows FL_TILE + 4 or HS + 4. */
+/* Shared-memory tiles of 64 rows of HS 16-bit elements, rows HS + 8 apart:
+ * the 16-byte pad puts ldmatrix's 8 rows in different banks. */
 template <int HS> struct fl_shape {
 	enum {
-		LD = HS + 8,                                    /* 16-bit tile rows */
-		PLD = FL_TILE + 8,                              /* 16-bit [16, 64] rows */
-		SLD = (HS > FL_TILE ? HS : FL_TILE) + 4,        /* fp32 [16, max(64, HS)] rows */
-		DLD = FL_TILE + 4,                              /* fp32 [16, 64] rows */
-		TILE = FL_TILE * LD,                            /* one 16-bit tile */
+		LD = HS + 8,
+		TILE = FL_TILE * LD,
 	};
 };
 
@@ -76,68 +78,70 @@ static __device__ __forceinline__ void fl_tile(T *dst, const T *head, size_t str
 	}
 }
 
-typedef wm::fragment<wm::accumulator, 16, 16, 16, float> fl_acc;
-template <typename T> using fl_a = wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major>;
-template <typename T> using fl_bc = wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::col_major>;
-template <typename T> using fl_br = wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::row_major>;
-
-/* out [16, 64] fp32 (row stride ld) = A [16, HS] (fragments) X^T, X the
- * [64, HS] tile (rows LD apart): scores of 16 rows against 64 keys. */
+/* s[8][4] += A X^T: A the warp's rows r0 .. r0 + 15 of tile `at`, X the
+ * [64, HS] tile x (its rows the columns of s: s[j] holds columns 8j ..
+ * 8j + 7). */
 template <typename T, int HS>
-static __device__ __forceinline__ void fl_abt(float *out, int ld, const fl_a<T> *a, const T *x)
+static __device__ __forceinline__ void fl_abt(float (&s)[8][4], const T *at, int r0, const T *x)
 {
+	const int lane = threadIdx.x % 32;
 #pragma unroll
-	for (int n = 0; n < FL_TILE / 16; n++) {
-		fl_acc c;
-		wm::fill_fragment(c, 0.0f);
+	for (int kk = 0; kk < HS / 16; kk++) {
+		uint32_t a[4];
+		kc_ldsm4(a, at + (r0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * fl_shape<HS>::LD + kk * 16 +
+				    8 * (lane >> 4));
 #pragma unroll
-		for (int d = 0; d < HS / 16; d++) {
-			fl_bc<T> b;
-			wm::load_matrix_sync(b, x + n * 16 * fl_shape<HS>::LD + d * 16, fl_shape<HS>::LD);
-			wm::mma_sync(c, a[d], b, c);
-		}
-		wm::store_matrix_sync(out + n * 16, c, ld, wm::mem_row_major);
-	}
-}
-
-/* acc[n] (+)= P [16, 64] (16-bit, rows PLD apart) X, X a [64, HS] tile. */
-template <typename T, int HS>
-static __device__ __forceinline__ void fl_pv(fl_acc *acc, const T *p, const T *x)
-{
-	fl_a<T> a[FL_TILE / 16];
-#pragma unroll
-	for (int k = 0; k < FL_TILE / 16; k++)
-		wm::load_matrix_sync(a[k], p + k * 16, fl_shape<HS>::PLD);
-#pragma unroll
-	for (int n = 0; n < HS / 16; n++) {
-#pragma unroll
-		for (int k = 0; k < FL_TILE / 16; k++) {
-			fl_br<T> b;
-			wm::load_matrix_sync(b, x + k * 16 * fl_shape<HS>::LD + n * 16, fl_shape<HS>::LD);
-			wm::mma_sync(acc[n], a[k], b, acc[n]);
+		for (int np = 0; np < 4; np++) {
+			uint32_t bb[4];
+			kc_ldsm4(bb, x + (16 * np + (lane & 7) + 8 * (lane >> 4)) * fl_shape<HS>::LD +
+					     kk * 16 + 8 * ((lane >> 3) & 1));
+			kc_mma<T>(s[2 * np], a, bb[0], bb[1]);
+			kc_mma<T>(s[2 * np + 1], a, bb[2], bb[3]);
 		}
 	}
 }
 
-/* The warp's [16, HS] accumulators into its fp32 staging rows (row stride
- * SLD), between warp barriers: the lanes read them back by row and column. */
-template <int HS>
-static __device__ __forceinline__ void fl_stage(float *ss, const fl_acc *acc)
+/* acc[HS/8][4] += P Z: P [16, 64] as A fragments (pa[kk]: columns 16kk ..
+ * 16kk + 15), Z the [64, HS] tile z (acc[d] holds columns 8d .. 8d + 7). */
+template <typename T, int HS>
+static __device__ __forceinline__ void fl_pz(float (&acc)[HS / 8][4], const uint32_t (&pa)[4][4],
+					     const T *z)
 {
-	__syncwarp();
+	const int lane = threadIdx.x % 32;
 #pragma unroll
-	for (int n = 0; n < HS / 16; n++)
-		wm::store_matrix_sync(ss + n * 16, acc[n], fl_shape<HS>::SLD, wm::mem_row_major);
-	__syncwarp();
+	for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+		for (int dp = 0; dp < HS / 16; dp++) {
+			uint32_t bb[4];
+			kc_ldsm4t(bb, z + (16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * fl_shape<HS>::LD +
+					      16 * dp + 8 * (lane >> 4));
+			kc_mma<T>(acc[2 * dp], pa[kk], bb[0], bb[1]);
+			kc_mma<T>(acc[2 * dp + 1], pa[kk], bb[2], bb[3]);
+		}
+	}
 }
 
-/* The warp's 16 rows of a [64, HS] tile as matrix_a fragments. */
-template <typename T, int HS>
-static __device__ __forceinline__ void fl_rows(fl_a<T> *a, const T *tile, int warp)
+/* The accumulators of a [16, 64] product as the A fragments of the next,
+ * rounded to T. */
+template <typename T>
+static __device__ __forceinline__ void fl_pack(uint32_t (&pa)[4][4], const float (&p)[8][4])
 {
 #pragma unroll
-	for (int d = 0; d < HS / 16; d++)
-		wm::load_matrix_sync(a[d], tile + warp * 16 * fl_shape<HS>::LD + d * 16, fl_shape<HS>::LD);
+	for (int kk = 0; kk < 4; kk++) {
+		pa[kk][0] = kc_pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+		pa[kk][1] = kc_pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+		pa[kk][2] = kc_pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+		pa[kk][3] = kc_pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+	}
+}
+
+template <int R, int C> static __device__ __forceinline__ void fl_zero(float (&a)[R][C])
+{
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int c = 0; c < C; c++)
+			a[r][c] = 0.0f;
 }
 
 template <typename T, int HS>
@@ -148,77 +152,74 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
 	T *sq = (T *)fl_smem, *sk = sq + S::TILE, *sv = sk + S::TILE;
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	float *ss = (float *)(sv + S::TILE) + warp * 16 * S::SLD;
-	T *sp = (T *)((float *)(sv + S::TILE) + FL_WARPS * 16 * S::SLD) + warp * 16 * S::PLD;
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int qb = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
 	const size_t qs = (size_t)nh * HS, ks = (size_t)nkv * HS;
 	const T *kh = k + (size_t)b * t * ks + kvh * HS, *vh = v + (size_t)b * t * ks + kvh * HS;
-	const int i0 = qb * FL_TILE + warp * 16;
-	fl_a<T> fq[HS / 16];
-	float m[16], l[16], o[16][HS / 32];
+	const int r0 = warp * 16, i0 = qb * FL_TILE + r0 + lane / 4; /* rows i0, i0 + 8 */
+	const float sl2 = scale * FL_LOG2E;
+	float o[HS / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
 
+	fl_zero(o);
 	fl_tile<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
-	__syncthreads();
-	fl_rows<T, HS>(fq, sq, warp);
-#pragma unroll
-	for (int r = 0; r < 16; r++) {
-		m[r] = -INFINITY, l[r] = 0.0f;
-#pragma unroll
-		for (int c = 0; c < HS / 32; c++)
-			o[r][c] = 0.0f;
-	}
 	for (int kb = 0; kb <= qb; kb++) {
 		const int j0 = kb * FL_TILE;
-		float alpha[16];
-		fl_acc acc[HS / 16];
+		float s[8][4], mx[2] = { m[0], m[1] }, alpha[2];
+		uint32_t pa[4][4];
 
 		__syncthreads(); /* the last tile's readers are done */
 		fl_tile<T, HS>(sk, kh, ks, j0, t);
 		fl_tile<T, HS>(sv, vh, ks, j0, t);
 		__syncthreads();
-		fl_abt<T, HS>(ss, S::SLD, fq, sk);
-		__syncwarp();
+		fl_zero(s);
+		fl_abt<T, HS>(s, sq, r0, sk);
 #pragma unroll
-		for (int r = 0; r < 16; r++) {
-			int i = i0 + r, ja = j0 + lane, jb = ja + 32;
-			float s0 = ja <= i && ja < t ? scale * ss[r * S::SLD + lane] : -INFINITY;
-			float s1 = jb <= i && jb < t ? scale * ss[r * S::SLD + lane + 32] : -INFINITY;
-			/* key j0 <= i is always in: mx is finite */
-			float mx = fmaxf(m[r], kc_warp_max(fmaxf(s0, s1)));
-			float p0 = expf(s0 - mx), p1 = expf(s1 - mx);
-			alpha[r] = expf(m[r] - mx);
-			l[r] = l[r] * alpha[r] + kc_warp_sum(p0 + p1);
-			m[r] = mx;
-			sp[r * S::PLD + lane] = kc_st<T>(p0);
-			sp[r * S::PLD + lane + 32] = kc_st<T>(p1);
+		for (int j = 0; j < 8; j++)
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				int i = i0 + 8 * (e >> 1), jj = j0 + 8 * j + c + (e & 1);
+				s[j][e] = jj <= i && jj < t ? s[j][e] * sl2 : -INFINITY;
+				mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+			}
+		/* key j0 <= i is always in: the maxima are finite */
+#pragma unroll
+		for (int r = 0; r < 2; r++) {
+			mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+			mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+			alpha[r] = exp2f(m[r] - mx[r]);
+			m[r] = mx[r];
+			l[r] *= alpha[r];
 		}
-		__syncwarp();
 #pragma unroll
-		for (int n = 0; n < HS / 16; n++)
-			wm::fill_fragment(acc[n], 0.0f);
-		fl_pv<T, HS>(acc, sp, sv);
-		fl_stage<HS>(ss, acc);
+		for (int j = 0; j < 8; j++)
 #pragma unroll
-		for (int r = 0; r < 16; r++)
+			for (int e = 0; e < 4; e++) {
+				s[j][e] = exp2f(s[j][e] - mx[e >> 1]);
+				l[e >> 1] += s[j][e];
+			}
 #pragma unroll
-			for (int c = 0; c < HS / 32; c++)
-				o[r][c] = o[r][c] * alpha[r] + ss[r * S::SLD + lane + 32 * c];
-		__syncwarp();
+		for (int d = 0; d < HS / 8; d++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				o[d][e] *= alpha[e >> 1];
+		fl_pack<T>(pa, s);
+		fl_pz<T, HS>(o, pa, sv);
 	}
 #pragma unroll
-	for (int r = 0; r < 16; r++) {
-		int i = i0 + r;
+	for (int r = 0; r < 2; r++) {
+		int i = i0 + 8 * r;
+		l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+		l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
 		if (i >= t)
 			continue;
 		T *orow = out + ((size_t)b * t + i) * qs + h * HS;
 		float inv = 1.0f / l[r];
 #pragma unroll
-		for (int c = 0; c < HS / 32; c++)
-			orow[lane + 32 * c] = kc_st<T>(o[r][c] * inv);
-		if (lane == 0)
-			lse[((size_t)b * nh + h) * t + i] = m[r] + logf(l[r]);
+		for (int d = 0; d < HS / 8; d++)
+			kc_st2(orow + 8 * d + c, kc_pack2<T>(o[d][2 * r] * inv, o[d][2 * r + 1] * inv));
+		if (lane % 4 == 0)
+			lse[((size_t)b * nh + h) * t + i] = (m[r] + log2f(l[r])) * FL_LN2;
 	}
 }
 
@@ -250,73 +251,63 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
-	T *sk = (T *)fl_smem, *sv = sk + S::TILE;
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	float *ss = (float *)(sv + S::TILE) + warp * 16 * S::SLD;
-	float *sdp = (float *)(sv + S::TILE) + FL_WARPS * 16 * S::SLD + warp * 16 * S::DLD;
-	T *sds = (T *)((float *)(sv + S::TILE) + FL_WARPS * 16 * (S::SLD + S::DLD)) +
-		 warp * 16 * S::PLD;
+	T *sq = (T *)fl_smem, *sdo = sq + S::TILE, *sk = sdo + S::TILE, *sv = sk + S::TILE;
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int qb = gridDim.x - 1 - blockIdx.x;
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
 	const size_t qs = (size_t)nh * HS, ks = (size_t)nkv * HS;
 	const T *kh = k + (size_t)b * t * ks + kvh * HS, *vh = v + (size_t)b * t * ks + kvh * HS;
 	const size_t rowl = ((size_t)b * nh + h) * t; /* lse and D of (b, h, 0) */
-	const int i0 = qb * FL_TILE + warp * 16;
-	fl_a<T> fq[HS / 16], fdo[HS / 16];
-	fl_acc acc[HS / 16];
-	float lr[16], dr[16];
+	const int r0 = warp * 16, i0 = qb * FL_TILE + r0 + lane / 4;
+	const float sl2 = scale * FL_LOG2E;
+	float acc[HS / 8][4], lr[2], dr[2];
 
-	/* Q's and dO's rows through the K and V tiles */
-	fl_tile<T, HS>(sk, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
-	fl_tile<T, HS>(sv, dout + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
-	__syncthreads();
-	fl_rows<T, HS>(fq, sk, warp);
-	fl_rows<T, HS>(fdo, sv, warp);
+	fl_tile<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile<T, HS>(sdo, dout + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
 #pragma unroll
-	for (int r = 0; r < 16; r++) {
-		int i = i0 + r;
-		lr[r] = i < t ? lse[rowl + i] : 0.0f;
+	for (int r = 0; r < 2; r++) {
+		int i = i0 + 8 * r;
+		lr[r] = i < t ? lse[rowl + i] * FL_LOG2E : 0.0f;
 		dr[r] = i < t ? dd[rowl + i] : 0.0f;
 	}
-#pragma unroll
-	for (int n = 0; n < HS / 16; n++)
-		wm::fill_fragment(acc[n], 0.0f);
+	fl_zero(acc);
 	for (int kb = 0; kb <= qb; kb++) {
 		const int j0 = kb * FL_TILE;
+		float s[8][4], dp[8][4];
+		uint32_t pa[4][4];
 
 		__syncthreads();
 		fl_tile<T, HS>(sk, kh, ks, j0, t);
 		fl_tile<T, HS>(sv, vh, ks, j0, t);
 		__syncthreads();
-		fl_abt<T, HS>(ss, S::SLD, fq, sk);
-		fl_abt<T, HS>(sdp, S::DLD, fdo, sv);
-		__syncwarp();
+		fl_zero(s);
+		fl_zero(dp);
+		fl_abt<T, HS>(s, sq, r0, sk);
+		fl_abt<T, HS>(dp, sdo, r0, sv);
 #pragma unroll
-		for (int r = 0; r < 16; r++) {
-			int i = i0 + r;
+		for (int j = 0; j < 8; j++)
 #pragma unroll
-			for (int c = 0; c < 2; c++) {
-				int j = j0 + lane + 32 * c;
-				float p = j <= i && j < t && i < t
-					? expf(scale * ss[r * S::SLD + lane + 32 * c] - lr[r]) : 0.0f;
-				sds[r * S::PLD + lane + 32 * c] =
-					kc_st<T>(p * (sdp[r * S::DLD + lane + 32 * c] - dr[r]));
+			for (int e = 0; e < 4; e++) {
+				int i = i0 + 8 * (e >> 1), jj = j0 + 8 * j + c + (e & 1);
+				float p = jj <= i && jj < t && i < t
+					? exp2f(s[j][e] * sl2 - lr[e >> 1]) : 0.0f;
+				s[j][e] = p * (dp[j][e] - dr[e >> 1]);
 			}
-		}
-		__syncwarp();
-		fl_pv<T, HS>(acc, sds, sk);
+		fl_pack<T>(pa, s);
+		fl_pz<T, HS>(acc, pa, sk);
 	}
-	fl_stage<HS>(ss, acc);
 #pragma unroll
-	for (int r = 0; r < 16; r++) {
-		int i = i0 + r;
+	for (int r = 0; r < 2; r++) {
+		int i = i0 + 8 * r;
 		if (i >= t)
 			continue;
 		T *row = dq + ((size_t)b * t + i) * qs + h * HS;
 #pragma unroll
-		for (int c = 0; c < HS / 32; c++) {
-			int d = lane + 32 * c;
-			row[d] = kc_st<T>((add ? kc_ld(row[d]) : 0.0f) + scale * ss[r * S::SLD + d]);
+		for (int d = 0; d < HS / 8; d++) {
+			float x0 = scale * acc[d][2 * r], x1 = scale * acc[d][2 * r + 1];
+			if (add)
+				x0 += kc_ld(row[8 * d + c]), x1 += kc_ld(row[8 * d + c + 1]);
+			kc_st2(row + 8 * d + c, kc_pack2<T>(x0, x1));
 		}
 	}
 }
@@ -330,78 +321,65 @@ k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
-	T *sq = (T *)fl_smem, *sdo = sq + S::TILE;
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	float *ss = (float *)(sdo + S::TILE) + warp * 16 * S::SLD;
-	float *sdp = (float *)(sdo + S::TILE) + FL_WARPS * 16 * S::SLD + warp * 16 * S::DLD;
-	float *sl = (float *)(sdo + S::TILE) + FL_WARPS * 16 * (S::SLD + S::DLD); /* lse, D [64] */
-	float *sd = sl + FL_TILE;
-	T *spt = (T *)(sd + FL_TILE) + warp * 2 * 16 * S::PLD, *sdst = spt + 16 * S::PLD;
+	T *sk = (T *)fl_smem, *sv = sk + S::TILE, *sq = sv + S::TILE, *sdo = sq + S::TILE;
+	float *sl = (float *)(sdo + S::TILE), *sd = sl + FL_TILE; /* lse (base 2), D [64] */
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int kb = blockIdx.x; /* the most query tiles first */
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
 	const size_t qs = (size_t)nh * HS, ks = (size_t)nkv * HS;
 	const T *qh = q + (size_t)b * t * qs + h * HS, *dh = dout + (size_t)b * t * qs + h * HS;
 	const size_t rowl = ((size_t)b * nh + h) * t;
-	const int j0 = kb * FL_TILE + warp * 16, nqb = (t + FL_TILE - 1) / FL_TILE;
-	fl_a<T> fk[HS / 16], fv[HS / 16];
-	fl_acc dk[HS / 16], dv[HS / 16];
-	const float scale = 1.0f / sqrtf((float)HS);
+	const int r0 = warp * 16, j0 = kb * FL_TILE + r0 + lane / 4; /* keys j0, j0 + 8 */
+	const int nqb = (t + FL_TILE - 1) / FL_TILE;
+	const float scale = 1.0f / sqrtf((float)HS), sl2 = scale * FL_LOG2E;
+	float dk[HS / 8][4], dv[HS / 8][4];
 
-	/* K's and V's rows through the Q and dO tiles */
-	fl_tile<T, HS>(sq, k + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
-	fl_tile<T, HS>(sdo, v + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
-	__syncthreads();
-	fl_rows<T, HS>(fk, sq, warp);
-	fl_rows<T, HS>(fv, sdo, warp);
-#pragma unroll
-	for (int n = 0; n < HS / 16; n++) {
-		wm::fill_fragment(dk[n], 0.0f);
-		wm::fill_fragment(dv[n], 0.0f);
-	}
+	fl_tile<T, HS>(sk, k + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
+	fl_tile<T, HS>(sv, v + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
+	fl_zero(dk);
+	fl_zero(dv);
 	for (int qb = kb; qb < nqb; qb++) {
 		const int q0 = qb * FL_TILE;
+		float st[8][4], dpt[8][4];
+		uint32_t pa[4][4];
 
 		__syncthreads();
 		fl_tile<T, HS>(sq, qh, qs, q0, t);
 		fl_tile<T, HS>(sdo, dh, qs, q0, t);
 		for (int e = threadIdx.x; e < FL_TILE; e += FL_THREADS) {
-			sl[e] = q0 + e < t ? lse[rowl + q0 + e] : 0.0f;
+			sl[e] = q0 + e < t ? lse[rowl + q0 + e] * FL_LOG2E : 0.0f;
 			sd[e] = q0 + e < t ? dd[rowl + q0 + e] : 0.0f;
 		}
 		__syncthreads();
-		fl_abt<T, HS>(ss, S::SLD, fk, sq);   /* S^T: the warp's keys x 64 queries */
-		fl_abt<T, HS>(sdp, S::DLD, fv, sdo); /* dP^T */
-		__syncwarp();
+		fl_zero(st);
+		fl_zero(dpt);
+		fl_abt<T, HS>(st, sk, r0, sq);   /* S^T: the warp's keys x 64 queries */
+		fl_abt<T, HS>(dpt, sv, r0, sdo); /* dP^T */
 #pragma unroll
-		for (int r = 0; r < 16; r++) {
-			int j = j0 + r;
+		for (int j = 0; j < 8; j++)
 #pragma unroll
-			for (int c = 0; c < 2; c++) {
-				int col = lane + 32 * c, i = q0 + col;
-				float p = j <= i && i < t && j < t
-					? expf(scale * ss[r * S::SLD + col] - sl[col]) : 0.0f;
-				spt[r * S::PLD + col] = kc_st<T>(p);
-				sdst[r * S::PLD + col] = kc_st<T>(p * (sdp[r * S::DLD + col] - sd[col]));
+			for (int e = 0; e < 4; e++) {
+				int key = j0 + 8 * (e >> 1), col = 8 * j + c + (e & 1), i = q0 + col;
+				float p = key <= i && i < t && key < t
+					? exp2f(st[j][e] * sl2 - sl[col]) : 0.0f;
+				st[j][e] = p;
+				dpt[j][e] = p * (dpt[j][e] - sd[col]);
 			}
-		}
-		__syncwarp();
-		fl_pv<T, HS>(dv, spt, sdo);
-		fl_pv<T, HS>(dk, sdst, sq);
+		fl_pack<T>(pa, st);
+		fl_pz<T, HS>(dv, pa, sdo); /* dV_h += P^T dO */
+		fl_pack<T>(pa, dpt);
+		fl_pz<T, HS>(dk, pa, sq);  /* dK_h += dS^T Q */
 	}
-	/* the partials, rows < t; the fp32 staging rows are the warp's ss */
 #pragma unroll
-	for (int pass = 0; pass < 2; pass++) {
-		float *dst = pass ? pv : pk;
-		fl_stage<HS>(ss, pass ? dv : dk);
+	for (int r = 0; r < 2; r++) {
+		int j = j0 + 8 * r;
+		if (j >= t)
+			continue;
+		float *rk = pk + ((size_t)b * t + j) * qs + h * HS, *rv = pv + ((size_t)b * t + j) * qs + h * HS;
 #pragma unroll
-		for (int r = 0; r < 16; r++) {
-			int j = j0 + r;
-			if (j >= t)
-				continue;
-			float *row = dst + ((size_t)b * t + j) * qs + h * HS;
-#pragma unroll
-			for (int c = 0; c < HS / 32; c++)
-				row[lane + 32 * c] = ss[r * S::SLD + lane + 32 * c];
+		for (int d = 0; d < HS / 8; d++) {
+			*reinterpret_cast<float2 *>(rk + 8 * d + c) = make_float2(dk[d][2 * r], dk[d][2 * r + 1]);
+			*reinterpret_cast<float2 *>(rv + 8 * d + c) = make_float2(dv[d][2 * r], dv[d][2 * r + 1]);
 		}
 	}
 }
@@ -434,21 +412,17 @@ __global__ void k_flash_gqa(T *dk, T *dv, const float *pk, const float *pv, size
 
 template <int HS> static size_t fl_fwd_smem(size_t es)
 {
-	typedef fl_shape<HS> S;
-	return 3 * S::TILE * es + FL_WARPS * 16 * (S::SLD * sizeof(float) + S::PLD * es);
+	return 3 * fl_shape<HS>::TILE * es;
 }
 
 template <int HS> static size_t fl_dq_smem(size_t es)
 {
-	typedef fl_shape<HS> S;
-	return 2 * S::TILE * es + FL_WARPS * 16 * ((S::SLD + S::DLD) * sizeof(float) + S::PLD * es);
+	return 4 * fl_shape<HS>::TILE * es;
 }
 
 template <int HS> static size_t fl_dkv_smem(size_t es)
 {
-	typedef fl_shape<HS> S;
-	return 2 * S::TILE * es + FL_WARPS * 16 * (S::SLD + S::DLD) * sizeof(float) +
-	       2 * FL_TILE * sizeof(float) + FL_WARPS * 2 * 16 * S::PLD * es;
+	return 4 * fl_shape<HS>::TILE * es + 2 * FL_TILE * sizeof(float);
 }
 
 /* The most shared memory any of the three kernels asks for. */
@@ -536,8 +510,7 @@ int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *p
 	for (int i = 0; i < nptrs; i++)
 		if (ptrs[i] && !kc_al16(ptrs[i]))
 			return 0;
-	/* sm_86/89 give less than dK/dV's kernel asks at head size 128: the
-	 * cuBLAS path runs there */
+	/* (70 KiB at head size 128: every GPU since sm_80 gives that) */
 	need = hs == 64 ? fl_smem_max<64>(es) : fl_smem_max<128>(es);
 	return need <= fl_smem_limit();
 }

@@ -155,7 +155,7 @@ static inline int kc_al16(const void *p)
 }
 
 /* > 0 when attention runs as the tiled flash kernels of flash.cu
- * (kcuda_set_flash; MODULA_CUDA_FLASH=1 at start turns them on); they take
+ * (kcuda_set_flash; on unless MODULA_CUDA_FLASH=0 at start); they take
  * bf16 and f16 with head sizes 64 and 128, 16-byte aligned tensors, B x NH
  * up to 65535 and a GPU with the shared memory they ask; the cuBLAS path of
  * attention.cu runs everything else. */

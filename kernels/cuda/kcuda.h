@@ -110,9 +110,8 @@ void kcuda_set_vector(int on);
 int kcuda_vector(void);
 
 /* Attention as the tiled tensor-core kernels of flash.cu (bf16 and f16,
- * head sizes 64 and 128; the cuBLAS path elsewhere): off by default until
- * a GPU has checked them (MODULA_CUDA_FLASH=1 in the environment turns
- * them on at start). */
+ * head sizes 64 and 128; the cuBLAS path elsewhere): on by default
+ * (MODULA_CUDA_FLASH=0 in the environment turns them off at start). */
 void kcuda_set_flash(int on);
 int kcuda_flash(void);
 

@@ -40,8 +40,8 @@ static int s_open_ctx(void)
 		kc_vector = !(getenv("MODULA_CUDA_VEC") && !strcmp(getenv("MODULA_CUDA_VEC"), "0"));
 	if (kc_lt < 0) /* on unless MODULA_CUDA_LT=0 */
 		kc_lt = !(getenv("MODULA_CUDA_LT") && !strcmp(getenv("MODULA_CUDA_LT"), "0"));
-	if (kc_flash < 0) /* off unless MODULA_CUDA_FLASH=1 (not yet run on a GPU) */
-		kc_flash = getenv("MODULA_CUDA_FLASH") && !strcmp(getenv("MODULA_CUDA_FLASH"), "1");
+	if (kc_flash < 0) /* on unless MODULA_CUDA_FLASH=0 */
+		kc_flash = !(getenv("MODULA_CUDA_FLASH") && !strcmp(getenv("MODULA_CUDA_FLASH"), "0"));
 	return 0;
 }
 

@@ -288,4 +288,101 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float, void> &d,
 } // namespace wmma
 } // namespace nvcuda
 
+/* ---- the warp-level matrix instructions (kernels/cuda/kc_mma.cuh) -------- */
+
+/* On a GPU these are inline PTX (ldmatrix, mma.sync m16n8k16); here each
+ * is a warp operation over the lanes' registers with the layouts the PTX
+ * manual gives, so a kernel that puts a value in the wrong lane or
+ * register computes wrong numbers here as it would there. Lanes exchange
+ * registers through a per-warp buffer between two __syncwarp()s (all 32
+ * lanes must take part, as the instructions ask). */
+namespace kc_emu {
+/* every lane's n bytes at `mine` into all[32][n] */
+static inline void warp_gather(const void *mine, size_t n, void *all)
+{
+	static unsigned char buf[32][32][32]; /* warps x lanes x bytes */
+	const uint3 &t = threadIdx;
+	int w = (int)((t.x + t.y * blockDim.x + t.z * blockDim.x * blockDim.y) / 32), l = lane();
+
+	memcpy(buf[w][l], mine, n);
+	__syncwarp();
+	for (int i = 0; i < 32; i++)
+		memcpy((unsigned char *)all + (size_t)i * n, buf[w][i], n);
+	__syncwarp();
+}
+
+static inline float b16(uint32_t r, int hi, const __nv_bfloat16 *)
+{
+	return __bfloat162float(__nv_bfloat16{ (uint16_t)(hi ? r >> 16 : r & 0xffff) });
+}
+static inline float b16(uint32_t r, int hi, const __half *)
+{
+	__half h;
+	h.raw = (uint16_t)(hi ? r >> 16 : r & 0xffff);
+	return __half2float(h);
+}
+
+/* ldmatrix .x4: lane i gives the address of row i % 8 of matrix i / 8
+ * (16 bytes, 16-byte aligned); each lane gets, of each matrix m, r[m] =
+ * (row lane / 4, columns 2 (lane % 4) and +1), or with trans, (rows
+ * 2 (lane % 4) and +1, column lane / 4); the first in the low half. */
+static inline void ldsm4(uint32_t (&r)[4], const void *row, int trans)
+{
+	const void *rows[32];
+
+	if ((uintptr_t)row % 16)
+		kernel_fault("ldmatrix: row address %p not 16-byte aligned", row);
+	warp_gather(&row, sizeof row, rows);
+	int l = lane(), g = l / 4, c = 2 * (l % 4);
+	for (int m = 0; m < 4; m++) {
+		uint16_t lo, hi;
+		if (trans) {
+			memcpy(&lo, (const uint16_t *)rows[8 * m + c] + g, 2);
+			memcpy(&hi, (const uint16_t *)rows[8 * m + c + 1] + g, 2);
+		} else {
+			memcpy(&lo, (const uint16_t *)rows[8 * m + g] + c, 2);
+			memcpy(&hi, (const uint16_t *)rows[8 * m + g] + c + 1, 2);
+		}
+		r[m] = lo | (uint32_t)hi << 16;
+	}
+}
+
+/* mma.sync m16n8k16 .row.col, fp32 accumulators: d += a b, with lane
+ * (g = lane / 4, c = 2 (lane % 4)) holding a: (g, c..c+1), (g+8, c..),
+ * (g, c+8..), (g+8, c+8..) of A [16, 16]; b: (k c..c+1, n g), (k c+8..c+9,
+ * n g) of B [16, 8]; d: (g, c), (g, c+1), (g+8, c), (g+8, c+1). The
+ * products are summed in fp32 in k order. */
+template <typename T> static inline void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+	uint32_t mine[6] = { a[0], a[1], a[2], a[3], b0, b1 }, all[32][6];
+	const T *tag = nullptr;
+	int l = lane(), g = l / 4, c = 2 * (l % 4);
+	float A[2][16], B[16][2]; /* this lane's rows g, g + 8 and columns c, c + 1 */
+
+	warp_gather(mine, sizeof mine, all);
+	for (int q = 0; q < 4; q++) { /* lanes 4g + q hold A's rows g, g + 8 */
+		const uint32_t *x = all[4 * g + q];
+		for (int h = 0; h < 2; h++) {
+			A[0][2 * q + h] = b16(x[0], h, tag);
+			A[1][2 * q + h] = b16(x[1], h, tag);
+			A[0][2 * q + 8 + h] = b16(x[2], h, tag);
+			A[1][2 * q + 8 + h] = b16(x[3], h, tag);
+		}
+		for (int n = 0; n < 2; n++) { /* lanes 4 (c + n) + q hold B's column c + n */
+			const uint32_t *y = all[4 * (c + n) + q];
+			for (int h = 0; h < 2; h++) {
+				B[2 * q + h][n] = b16(y[4], h, tag);
+				B[2 * q + 8 + h][n] = b16(y[5], h, tag);
+			}
+		}
+	}
+	for (int e = 0; e < 4; e++) {
+		float s = d[e];
+		for (int k = 0; k < 16; k++)
+			s += A[e / 2][k] * B[k][e % 2];
+		d[e] = s;
+	}
+}
+} // namespace kc_emu
+
 #endif

@@ -24,7 +24,7 @@
 # Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
 # failed.
-# Every step has a timeout (45 + 100 + 2 x 40 + 45 + 280 s), so a hang cannot take the
+# Every step has a timeout (45 + 100 + 2 x 40 + 45 + 2 x 30 + 120 + 280 s), so a hang cannot take the
 # whole GPU lease. Not part of `make check` (no GPU there) and not a build:
 # it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py;
 # HF_WORK=DIR keeps its models there.
@@ -105,6 +105,25 @@ n_skip=$(grep -c '^ok .*# SKIP' "$out/gpu-step.tap" | tr -d ' ')
 n_bad=$(grep -c '^not ok ' "$out/gpu-step.tap" | tr -d ' ')
 row 1 "op-table LoRA step checks passed / failed / skipped" "$((n_ok - n_skip)) / $n_bad / $n_skip" "tests/gpu-step, f32 and bf16"
 if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1; fi
+say "(3) attention alone: the flash kernels against the cuBLAS path (gpu-ops time-attention)"
+# Qwen2-0.5B's heads at item 3's batch, and LLaMA-8B-like heads of 128
+for shape in "8 512 14 2 64" "2 2048 32 8 128"; do
+	timeout 30 "$bundle/bin/gpu-ops" time-attention $shape | tee "$out/attention.txt"
+	fl=$(awk '$1 == "flash" { print $(NF - 1), "ms" }' "$out/attention.txt")
+	cb=$(awk '$1 == "cuBLAS" { print $(NF - 1), "ms" }' "$out/attention.txt")
+	row 3 "attention forward + backward, bf16, B T NH NKV HS = $shape" "${fl:-failed}" \
+		"cuBLAS path ${cb:-failed}; flash $(sed -n 's/^ *flash *//p' "$out/attention.txt")"
+	[ -n "$fl" ] || failed=1
+done
+# the flash kernels' counters, for the next round of their tuning (not a check)
+ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$ncu" ]; then
+	timeout 120 "$ncu" --clock-control none -k regex:k_flash --launch-count 5 --section SpeedOfLight \
+		--section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+		"$bundle/bin/gpu-ops" time-attention 8 512 14 2 64 1 >"$out/ncu-flash.txt" 2>&1
+	echo "ncu on the flash kernels: exit $? ($out/ncu-flash.txt)"
+fi
+
 say "(1), (2)-(5): the engine against its CPU path, transformers and peft"
 PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" \
 	--items "${HF_ITEMS:-1,2,3,4,5}" ${HF_WORK:+--work "$HF_WORK"} || failed=1

@@ -203,13 +203,14 @@ def item1(args, res, work):
     tok = ";".join(",".join(map(str, r)) for r in rows)
     outs = {}
     # "-vec": the 16-byte RMSNorm, residual and SwiGLU kernels (MODULA_CUDA_VEC=1);
-    # "-flash": those and attention's tiled flash kernels (MODULA_CUDA_FLASH=1, 16-bit only);
+    # (attention as the tiled flash kernels, the default, in every 16-bit run but:)
+    # "-noflash": the 16-byte kernels with attention's cuBLAS path (MODULA_CUDA_FLASH=0);
     # "-nofold": the 16-byte kernels with the LoRA groups not folded into the base
     # products (MODULA_FOLD=0; folded, the default, everywhere else);
     # "-gemmex": the 16-byte kernels with the products on cublasGemmEx instead of
     # cuBLASLt's timed algorithms (MODULA_CUDA_LT=0; cuBLASLt everywhere else)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
-                    ("cuda", "bf16-vec"), ("cuda", "bf16-flash"), ("cuda", "bf16-nofold"),
+                    ("cuda", "bf16-vec"), ("cuda", "bf16-noflash"), ("cuda", "bf16-nofold"),
                     ("cuda", "bf16-gemmex")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
@@ -217,13 +218,13 @@ def item1(args, res, work):
              "--out", path, "--device", dev, "--dtype", dt.split("-")[0]]
             + (["--repeat", "3"] if dev == "cuda" else []),
             env=dict(os.environ, MODULA_CUDA_VEC="0" if "-" not in dt else "1",
-                     MODULA_CUDA_FLASH="1" if dt.endswith("-flash") else "0",
+                     MODULA_CUDA_FLASH="0" if dt.endswith("-noflash") else "1",
                      MODULA_FOLD="0" if dt.endswith("-nofold") else "1",
                      MODULA_CUDA_LT="0" if dt.endswith("-gemmex") else "1"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
-                    ("bf16-flash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2)):
+                    ("bf16-noflash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -439,25 +440,26 @@ def item3(args, res, work):
             f"{g['step_ms']:.1f} ms", f"cuBLASLt timed (default) {e['step_ms']:.1f} ms, "
             f"{g['step_ms'] / e['step_ms']:.2f}x faster ({e.get('products', '?')}); loss "
             f"{g['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if gclose else 'DIFFERENT'}")
-    # attention as the tiled flash kernels (MODULA_CUDA_FLASH=1; off by default until a
-    # GPU has checked them): step time, MFU, memory, and the losses against the default
-    f, fenv, fclose = variant("bf16-flash", MODULA_CUDA_FLASH="1")
+    # attention on the cuBLAS path (MODULA_CUDA_FLASH=0) instead of the tiled flash
+    # kernels (the default): step time, MFU, memory, and the losses against the default
+    f, fenv, fclose = variant("bf16-noflash", MODULA_CUDA_FLASH="0")
     fmfu = f["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
-    res.add("3", "engine step with flash attention (MODULA_CUDA_FLASH=1)", f"{f['step_ms']:.1f} ms",
+    res.add("3", "engine step with attention on the cuBLAS path (MODULA_CUDA_FLASH=0)",
+            f"{f['step_ms']:.1f} ms",
             f"default {e['step_ms']:.1f} ms; {f['tokens_per_s']:.0f} tok/s = "
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
             f"{peak_gib(f['memory']):.2f} GiB; {f['graph_replays']} graph replays; loss "
             f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
     ok = ok and uclose and gclose and fclose
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
-    for what, env in (("default", None), ("flash attention", fenv), ("not folded", uenv),
+    for what, env in (("default", None), ("cuBLAS-path attention", fenv), ("not folded", uenv),
                       ("cublasGemmEx", genv)):
         p = engine_bench(args.engine, path, "lora", ["--profile"], env=env)
         kinds = sorted(p.get("profile_ms", {}).items(), key=lambda kv: -kv[1])
         res.add("3", f"profile of the LoRA step, {what}", f"{p.get('profile_total_ms', 0):.1f} ms",
                 ", ".join(f"{k} {v:.1f}" for k, v in kinds))
     fnog = engine_bench(args.engine, path, "lora", ["--no-graph"], env=fenv)
-    res.add("3", "flash attention, no graphs", f"{fnog['step_ms']:.1f} ms",
+    res.add("3", "cuBLAS-path attention, no graphs", f"{fnog['step_ms']:.1f} ms",
             f"default without graphs {nog['step_ms']:.1f} ms")
     emfu = e["tokens_per_s"] * lora_flops_per_token(QWEN2_05B, T) / (peak * 1e12)
     res.add("3", "engine tokens/s", f"{e['tokens_per_s']:.0f}", "modula-engine bench, same setting")
@@ -490,10 +492,10 @@ def item4(args, res, work):
     res.add("4", "not folded (MODULA_FOLD=0): modula-res / LoRA",
             f"{ur['step_ms'] / ul['step_ms']:.2f}x", f"{ur['step_ms']:.1f} / {ul['step_ms']:.1f} ms; "
             f"folded (default): {mres.get('folded_groups', 0)} Res groups")
-    fenv = dict(os.environ, MODULA_CUDA_FLASH="1")
+    fenv = dict(os.environ, MODULA_CUDA_FLASH="0")
     fl = engine_bench(args.engine, path, "lora", env=fenv)
     fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
-    res.add("4", "with flash attention (MODULA_CUDA_FLASH=1): modula-res / LoRA",
+    res.add("4", "attention on the cuBLAS path (MODULA_CUDA_FLASH=0): modula-res / LoRA",
             f"{fr['step_ms'] / fl['step_ms']:.2f}x", f"{fr['step_ms']:.1f} / {fl['step_ms']:.1f} ms")
     flan = engine_bench(args.engine, path, "modula-flan", ["--experts", "4", "--expert-rank", "8"])
     res.add("4", "modula-flan step (universal 16 + 4 experts of rank 8 under one router)",
@@ -626,7 +628,7 @@ def graph_training(args, res, work, mdir):
 
 # switch, the item-1 variant that has it the other way, whether that
 # variant is the switch on (True) or off, and where its default is set
-SWITCHES = (("MODULA_CUDA_FLASH (tiled flash attention)", "bf16-flash", True,
+SWITCHES = (("MODULA_CUDA_FLASH (tiled flash attention)", "bf16-noflash", False,
              "kc_flash in kernels/cuda/mem.cu"),
             ("MODULA_FOLD (adapter groups folded into the base products)", "bf16-nofold", False,
              "m->fold in worker/dmodel.c's s_new"),

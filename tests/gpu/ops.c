@@ -1160,7 +1160,77 @@ static void s_print_maps(void)
 	fclose(f);
 }
 
-int main(void)
+/* gpu-ops time-attention [B T NH NKV HS [REPS]]: attention's forward and
+ * backward (_set) at one shape in bf16, the cuBLAS path and the flash
+ * kernels, timed with CUDA events over REPS calls after one warm-up; the
+ * figures in ms per call and TFLOP/s of the causal products (forward 2,
+ * backward 4 products of half the T x T scores). Not a test: it prints
+ * figures and checks nothing (tests/gpu/check.sh runs it, and compute-
+ * sanitizer-free profilers can wrap it). */
+static int s_time_attention(int argc, char **argv)
+{
+	int x[6] = { 8, 512, 14, 2, 64, 20 };
+	size_t nq, nk;
+	void *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv;
+	char why[512], skip[600];
+
+	for (int i = 0; i < 6 && i < argc; i++)
+		if ((x[i] = atoi(argv[i])) <= 0) {
+			fprintf(stderr, "gpu-ops time-attention: '%s' is not a positive integer "
+				"(B T NH NKV HS [REPS])\n", argv[i]);
+			return 2;
+		}
+	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
+		fprintf(stderr, "gpu-ops time-attention: %s\n", skip);
+		return 2;
+	}
+	int b = x[0], t = x[1], nh = x[2], nkv = x[3], hs = x[4], reps = x[5];
+	double flop_f = 2.0 * 2 * b * nh * ((double)t * (t + 1) / 2) * hs;
+	s_dt = KCUDA_BF16;
+	nq = (size_t)b * t * nh * hs, nk = (size_t)b * t * nkv * hs;
+	if (!(q = S_DEV(s_rand(nq, -1, 1), nq)) || !(k = S_DEV(s_rand(nk, -1, 1), nk)) ||
+	    !(v = S_DEV(s_rand(nk, -1, 1), nk)) || !(o = S_DEV(NULL, nq)) ||
+	    !(lse = S_DEV32(NULL, (size_t)b * nh * t)) || !(dout = S_DEV(s_rand(nq, -1, 1), nq)) ||
+	    !(dq = S_DEV(NULL, nq)) || !(dk = S_DEV(NULL, nk)) || !(dv = S_DEV(NULL, nk))) {
+		fprintf(stderr, "gpu-ops time-attention: %s\n", err_msg());
+		return 1;
+	}
+	printf("attention bf16, B %d T %d NH %d NKV %d HS %d, %d calls after 1 (ms per call, "
+	       "TFLOP/s of the causal products)\n", b, t, nh, nkv, hs, reps);
+	for (int flash = 0; flash <= 1; flash++) {
+		float ms[2 * 64 + 1];
+		double f = 0, bw = 0;
+		kcuda_set_flash(flash);
+		if (reps > 64)
+			reps = 64;
+		for (int r = -1; r < reps; r++) {
+			if (r == 0 && kcuda_timer_mark() < 0)
+				goto fail;
+			if (kcuda_attention_forward(s_dt, o, lse, q, k, v, b, t, nh, nkv, hs) < 0 ||
+			    (r >= 0 && kcuda_timer_mark() < 0) ||
+			    kcuda_attention_backward_set(s_dt, dq, dk, dv, dout, o, lse, q, k, v, b, t,
+							 nh, nkv, hs) < 0 ||
+			    (r >= 0 && kcuda_timer_mark() < 0))
+				goto fail;
+		}
+		if (kcuda_timer_read(ms, 2 * reps + 1) < 0)
+			goto fail;
+		for (int r = 0; r < reps; r++)
+			f += ms[2 * r], bw += ms[2 * r + 1];
+		f /= reps, bw /= reps;
+		printf("  %-12s forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s), "
+		       "both %.3f ms\n", flash ? "flash" : "cuBLAS path", f, flop_f / f / 1e9, bw,
+		       2 * flop_f / bw / 1e9, f + bw);
+	}
+	kcuda_set_flash(0);
+	s_release();
+	return 0;
+fail:
+	fprintf(stderr, "gpu-ops time-attention: %s\n", err_msg());
+	return 1;
+}
+
+int main(int argc, char **argv)
 {
 	char why[512], skip[600], what[128];
 	size_t ncases = sizeof s_cases / sizeof s_cases[0], ntypes = sizeof s_types / sizeof s_types[0];
@@ -1169,6 +1239,14 @@ int main(void)
 	 * racecheck and synccheck runs of the flash case */
 	const char *only = getenv("GPU_OPS_ONLY");
 	int emulated;
+
+	if (argc > 1 && !strcmp(argv[1], "time-attention"))
+		return s_time_attention(argc - 2, argv + 2);
+	if (argc > 1) {
+		fprintf(stderr, "usage: gpu-ops            every CUDA op against the CPU reference (TAP)\n"
+			"       gpu-ops time-attention [B T NH NKV HS [REPS]]   attention's timings\n");
+		return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
+	}
 
 	gpu = gpu_probe(why, sizeof why, skip, sizeof skip);
 #ifdef MODULA_CUDA_EMU
