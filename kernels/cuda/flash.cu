@@ -78,6 +78,20 @@ static __device__ __forceinline__ void fl_tile(T *dst, const T *head, size_t str
 	}
 }
 
+/* The same as cp.async copies (the group committed by the caller): rows
+ * >= t are zero-filled (their source address is row r0's, not read). */
+template <typename T, int HS>
+static __device__ __forceinline__ void fl_tile_async(T *dst, const T *head, size_t stride, int r0,
+						     int t)
+{
+	constexpr int VPR = HS * (int)sizeof(T) / 16;
+	for (int e = threadIdx.x; e < FL_TILE * VPR; e += FL_THREADS) {
+		int r = e / VPR, c = e % VPR, in = r0 + r < t;
+		const T *src = head + (size_t)(in ? r0 + r : 0) * stride + c * (16 / (int)sizeof(T));
+		kc_cp16(dst + r * fl_shape<HS>::LD + c * (16 / (int)sizeof(T)), src, in ? 16 : 0);
+	}
+}
+
 /* s[8][4] += A X^T: A the warp's rows r0 .. r0 + 15 of tile `at`, X the
  * [64, HS] tile x (its rows the columns of s: s[j] holds columns 8j ..
  * 8j + 7). */
@@ -145,13 +159,13 @@ template <int R, int C> static __device__ __forceinline__ void fl_zero(float (&a
 }
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(FL_THREADS)
+__global__ void __launch_bounds__(FL_THREADS, HS == 64 ? 4 : 2)
 k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int nh, int nkv,
 	    float scale)
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
-	T *sq = (T *)fl_smem, *sk = sq + S::TILE, *sv = sk + S::TILE;
+	T *sq = (T *)fl_smem, *sk = sq + S::TILE, *sv = sk + 2 * S::TILE; /* K, V: two each */
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int qb = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
@@ -162,18 +176,28 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 	float o[HS / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
 
 	fl_zero(o);
-	fl_tile<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile_async<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile_async<T, HS>(sk, kh, ks, 0, t);
+	fl_tile_async<T, HS>(sv, vh, ks, 0, t);
+	kc_cp_commit();
 	for (int kb = 0; kb <= qb; kb++) {
 		const int j0 = kb * FL_TILE;
+		const T *ck = sk + (kb & 1) * S::TILE, *cv = sv + (kb & 1) * S::TILE;
 		float s[8][4], mx[2] = { m[0], m[1] }, alpha[2];
 		uint32_t pa[4][4];
 
-		__syncthreads(); /* the last tile's readers are done */
-		fl_tile<T, HS>(sk, kh, ks, j0, t);
-		fl_tile<T, HS>(sv, vh, ks, j0, t);
+		/* the next tile's copies fly while this one is computed */
+		if (kb < qb) {
+			fl_tile_async<T, HS>(sk + ((kb + 1) & 1) * S::TILE, kh, ks, j0 + FL_TILE, t);
+			fl_tile_async<T, HS>(sv + ((kb + 1) & 1) * S::TILE, vh, ks, j0 + FL_TILE, t);
+			kc_cp_commit();
+			kc_cp_wait<1>();
+		} else {
+			kc_cp_wait<0>();
+		}
 		__syncthreads();
 		fl_zero(s);
-		fl_abt<T, HS>(s, sq, r0, sk);
+		fl_abt<T, HS>(s, sq, r0, ck);
 #pragma unroll
 		for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -204,7 +228,8 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 			for (int e = 0; e < 4; e++)
 				o[d][e] *= alpha[e >> 1];
 		fl_pack<T>(pa, s);
-		fl_pz<T, HS>(o, pa, sv);
+		fl_pz<T, HS>(o, pa, cv);
+		__syncthreads(); /* this buffer's readers are done before it is refilled */
 	}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
@@ -223,21 +248,28 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 	}
 }
 
-/* D[(b, h, i)] = sum_d dO o O over row (b, i, h): one warp a row. */
-template <typename T>
-__global__ void k_flash_dot(float *dd, const T *dout, const T *out, size_t rows, int t, int nh,
-			    int hs)
+/* D[(b, h, i)] = sum_d dO o O over row (b, i, h): HS / 8 lanes a row, 16
+ * bytes each. */
+template <typename T, int HS>
+__global__ void k_flash_dot(float *dd, const T *dout, const T *out, size_t rows, int t, int nh)
 {
-	size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-	int lane = threadIdx.x % 32;
+	constexpr int N = kc_vec<T>::N, L = HS / N; /* lanes per row */
+	size_t r = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / L;
+	int sub = threadIdx.x % L;
 	float s = 0.0f;
 
-	if (r >= rows)
-		return;
-	for (int d = lane; d < hs; d += 32)
-		s += kc_ld(dout[r * hs + d]) * kc_ld(out[r * hs + d]);
-	s = kc_warp_sum(s);
-	if (lane == 0) {
+	if (r < rows) {
+		float a[N], o[N];
+		kc_ldv(a, dout + r * HS + sub * N);
+		kc_ldv(o, out + r * HS + sub * N);
+#pragma unroll
+		for (int i = 0; i < N; i++)
+			s += a[i] * o[i];
+	}
+#pragma unroll
+	for (int m = L / 2; m; m >>= 1) /* every lane, in range or not */
+		s += __shfl_xor_sync(0xffffffffu, s, m, L);
+	if (r < rows && sub == 0) {
 		size_t bi = r / nh; /* b * t + i */
 		int h = (int)(r % nh), i = (int)(bi % t), b = (int)(bi / t);
 		dd[((size_t)b * nh + h) * t + i] = s;
@@ -245,13 +277,13 @@ __global__ void k_flash_dot(float *dd, const T *dout, const T *out, size_t rows,
 }
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(FL_THREADS)
+__global__ void __launch_bounds__(FL_THREADS, HS == 64 ? 4 : 2)
 k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, const T *k,
 	   const T *v, int t, int nh, int nkv, float scale, int add)
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
-	T *sq = (T *)fl_smem, *sdo = sq + S::TILE, *sk = sdo + S::TILE, *sv = sk + S::TILE;
+	T *sq = (T *)fl_smem, *sdo = sq + S::TILE, *sk = sdo + S::TILE, *sv = sk + 2 * S::TILE;
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int qb = gridDim.x - 1 - blockIdx.x;
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
@@ -262,8 +294,11 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 	const float sl2 = scale * FL_LOG2E;
 	float acc[HS / 8][4], lr[2], dr[2];
 
-	fl_tile<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
-	fl_tile<T, HS>(sdo, dout + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile_async<T, HS>(sq, q + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile_async<T, HS>(sdo, dout + (size_t)b * t * qs + h * HS, qs, qb * FL_TILE, t);
+	fl_tile_async<T, HS>(sk, kh, ks, 0, t);
+	fl_tile_async<T, HS>(sv, vh, ks, 0, t);
+	kc_cp_commit();
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
 		int i = i0 + 8 * r;
@@ -273,17 +308,23 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 	fl_zero(acc);
 	for (int kb = 0; kb <= qb; kb++) {
 		const int j0 = kb * FL_TILE;
+		const T *ck = sk + (kb & 1) * S::TILE, *cv = sv + (kb & 1) * S::TILE;
 		float s[8][4], dp[8][4];
 		uint32_t pa[4][4];
 
-		__syncthreads();
-		fl_tile<T, HS>(sk, kh, ks, j0, t);
-		fl_tile<T, HS>(sv, vh, ks, j0, t);
+		if (kb < qb) {
+			fl_tile_async<T, HS>(sk + ((kb + 1) & 1) * S::TILE, kh, ks, j0 + FL_TILE, t);
+			fl_tile_async<T, HS>(sv + ((kb + 1) & 1) * S::TILE, vh, ks, j0 + FL_TILE, t);
+			kc_cp_commit();
+			kc_cp_wait<1>();
+		} else {
+			kc_cp_wait<0>();
+		}
 		__syncthreads();
 		fl_zero(s);
 		fl_zero(dp);
-		fl_abt<T, HS>(s, sq, r0, sk);
-		fl_abt<T, HS>(dp, sdo, r0, sv);
+		fl_abt<T, HS>(s, sq, r0, ck);
+		fl_abt<T, HS>(dp, sdo, r0, cv);
 #pragma unroll
 		for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -294,7 +335,8 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 				s[j][e] = p * (dp[j][e] - dr[e >> 1]);
 			}
 		fl_pack<T>(pa, s);
-		fl_pz<T, HS>(acc, pa, sk);
+		fl_pz<T, HS>(acc, pa, ck);
+		__syncthreads();
 	}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
@@ -315,14 +357,15 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 /* The keys' side for one query head: dK_h, dV_h (fp32, [B,T,NH,HS],
  * unscaled) of the 64 keys of the block. */
 template <typename T, int HS>
-__global__ void __launch_bounds__(FL_THREADS)
+__global__ void __launch_bounds__(FL_THREADS, HS == 64 ? 3 : 1)
 k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *dd, const T *q,
 	    const T *k, const T *v, int t, int nh, int nkv)
 {
 	typedef fl_shape<HS> S;
 	extern __shared__ __align__(128) unsigned char fl_smem[];
-	T *sk = (T *)fl_smem, *sv = sk + S::TILE, *sq = sv + S::TILE, *sdo = sq + S::TILE;
-	float *sl = (float *)(sdo + S::TILE), *sd = sl + FL_TILE; /* lse (base 2), D [64] */
+	/* K, V; Q, dO, and lse (base 2) and D of their rows, two of each */
+	T *sk = (T *)fl_smem, *sv = sk + S::TILE, *sq = sv + S::TILE, *sdo = sq + 2 * S::TILE;
+	float *sl = (float *)(sdo + 2 * S::TILE), *sd = sl + 2 * FL_TILE;
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = 2 * (lane % 4);
 	const int kb = blockIdx.x; /* the most query tiles first */
 	const int b = blockIdx.y / nh, h = blockIdx.y % nh, kvh = h / (nh / nkv);
@@ -334,41 +377,58 @@ k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *
 	const float scale = 1.0f / sqrtf((float)HS), sl2 = scale * FL_LOG2E;
 	float dk[HS / 8][4], dv[HS / 8][4];
 
-	fl_tile<T, HS>(sk, k + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
-	fl_tile<T, HS>(sv, v + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
+	fl_tile_async<T, HS>(sk, k + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
+	fl_tile_async<T, HS>(sv, v + (size_t)b * t * ks + kvh * HS, ks, kb * FL_TILE, t);
+	fl_tile_async<T, HS>(sq, qh, qs, kb * FL_TILE, t);
+	fl_tile_async<T, HS>(sdo, dh, qs, kb * FL_TILE, t);
+	kc_cp_commit();
+	for (int e = threadIdx.x; e < FL_TILE; e += FL_THREADS) {
+		int i = kb * FL_TILE + e;
+		sl[e] = i < t ? lse[rowl + i] * FL_LOG2E : 0.0f;
+		sd[e] = i < t ? dd[rowl + i] : 0.0f;
+	}
 	fl_zero(dk);
 	fl_zero(dv);
 	for (int qb = kb; qb < nqb; qb++) {
-		const int q0 = qb * FL_TILE;
+		const int q0 = qb * FL_TILE, cur = (qb - kb) & 1;
+		const T *cq = sq + cur * S::TILE, *cdo = sdo + cur * S::TILE;
+		const float *csl = sl + cur * FL_TILE, *csd = sd + cur * FL_TILE;
 		float st[8][4], dpt[8][4];
 		uint32_t pa[4][4];
 
-		__syncthreads();
-		fl_tile<T, HS>(sq, qh, qs, q0, t);
-		fl_tile<T, HS>(sdo, dh, qs, q0, t);
-		for (int e = threadIdx.x; e < FL_TILE; e += FL_THREADS) {
-			sl[e] = q0 + e < t ? lse[rowl + q0 + e] * FL_LOG2E : 0.0f;
-			sd[e] = q0 + e < t ? dd[rowl + q0 + e] : 0.0f;
+		if (qb + 1 < nqb) {
+			fl_tile_async<T, HS>(sq + (cur ^ 1) * S::TILE, qh, qs, q0 + FL_TILE, t);
+			fl_tile_async<T, HS>(sdo + (cur ^ 1) * S::TILE, dh, qs, q0 + FL_TILE, t);
+			kc_cp_commit();
+			for (int e = threadIdx.x; e < FL_TILE; e += FL_THREADS) {
+				int i = q0 + FL_TILE + e;
+				sl[(cur ^ 1) * FL_TILE + e] = i < t ? lse[rowl + i] * FL_LOG2E : 0.0f;
+				sd[(cur ^ 1) * FL_TILE + e] = i < t ? dd[rowl + i] : 0.0f;
+			}
+			kc_cp_wait<1>();
+		} else {
+			kc_cp_wait<0>();
 		}
 		__syncthreads();
 		fl_zero(st);
 		fl_zero(dpt);
-		fl_abt<T, HS>(st, sk, r0, sq);   /* S^T: the warp's keys x 64 queries */
-		fl_abt<T, HS>(dpt, sv, r0, sdo); /* dP^T */
+		fl_abt<T, HS>(st, sk, r0, cq);   /* S^T: the warp's keys x 64 queries */
+		fl_abt<T, HS>(dpt, sv, r0, cdo); /* dP^T */
 #pragma unroll
 		for (int j = 0; j < 8; j++)
 #pragma unroll
 			for (int e = 0; e < 4; e++) {
 				int key = j0 + 8 * (e >> 1), col = 8 * j + c + (e & 1), i = q0 + col;
 				float p = key <= i && i < t && key < t
-					? exp2f(st[j][e] * sl2 - sl[col]) : 0.0f;
+					? exp2f(st[j][e] * sl2 - csl[col]) : 0.0f;
 				st[j][e] = p;
-				dpt[j][e] = p * (dpt[j][e] - sd[col]);
+				dpt[j][e] = p * (dpt[j][e] - csd[col]);
 			}
 		fl_pack<T>(pa, st);
-		fl_pz<T, HS>(dv, pa, sdo); /* dV_h += P^T dO */
+		fl_pz<T, HS>(dv, pa, cdo); /* dV_h += P^T dO */
 		fl_pack<T>(pa, dpt);
-		fl_pz<T, HS>(dk, pa, sq);  /* dK_h += dS^T Q */
+		fl_pz<T, HS>(dk, pa, cq);  /* dK_h += dS^T Q */
+		__syncthreads();
 	}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
@@ -412,17 +472,17 @@ __global__ void k_flash_gqa(T *dk, T *dv, const float *pk, const float *pv, size
 
 template <int HS> static size_t fl_fwd_smem(size_t es)
 {
-	return 3 * fl_shape<HS>::TILE * es;
+	return 5 * fl_shape<HS>::TILE * es;
 }
 
 template <int HS> static size_t fl_dq_smem(size_t es)
 {
-	return 4 * fl_shape<HS>::TILE * es;
+	return 6 * fl_shape<HS>::TILE * es;
 }
 
 template <int HS> static size_t fl_dkv_smem(size_t es)
 {
-	return 4 * fl_shape<HS>::TILE * es + 2 * FL_TILE * sizeof(float);
+	return 6 * fl_shape<HS>::TILE * es + 4 * FL_TILE * sizeof(float);
 }
 
 /* The most shared memory any of the three kernels asks for. */
@@ -449,6 +509,10 @@ static int fl_launch(K kernel, dim3 grid, size_t smem, const char *name, A... ar
 		;
 	if (i == 32 || !done[i] || done_smem[i] < smem) {
 		KC_CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+		/* as much of the SM's memory as shared memory as it gives: more
+		 * blocks at once (these kernels go through no L1-cached loads) */
+		KC_CK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+					   cudaSharedmemCarveoutMaxShared));
 		if (i < 32)
 			done[i] = (const void *)kernel, done_smem[i] = smem;
 	}
@@ -510,7 +574,8 @@ int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *p
 	for (int i = 0; i < nptrs; i++)
 		if (ptrs[i] && !kc_al16(ptrs[i]))
 			return 0;
-	/* (70 KiB at head size 128: every GPU since sm_80 gives that) */
+	/* (105 KiB at head size 128: every GPU since sm_80 but sm_86/89 gives
+	 * that; the cuBLAS path runs there) */
 	need = hs == 64 ? fl_smem_max<64>(es) : fl_smem_max<128>(es);
 	return need <= fl_smem_limit();
 }
@@ -539,8 +604,9 @@ static int fl_backward(int add, void *dq, void *dk, void *dv, const void *dout, 
 	if (!cx || !(dd = s_fl_scratch(rows + (dk || dv ? 2 * nq : 0))))
 		return -1;
 	pk = dd + rows, pv = pk + nq;
-	k_flash_dot<T><<<kc_warp_blocks(rows), KC_THREADS, 0, cx->stream>>>(
-		dd, (const T *)dout, (const T *)out, rows, t, nh, HS);
+	k_flash_dot<T, HS><<<(unsigned)((rows * (HS / kc_vec<T>::N) + KC_THREADS - 1) / KC_THREADS),
+			     KC_THREADS, 0, cx->stream>>>(
+		dd, (const T *)dout, (const T *)out, rows, t, nh);
 	KC_LAUNCHED("flash_attention_dot");
 	if (dq && fl_launch(k_flash_dq<T, HS>, dim3(nt, (unsigned)(b * nh)), fl_dq_smem<HS>(sizeof(T)),
 			    "flash_attention_dq", (T *)dq, (const T *)dout, (const float *)lse,

@@ -17,6 +17,12 @@
  *                          with g = lane / 4 and c = 2 (lane % 4))
  *   kc_pack2<T>(lo, hi)    two floats rounded to T, lo in the low half
  *   kc_st2(p, v)           such a pair stored at p (4-byte aligned)
+ *   kc_cp16(dst, src, n)   cp.async.cg.shared.global: 16 bytes from global
+ *                          src to shared dst, the last 16 - n of them (all,
+ *                          n = 0) zeros; kc_cp_commit() closes a group of
+ *                          them, kc_cp_wait<N>() waits until at most N
+ *                          groups are in flight (the emulation copies at
+ *                          the wait, so a read before it sees old bytes)
  */
 #ifndef MODULA_KC_MMA_CUH
 #define MODULA_KC_MMA_CUH
@@ -59,6 +65,23 @@ template <typename T> static __device__ __forceinline__ void kc_st2(T *p, uint32
 	if ((uintptr_t)p % 4)
 		kc_emu::kernel_fault("kc_st2: %p not 4-byte aligned", (void *)p);
 	memcpy(p, &v, 4);
+}
+
+static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, int n)
+{
+	if ((uintptr_t)dst % 16 || (uintptr_t)src % 16)
+		kc_emu::kernel_fault("cp.async: %p or %p not 16-byte aligned", dst, src);
+	kc_emu::cp_async(dst, src, n);
+}
+
+static __device__ __forceinline__ void kc_cp_commit(void)
+{
+	kc_emu::cp_commit();
+}
+
+template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
+{
+	kc_emu::cp_wait(N);
 }
 
 #else
@@ -124,6 +147,23 @@ template <> __device__ __forceinline__ uint32_t kc_pack2<__half>(float lo, float
 template <typename T> static __device__ __forceinline__ void kc_st2(T *p, uint32_t v)
 {
 	*reinterpret_cast<uint32_t *>(p) = v;
+}
+
+static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, int n)
+{
+	unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n));
+}
+
+static __device__ __forceinline__ void kc_cp_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 #endif

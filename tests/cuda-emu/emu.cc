@@ -36,6 +36,20 @@ __asm__(".text\n"
 	"\tret\n"
 	".size kc_emu_switch, .-kc_emu_switch\n");
 
+struct cp_copy {
+	void *dst;
+	const void *src;
+	int n;
+};
+
+static void s_cp_do(const std::vector<cp_copy> &g)
+{
+	for (const cp_copy &c : g) {
+		memset(c.dst, 0, 16);
+		memcpy(c.dst, c.src, (size_t)c.n);
+	}
+}
+
 struct fiber {
 	void *sp;         /* its saved stack pointer while switched away */
 	char *stack;
@@ -47,6 +61,10 @@ struct fiber {
 	int xarg, xwidth;
 	uint64_t xval, xres;
 	void *fake;       /* AddressSanitizer's fake stack while switched away */
+	/* cp.async copies not yet done: the open group, then the committed
+	 * ones, oldest first */
+	std::vector<cp_copy> cp_open;
+	std::vector<std::vector<cp_copy>> cp_groups;
 };
 
 uint3 g_bid;
@@ -103,6 +121,31 @@ void shared_poison(void *p, size_t n)
 	s_poisoned.push_back(p);
 }
 
+/* cp.async: a committed group's copies are made at one of the thread's
+ * later switches (s_to_main, by chance) or at the latest when it waits
+ * for the group, so a read of the destination before the wait, or a copy
+ * into a tile other threads still read, shows as wrong numbers. */
+void cp_async(void *dst, const void *src, int n)
+{
+	g_self->cp_open.push_back(cp_copy{ dst, src, n });
+}
+
+void cp_commit()
+{
+	g_self->cp_groups.push_back(std::move(g_self->cp_open));
+	g_self->cp_open.clear();
+}
+
+void cp_wait(int n)
+{
+	fiber *f = g_self;
+
+	while ((int)f->cp_groups.size() > n) {
+		s_cp_do(f->cp_groups.front());
+		f->cp_groups.erase(f->cp_groups.begin());
+	}
+}
+
 void kernel_fault(const char *fmt, ...)
 {
 	va_list ap;
@@ -114,8 +157,22 @@ void kernel_fault(const char *fmt, ...)
 	va_end(ap);
 }
 
+static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t s_next(void)
+{
+	s_rng ^= s_rng << 13, s_rng ^= s_rng >> 7, s_rng ^= s_rng << 17;
+	return s_rng;
+}
+
 static void s_to_main(fiber *f)
 {
+	/* its committed cp.async groups land at a time of the GPU's choosing:
+	 * here, each at one of the thread's switches, oldest first, by chance */
+	while (!f->cp_groups.empty() && (s_next() & 1)) {
+		s_cp_do(f->cp_groups.front());
+		f->cp_groups.erase(f->cp_groups.begin());
+	}
 #if EMU_ASAN
 	__sanitizer_start_switch_fiber(&f->fake, s_main_bottom, s_main_size);
 #endif
@@ -133,7 +190,13 @@ static void s_entry()
 #if EMU_ASAN
 	__sanitizer_finish_switch_fiber(NULL, &s_main_bottom, &s_main_size);
 #endif
+	f->cp_open.clear();
+	f->cp_groups.clear();
 	(*s_fn)();
+	/* copies it never waited for land anyway, as on a GPU */
+	for (const auto &g : f->cp_groups)
+		s_cp_do(g);
+	s_cp_do(f->cp_open);
 	f->state = DONE;
 #if EMU_ASAN
 	__sanitizer_start_switch_fiber(NULL, s_main_bottom, s_main_size);
@@ -269,7 +332,6 @@ static int s_warp_release(int w, int nthreads, std::vector<int> &ready)
  * thread writes without a barrier in between reads old values in some
  * interleavings and fails its check. CUDA_EMU_ORDER=forward runs the
  * lowest ready thread each time instead. */
-static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 static int s_forward = -1;
 
 static int s_take(std::vector<int> &ready)
@@ -280,8 +342,7 @@ static int s_take(std::vector<int> &ready)
 	if (s_forward) {
 		at = (size_t)(std::min_element(ready.begin(), ready.end()) - ready.begin());
 	} else {
-		s_rng ^= s_rng << 13, s_rng ^= s_rng >> 7, s_rng ^= s_rng << 17;
-		at = (size_t)(s_rng % ready.size());
+		at = (size_t)(s_next() % ready.size());
 	}
 	i = ready[at];
 	ready[at] = ready.back();
@@ -908,6 +969,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
 
 cudaError_t kc_emu_func_set_attribute_for(const void *k, cudaFuncAttribute a, int v)
 {
+	if (a == cudaFuncAttributePreferredSharedMemoryCarveout) /* a hint: nothing to emulate */
+		return v < -1 || v > 100 ? s_ret(cudaErrorInvalidValue) : cudaSuccess;
 	if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > (227 << 10))
 		return s_ret(cudaErrorInvalidValue);
 	grant_smem(k, v);

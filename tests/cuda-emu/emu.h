@@ -160,6 +160,11 @@ int run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn
 void *dyn_smem();
 /* a static __shared__ array declared: filled with 0xff once per block */
 void shared_poison(void *p, size_t n);
+/* cp.async.cg (16 bytes, the last 16 - n zeros), commit_group, wait_group
+ * n: the copies are made at the wait (emu.cc) */
+void cp_async(void *dst, const void *src, int n);
+void cp_commit();
+void cp_wait(int n);
 /* a kernel used an API wrongly (a WMMA pointer's alignment...): the launch
  * fails after the block, with this message */
 void kernel_fault(const char *fmt, ...);

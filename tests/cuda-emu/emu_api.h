@@ -34,7 +34,10 @@ enum cudaMemPoolAttr {
 };
 enum cudaGraphMemAttributeType { cudaGraphMemAttrReservedMemCurrent, cudaGraphMemAttrReservedMemHigh };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal };
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+enum cudaFuncAttribute {
+	cudaFuncAttributeMaxDynamicSharedMemorySize, cudaFuncAttributePreferredSharedMemoryCarveout
+};
+#define cudaSharedmemCarveoutMaxShared 100
 enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin };
 #define cudaStreamNonBlocking 1u
 

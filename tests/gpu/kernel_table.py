@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""kernel_table.py NCU.csv [ORDER.txt]: the GPU time of one profiled run by kernel.
+
+tests/gpu/check.sh runs `ncu --metrics gpu__time_duration.sum --csv` over
+one LoRA training step of `modula-engine bench` (no CUDA graphs, so each
+kernel is its own launch) and prints this table: per kernel name (template
+arguments and parameters dropped), the launches, the total time, its share
+of the step's kernel time, and its grid and block: a kernel launched with several grids
+(cuBLAS's on products of several shapes) has a row per grid; the 45
+longest rows are printed, the rest summed. ORDER.txt, when named, gets
+every launch in order with its time (which product is which, by place).
+A view for tuning, not a check: it exits 0 whenever it could read a row."""
+import csv
+import re
+import sys
+from collections import defaultdict
+
+
+def short(name):
+    """k_flash_fwd<__nv_bfloat16, 64>(...) -> k_flash_fwd<__nv_bfloat16, 64>;
+    cuBLAS's long names cut to their first 110 characters."""
+    name = re.sub(r"\(.*\)$", "", name.strip())
+    return name if len(name) <= 110 else name[:107] + "..."
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: kernel_table.py NCU.csv [ORDER.txt]")
+    order = []
+    text = open(sys.argv[1], errors="replace").read().splitlines()
+    start = next((i for i, l in enumerate(text) if l.startswith('"ID"')), None)
+    if start is None:
+        sys.exit(f"kernel_table.py: no ncu CSV header in {sys.argv[1]}")
+    total, count = defaultdict(float), defaultdict(int)
+    for row in csv.DictReader(text[start:]):
+        if row.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        try:
+            ns = float(row["Metric Value"].replace(",", ""))
+        except ValueError:
+            continue
+        if row.get("Metric Unit") in ("usecond", "us"):
+            ns *= 1e3
+        elif row.get("Metric Unit") in ("msecond", "ms"):
+            ns *= 1e6
+        k = (f"{short(row['Kernel Name'])} (grid {row.get('Grid Size', '?')} "
+             f"block {row.get('Block Size', '?')})")
+        total[k] += ns
+        count[k] += 1
+        order.append(f"{ns / 1e3:9.1f} us  {k}")
+    if not total:
+        sys.exit("kernel_table.py: no gpu__time_duration rows")
+    all_ns = sum(total.values())
+    if len(sys.argv) == 3:
+        with open(sys.argv[2], "w") as f:
+            f.write("\n".join(order) + "\n")
+    print(f"{len(count)} kernels and grids, {sum(count.values())} launches, "
+          f"{all_ns / 1e6:.2f} ms of kernel time")
+    print(f"{'ms':>8} {'share':>6} {'launches':>8}  kernel (grid, block)")
+    rows = sorted(total, key=lambda k: -total[k])
+    for k in rows[:45]:
+        print(f"{total[k] / 1e6:8.3f} {100 * total[k] / all_ns:5.1f}% {count[k]:8d}  {k}")
+    rest = rows[45:]
+    if rest:
+        ns = sum(total[k] for k in rest)
+        print(f"{ns / 1e6:8.3f} {100 * ns / all_ns:5.1f}% {sum(count[k] for k in rest):8d}  "
+              f"the other {len(rest)}")
+
+
+if __name__ == "__main__":
+    main()
