@@ -442,7 +442,7 @@ int run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn
 	if (getenv("CUDA_EMU_TRACE"))
 		fprintf(stderr, "cuda-emu: launch %ux%ux%u x %ux%ux%u, %zu bytes of dynamic shared memory\n",
 			grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
-	/* 128-byte aligned, as CUDA's (WMMA asks 32 bytes of its pointers) */
+	/* 128-byte aligned, as CUDA's */
 	s_smem = (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128 + 128);
 	s_fn = &fn;
 	g_gdim = grid, g_bdim = block;

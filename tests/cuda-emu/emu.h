@@ -25,10 +25,10 @@
  *   - __shared__ variables are static locals (one block at a time; 0xff
  *     bytes when each block starts, as the garbage a GPU leaves), the
  *     dynamic shared memory one 128-byte aligned buffer, filled the same;
- *   - a WMMA fragment holds the whole 16x16 tile in every lane (the
- *     hardware spreads it over the lanes; the kernels only load, store,
- *     fill and multiply fragments, which this keeps exact); a store writes
- *     the lane's share only (emu_api.h);
+ *   - ldmatrix and mma.sync m16n8k16 move the lanes' registers as the
+ *     PTX manual lays them out (emu_api.h), so a value in the wrong lane
+ *     or register gives wrong numbers; cp.async copies land at a random
+ *     later switch of their thread or at its wait (emu.cc);
  *   - every call on a stream runs at once (the host waits for nothing);
  *     events time the host; graphs cannot be captured;
  *   - cuBLAS products are plain loops in fp32 (cuBLASLt offers three
@@ -165,7 +165,7 @@ void shared_poison(void *p, size_t n);
 void cp_async(void *dst, const void *src, int n);
 void cp_commit();
 void cp_wait(int n);
-/* a kernel used an API wrongly (a WMMA pointer's alignment...): the launch
+/* a kernel used an API wrongly (an ldmatrix row's alignment...): the launch
  * fails after the block, with this message */
 void kernel_fault(const char *fmt, ...);
 

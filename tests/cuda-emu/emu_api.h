@@ -1,8 +1,10 @@
-/* tests/cuda-emu/emu_api.h: the CUDA runtime, cuBLAS, cuBLASLt and WMMA
- * names kernels/cuda/ uses, as the emulation (emu.h, emu.cc) provides
- * them. The fake <cuda_runtime.h>, <cublas_v2.h>, <cublasLt.h>, <mma.h>,
- * <cuda_bf16.h> and <cuda_fp16.h> in include/ all come here; only what
- * the backend calls is declared, with the real headers' spelling. */
+/* tests/cuda-emu/emu_api.h: the CUDA runtime, cuBLAS and cuBLASLt names
+ * kernels/cuda/ uses, as the emulation (emu.h, emu.cc) provides them, and
+ * the warp-level matrix instructions (ldmatrix, mma.sync, cp.async) that
+ * kernels/cuda/kc_mma.cuh writes as inline PTX on a GPU. The fake
+ * <cuda_runtime.h>, <cublas_v2.h>, <cublasLt.h>, <cuda_bf16.h> and
+ * <cuda_fp16.h> in include/ all come here; only what the backend calls is
+ * declared, with the real headers' spelling. */
 #ifndef MODULA_CUDA_EMU_API_H
 #define MODULA_CUDA_EMU_API_H
 
@@ -186,110 +188,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
 			      cublasLtMatrixLayout_t cl, void *d, cublasLtMatrixLayout_t dl,
 			      const cublasLtMatmulAlgo_t *algo, void *ws, size_t wsbytes,
 			      cudaStream_t s);
-
-/* ---- WMMA (mma.h) ------------------------------------------------------- */
-
-namespace nvcuda {
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-/* The whole M x N (a: M x K, b: K x N) tile, row-major, in every lane.
- * The *_sync calls are not barriers here (CUDA does not document them as
- * ordering memory between lanes), and a store writes only the lane's share
- * of the tile (element e by lane e % 32, as the hardware spreads a
- * fragment over its lanes), so a lane that reads what others stored, or a
- * load of what lanes wrote, without a __syncwarp (or __syncthreads) in
- * between sees old values here. Pointers must be 32-byte aligned and ldm a
- * multiple of 16 bytes, as CUDA asks; otherwise the launch fails. */
-template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
-	enum { R = std::is_same<Use, matrix_b>::value ? K : M,
-	       C = std::is_same<Use, matrix_a>::value ? K : N };
-	float x[R * C];
-	enum { num_elements = R * C };
-};
-
-namespace detail {
-template <typename P> static inline void check(const P *p, unsigned ld, const char *what)
-{
-	if ((uintptr_t)p % 32 || (ld * sizeof(P)) % 16)
-		kc_emu::kernel_fault("%s: pointer %p or ldm %u (%zu-byte elements) not as WMMA asks "
-				     "(32-byte aligned, rows a multiple of 16 bytes)",
-				     what, (const void *)p, ld, sizeof(P));
-}
-static inline float ld(float v) { return v; }
-static inline float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
-static inline float ld(__half v) { return __half2float(v); }
-} // namespace detail
-
-template <typename Use, int M, int N, int K, typename T, typename L>
-static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float v)
-{
-	for (int i = 0; i < f.num_elements; i++)
-		f.x[i] = v;
-}
-
-/* a or b fragment from memory laid out as its Layout says */
-template <typename Use, int M, int N, int K, typename T, typename L, typename P>
-static inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p, unsigned ld)
-{
-	typedef fragment<Use, M, N, K, T, L> F;
-	static_assert(!std::is_same<Use, accumulator>::value, "accumulators load with a layout");
-	detail::check(p, ld, "load_matrix_sync");
-	for (int r = 0; r < (int)F::R; r++)
-		for (int c = 0; c < (int)F::C; c++)
-			f.x[r * F::C + c] = detail::ld(std::is_same<L, row_major>::value
-								? p[(size_t)r * ld + c]
-								: p[(size_t)c * ld + r]);
-}
-
-template <int M, int N, int K, typename P>
-static inline void load_matrix_sync(fragment<accumulator, M, N, K, float, void> &f, const P *p,
-				    unsigned ld, layout_t l)
-{
-	detail::check(p, ld, "load_matrix_sync");
-	for (int r = 0; r < M; r++)
-		for (int c = 0; c < N; c++)
-			f.x[r * N + c] = l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r];
-}
-
-template <int M, int N, int K>
-static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float, void> &f,
-				     unsigned ld, layout_t l)
-{
-	int lane = kc_emu::lane();
-
-	detail::check(p, ld, "store_matrix_sync");
-	for (int e = lane; e < M * N; e += 32) {
-		int r = e / N, c = e % N;
-		(l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[e];
-	}
-}
-
-/* d = a b + c, fp32 products of the 16-bit inputs summed in fp32 */
-template <int M, int N, int K, typename T, typename LA, typename LB>
-static inline void mma_sync(fragment<accumulator, M, N, K, float, void> &d,
-			    const fragment<matrix_a, M, N, K, T, LA> &a,
-			    const fragment<matrix_b, M, N, K, T, LB> &b,
-			    const fragment<accumulator, M, N, K, float, void> &c)
-{
-	float out[M * N];
-
-	memcpy(out, c.x, sizeof out);
-	for (int i = 0; i < M; i++)
-		for (int k = 0; k < K; k++) {
-			float av = a.x[i * K + k];
-			for (int j = 0; j < N; j++)
-				out[i * N + j] += av * b.x[k * N + j];
-		}
-	memcpy(d.x, out, sizeof out);
-}
-} // namespace wmma
-} // namespace nvcuda
 
 /* ---- the warp-level matrix instructions (kernels/cuda/kc_mma.cuh) -------- */
 

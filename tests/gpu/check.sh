@@ -24,7 +24,7 @@
 # Figures go to $OUT (or a temporary folder): results.tsv, the TAP of
 # gpu-ops, ldd; a table of them ends the output. Exit status: 0 when nothing
 # failed.
-# Every step has a timeout (45 + 100 + 2 x 40 + 45 + 2 x 30 + 120 + 280 + 150 s), so a hang cannot take the
+# Every step has a timeout (45 + 100 + 2 x 40 + 45 + 2 x 30 + 120 + 280 + 2 x 150 s), so a hang cannot take the
 # whole GPU lease. Not part of `make check` (no GPU there) and not a build:
 # it builds nothing. HF_ITEMS=3,5 runs only those items of hf_check.py;
 # HF_WORK=DIR keeps its models there.
@@ -128,9 +128,10 @@ say "(1), (2)-(5): the engine against its CPU path, transformers and peft"
 PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" --out "$out" \
 	--items "${HF_ITEMS:-1,2,3,4,5}" ${HF_WORK:+--work "$HF_WORK"} || failed=1
 
-# one LoRA step of item 3's bench, kernel by kernel (ncu; no graphs), for the
-# next round of tuning (not a check): $out/kernels.txt, launch order in
-# $out/kernels-order.txt
+# the second step of item 3's bench, kernel by kernel (ncu; no graphs;
+# the first step is the warm-up, the launches before it the model's
+# load), for the next round of tuning (not a check): $out/kernels.txt,
+# launch order in $out/kernels-order.txt
 if [ -n "$ncu" ] && [ -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
 	say "one LoRA step kernel by kernel (ncu)"
 	timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
@@ -140,6 +141,15 @@ if [ -n "$ncu" ] && [ -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
 	echo "ncu: exit $?"
 	python3 tests/gpu/kernel_table.py "$out/ncu-step.csv" "$out/kernels-order.txt" >"$out/kernels.txt" &&
 		head -30 "$out/kernels.txt"
+	# and modula-res's (item 4's), whose extra time over LoRA's is the
+	# experts' path: $out/kernels-res.txt
+	timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+		"$engine" bench --model "$HF_WORK/qwen2" --method modula-res --experts 4 --expert-rank 8 \
+		--device cuda --dtype bf16 --batch 8 --seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 \
+		--no-graph >"$out/ncu-res.csv" 2>"$out/ncu-res.err"
+	echo "ncu (modula-res): exit $?"
+	python3 tests/gpu/kernel_table.py "$out/ncu-res.csv" "$out/kernels-res-order.txt" \
+		>"$out/kernels-res.txt" && head -30 "$out/kernels-res.txt"
 fi
 
 if [ -s "$MODULA_CUDA_TUNE_FILE" ]; then

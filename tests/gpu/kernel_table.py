@@ -7,8 +7,10 @@ kernel is its own launch) and prints this table: per kernel name (template
 arguments and parameters dropped), the launches, the total time, its share
 of the step's kernel time, and its grid and block: a kernel launched with several grids
 (cuBLAS's on products of several shapes) has a row per grid; the 45
-longest rows are printed, the rest summed. ORDER.txt, when named, gets
-every launch in order with its time (which product is which, by place).
+longest rows are printed, the rest summed. Only the launches from the
+last embedding kernel on count: the last step (the model's load and the
+warm-up step come before it). ORDER.txt, when named, gets those launches
+in order with their times (which product is which, by place).
 A view for tuning, not a check: it exits 0 whenever it could read a row."""
 import csv
 import re
@@ -31,7 +33,7 @@ def main():
     start = next((i for i, l in enumerate(text) if l.startswith('"ID"')), None)
     if start is None:
         sys.exit(f"kernel_table.py: no ncu CSV header in {sys.argv[1]}")
-    total, count = defaultdict(float), defaultdict(int)
+    launches = []
     for row in csv.DictReader(text[start:]):
         if row.get("Metric Name") != "gpu__time_duration.sum":
             continue
@@ -43,8 +45,13 @@ def main():
             ns *= 1e3
         elif row.get("Metric Unit") in ("msecond", "ms"):
             ns *= 1e6
-        k = (f"{short(row['Kernel Name'])} (grid {row.get('Grid Size', '?')} "
-             f"block {row.get('Block Size', '?')})")
+        launches.append((row["Kernel Name"], ns, f"{short(row['Kernel Name'])} (grid "
+                         f"{row.get('Grid Size', '?')} block {row.get('Block Size', '?')})"))
+    steps = [i for i, (name, _, _) in enumerate(launches) if "k_embedding_fwd" in name]
+    if steps:
+        launches = launches[steps[-1]:]
+    total, count = defaultdict(float), defaultdict(int)
+    for _, ns, k in launches:
         total[k] += ns
         count[k] += 1
         order.append(f"{ns / 1e3:9.1f} us  {k}")
@@ -54,7 +61,8 @@ def main():
     if len(sys.argv) == 3:
         with open(sys.argv[2], "w") as f:
             f.write("\n".join(order) + "\n")
-    print(f"{len(count)} kernels and grids, {sum(count.values())} launches, "
+    print(f"{'the last step' if steps else 'all launches (no embedding kernel seen)'}: "
+          f"{len(count)} kernels and grids, {sum(count.values())} launches, "
           f"{all_ns / 1e6:.2f} ms of kernel time")
     print(f"{'ms':>8} {'share':>6} {'launches':>8}  kernel (grid, block)")
     rows = sorted(total, key=lambda k: -total[k])

@@ -1,2 +1,0 @@
-/* the CPU emulation of CUDA: see tests/cuda-emu/emu.h */
-#include "../emu_api.h"
