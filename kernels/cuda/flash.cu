@@ -64,22 +64,9 @@ template <int HS> struct fl_shape {
 };
 
 /* Rows r0 .. r0 + 63 of one head ([B,T,H,HS] from element (b, 0, h, 0),
- * rows `stride` elements apart) into a [64, LD] tile; rows >= t zero. */
-template <typename T, int HS>
-static __device__ __forceinline__ void fl_tile(T *dst, const T *head, size_t stride, int r0, int t)
-{
-	constexpr int VPR = HS * (int)sizeof(T) / 16; /* 16-byte vectors per row */
-	for (int e = threadIdx.x; e < FL_TILE * VPR; e += FL_THREADS) {
-		int r = e / VPR, c = e % VPR;
-		int4 x = make_int4(0, 0, 0, 0);
-		if (r0 + r < t)
-			x = reinterpret_cast<const int4 *>(head + (size_t)(r0 + r) * stride)[c];
-		reinterpret_cast<int4 *>(dst + r * fl_shape<HS>::LD)[c] = x;
-	}
-}
-
-/* The same as cp.async copies (the group committed by the caller): rows
- * >= t are zero-filled (their source address is row r0's, not read). */
+ * rows `stride` elements apart) into a [64, LD] tile, as cp.async copies
+ * (the group committed by the caller); rows >= t are zero-filled (their
+ * source address is the head's row 0, not read). */
 template <typename T, int HS>
 static __device__ __forceinline__ void fl_tile_async(T *dst, const T *head, size_t stride, int r0,
 						     int t)
@@ -548,15 +535,18 @@ static float *s_fl_scratch(size_t n)
 	return s_fl_work;
 }
 
-/* The most dynamic shared memory a block may ask for on this GPU (0 when
- * it cannot be read: then no flash). */
+/* The most dynamic shared memory a block may ask for on this GPU: 0 when
+ * it cannot be read or the GPU is older than sm_80 (no bf16 mma.sync, no
+ * cp.async): then no flash. */
 static size_t fl_smem_limit(void)
 {
 	static int limit = -1;
 
 	if (limit < 0) {
-		int dev = 0, v = 0;
+		int dev = 0, v = 0, major = 0;
 		if (cudaGetDevice(&dev) != cudaSuccess ||
+		    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+		    major < 8 ||
 		    cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
 			v = 0;
 		limit = v;
@@ -574,7 +564,7 @@ int kc_flash_usable(int dt, int b, int hs, int nh, int nkv, const void *const *p
 	for (int i = 0; i < nptrs; i++)
 		if (ptrs[i] && !kc_al16(ptrs[i]))
 			return 0;
-	/* (105 KiB at head size 128: every GPU since sm_80 but sm_86/89 gives
+	/* (103 KiB at head size 128: every GPU since sm_80 but sm_86/89 gives
 	 * that; the cuBLAS path runs there) */
 	need = hs == 64 ? fl_smem_max<64>(es) : fl_smem_max<128>(es);
 	return need <= fl_smem_limit();
@@ -601,9 +591,13 @@ static int fl_backward(int add, void *dq, void *dk, void *dv, const void *dout, 
 	float scale = 1.0f / sqrtf((float)HS), *dd, *pk, *pv;
 	struct kc_ctx *cx = kc_get();
 
-	if (!cx || !(dd = s_fl_scratch(rows + (dk || dv ? 2 * nq : 0))))
+	/* the partials 256-byte aligned whatever B T NH is: k_flash_dkv
+	 * stores them as float2 */
+	size_t rows_al = (rows + 63) & ~(size_t)63;
+
+	if (!cx || !(dd = s_fl_scratch(rows_al + (dk || dv ? 2 * nq : 0))))
 		return -1;
-	pk = dd + rows, pv = pk + nq;
+	pk = dd + rows_al, pv = pk + nq;
 	k_flash_dot<T, HS><<<(unsigned)((rows * (HS / kc_vec<T>::N) + KC_THREADS - 1) / KC_THREADS),
 			     KC_THREADS, 0, cx->stream>>>(
 		dd, (const T *)dout, (const T *)out, rows, t, nh);

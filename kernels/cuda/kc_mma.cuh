@@ -21,8 +21,12 @@
  *                          src to shared dst, the last 16 - n of them (all,
  *                          n = 0) zeros; kc_cp_commit() closes a group of
  *                          them, kc_cp_wait<N>() waits until at most N
- *                          groups are in flight (the emulation copies at
- *                          the wait, so a read before it sees old bytes)
+ *                          groups are in flight (the emulation lands a
+ *                          group at a random later switch of its thread
+ *                          or at the wait, so a read before the wait can
+ *                          see old bytes)
+ * They need sm_80 or later: compiled for an older target they trap, and
+ * flash.cu's kc_flash_usable keeps such GPUs on the cuBLAS path.
  */
 #ifndef MODULA_KC_MMA_CUH
 #define MODULA_KC_MMA_CUH
@@ -86,11 +90,19 @@ template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
 
 #else
 
+/* the instructions below exist from sm_80 on (device passes for older
+ * targets get a trap instead) */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define KC_PTX(...) asm volatile(__VA_ARGS__)
+#else
+#define KC_PTX(...) __trap()
+#endif
+
 static __device__ __forceinline__ void kc_ldsm4(uint32_t (&r)[4], const void *row)
 {
 	unsigned a = (unsigned)__cvta_generic_to_shared(row);
 
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+	KC_PTX("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
 		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
 		     : "r"(a));
 }
@@ -99,7 +111,7 @@ static __device__ __forceinline__ void kc_ldsm4t(uint32_t (&r)[4], const void *r
 {
 	unsigned a = (unsigned)__cvta_generic_to_shared(row);
 
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+	KC_PTX("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
 		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
 		     : "r"(a));
 }
@@ -112,7 +124,7 @@ template <>
 __device__ __forceinline__ void kc_mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
 						      uint32_t b0, uint32_t b1)
 {
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+	KC_PTX("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
 		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -122,7 +134,7 @@ template <>
 __device__ __forceinline__ void kc_mma<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
 					       uint32_t b1)
 {
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+	KC_PTX("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
 		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
 		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -153,17 +165,17 @@ static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, int n
 {
 	unsigned a = (unsigned)__cvta_generic_to_shared(dst);
 
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n));
+	KC_PTX("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n));
 }
 
 static __device__ __forceinline__ void kc_cp_commit(void)
 {
-	asm volatile("cp.async.commit_group;\n" ::);
+	KC_PTX("cp.async.commit_group;\n" ::);
 }
 
 template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
 {
-	asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+	KC_PTX("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 #endif

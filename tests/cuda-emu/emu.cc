@@ -295,6 +295,10 @@ static int s_warp_release(int w, int nthreads, std::vector<int> &ready)
 		int l = i - first;
 		if (f.state != AT_WARP || !f.xop)
 			continue;
+		if (f.xop - 1 == X_GATHER) {
+			f.xres = f.xval;
+			continue;
+		}
 		int width = f.xwidth, base = l & ~(width - 1), src = l;
 		switch (f.xop - 1) {
 		case X_IDX: src = base + (f.xarg & (width - 1)); break;
@@ -532,8 +536,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev)
 {
-	(void)a, (void)dev;
-	*v = 227 << 10;
+	(void)dev;
+	*v = a == cudaDevAttrComputeCapabilityMajor ? 9 : 227 << 10; /* as an H100's */
 	return cudaSuccess;
 }
 

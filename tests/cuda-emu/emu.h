@@ -149,7 +149,10 @@ void syncthreads();
 void syncwarp(unsigned mask);
 /* The warp's lanes each put v, then each gets the v of lane src(lane). */
 uint64_t exchange(unsigned mask, uint64_t v, int mode, int arg, int width);
-enum { X_IDX, X_XOR, X_DOWN, X_UP };
+/* X_GATHER: a barrier of a warp-level matrix instruction (emu_api.h's
+ * warp_gather), the instruction named by the width, so that lanes at
+ * different ones are reported */
+enum { X_IDX, X_XOR, X_DOWN, X_UP, X_GATHER };
 int lane();
 
 /* Run fn for every thread of a launch; smem is the dynamic shared memory
@@ -161,7 +164,8 @@ void *dyn_smem();
 /* a static __shared__ array declared: filled with 0xff once per block */
 void shared_poison(void *p, size_t n);
 /* cp.async.cg (16 bytes, the last 16 - n zeros), commit_group, wait_group
- * n: the copies are made at the wait (emu.cc) */
+ * n: a committed group lands at a random later switch of its thread or at
+ * the wait (emu.cc) */
 void cp_async(void *dst, const void *src, int n);
 void cp_commit();
 void cp_wait(int n);

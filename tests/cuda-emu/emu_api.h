@@ -40,7 +40,7 @@ enum cudaFuncAttribute {
 	cudaFuncAttributeMaxDynamicSharedMemorySize, cudaFuncAttributePreferredSharedMemoryCarveout
 };
 #define cudaSharedmemCarveoutMaxShared 100
-enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin, cudaDevAttrComputeCapabilityMajor };
 #define cudaStreamNonBlocking 1u
 
 struct cudaDeviceProp {
@@ -198,18 +198,31 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
  * registers through a per-warp buffer between two __syncwarp()s (all 32
  * lanes must take part, as the instructions ask). */
 namespace kc_emu {
-/* every lane's n bytes at `mine` into all[32][n] */
-static inline void warp_gather(const void *mine, size_t n, void *all)
+enum { G_LDSM = 1, G_LDSM_T, G_MMA }; /* the instruction of a warp_gather */
+
+/* every lane's n (<= 32) bytes at `mine` into all[32][n], for the
+ * instruction `op`: lanes at another instruction, or a lane that has
+ * exited (its slot would hold an older instruction's bytes), fail the
+ * launch */
+static inline void warp_gather(const void *mine, size_t n, void *all, int op)
 {
 	static unsigned char buf[32][32][32]; /* warps x lanes x bytes */
+	static unsigned long long seq[32][32]; /* the gathers each lane has made */
 	const uint3 &t = threadIdx;
 	int w = (int)((t.x + t.y * blockDim.x + t.z * blockDim.x * blockDim.y) / 32), l = lane();
+	unsigned long long mine_seq = ++seq[w][l];
 
-	memcpy(buf[w][l], mine, n);
-	__syncwarp();
-	for (int i = 0; i < 32; i++)
+	if (n > sizeof buf[w][l])
+		kernel_fault("warp_gather: %zu bytes a lane, at most %zu", n, sizeof buf[w][l]);
+	memcpy(buf[w][l], mine, n < sizeof buf[w][l] ? n : sizeof buf[w][l]);
+	exchange(0xffffffffu, 0, X_GATHER, 0, op);
+	for (int i = 0; i < 32; i++) {
+		if (seq[w][i] != mine_seq)
+			kernel_fault("a warp-level matrix instruction without lane %d of warp %d (it has "
+				     "exited, or is at another one)", i, w);
 		memcpy((unsigned char *)all + (size_t)i * n, buf[w][i], n);
-	__syncwarp();
+	}
+	exchange(0xffffffffu, 0, X_GATHER, 0, op);
 }
 
 static inline float b16(uint32_t r, int hi, const __nv_bfloat16 *)
@@ -233,7 +246,7 @@ static inline void ldsm4(uint32_t (&r)[4], const void *row, int trans)
 
 	if ((uintptr_t)row % 16)
 		kernel_fault("ldmatrix: row address %p not 16-byte aligned", row);
-	warp_gather(&row, sizeof row, rows);
+	warp_gather(&row, sizeof row, rows, trans ? G_LDSM_T : G_LDSM);
 	int l = lane(), g = l / 4, c = 2 * (l % 4);
 	for (int m = 0; m < 4; m++) {
 		uint16_t lo, hi;
@@ -260,7 +273,7 @@ template <typename T> static inline void mma16816(float (&d)[4], const uint32_t 
 	int l = lane(), g = l / 4, c = 2 * (l % 4);
 	float A[2][16], B[16][2]; /* this lane's rows g, g + 8 and columns c, c + 1 */
 
-	warp_gather(mine, sizeof mine, all);
+	warp_gather(mine, sizeof mine, all, G_MMA);
 	for (int q = 0; q < 4; q++) { /* lanes 4g + q hold A's rows g, g + 8 */
 		const uint32_t *x = all[4 * g + q];
 		for (int h = 0; h < 2; h++) {

@@ -108,17 +108,18 @@ if [ "$n_bad" -ne 0 ] || [ "$n_skip" -ne 0 ] || [ "$n_ok" -eq 0 ]; then failed=1
 say "(3) attention alone: the flash kernels against the cuBLAS path (gpu-ops time-attention)"
 # Qwen2-0.5B's heads at item 3's batch, and LLaMA-8B-like heads of 128
 for shape in "8 512 14 2 64" "2 2048 32 8 128"; do
-	timeout 30 "$bundle/bin/gpu-ops" time-attention $shape | tee "$out/attention.txt"
-	fl=$(awk '$1 == "flash" { print $(NF - 1), "ms" }' "$out/attention.txt")
-	cb=$(awk '$1 == "cuBLAS" { print $(NF - 1), "ms" }' "$out/attention.txt")
+	att=$out/attention-$(echo $shape | tr ' ' -).txt
+	timeout 30 "$bundle/bin/gpu-ops" time-attention $shape | tee "$att"
+	fl=$(awk '$1 == "flash" { print $(NF - 1), "ms" }' "$att")
+	cb=$(awk '$1 == "cuBLAS" { print $(NF - 1), "ms" }' "$att")
 	row 3 "attention forward + backward, bf16, B T NH NKV HS = $shape" "${fl:-failed}" \
-		"cuBLAS path ${cb:-failed}; flash $(sed -n 's/^ *flash *//p' "$out/attention.txt")"
+		"cuBLAS path ${cb:-failed}; flash $(sed -n 's/^ *flash *//p' "$att")"
 	[ -n "$fl" ] || failed=1
 done
 # the flash kernels' counters, for the next round of their tuning (not a check)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$ncu" ]; then
-	timeout 120 "$ncu" --clock-control none -k regex:k_flash --launch-count 5 --section SpeedOfLight \
+	timeout -k 10 120 "$ncu" --clock-control none -k regex:k_flash --launch-count 5 --section SpeedOfLight \
 		--section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
 		"$bundle/bin/gpu-ops" time-attention 8 512 14 2 64 1 >"$out/ncu-flash.txt" 2>&1
 	echo "ncu on the flash kernels: exit $? ($out/ncu-flash.txt)"
@@ -132,9 +133,13 @@ PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" 
 # the first step is the warm-up, the launches before it the model's
 # load), for the next round of tuning (not a check): $out/kernels.txt,
 # launch order in $out/kernels-order.txt
-if [ -n "$ncu" ] && [ -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
+if [ -z "$ncu" ] || [ ! -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
+	echo "the steps kernel by kernel: skipped (no ncu, or no HF_WORK with item 3's model)"
+else
 	say "one LoRA step kernel by kernel (ncu)"
-	timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+	# algorithms timed under ncu's serialised launches are not kept
+	cp "$MODULA_CUDA_TUNE_FILE" "$out/cublaslt-ncu.tsv" 2>/dev/null
+	MODULA_CUDA_TUNE_FILE=$out/cublaslt-ncu.tsv timeout -k 10 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
 		"$engine" bench --model "$HF_WORK/qwen2" --method lora --device cuda --dtype bf16 \
 		--batch 8 --seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 --no-graph \
 		>"$out/ncu-step.csv" 2>"$out/ncu-step.err"
@@ -143,7 +148,8 @@ if [ -n "$ncu" ] && [ -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
 		head -30 "$out/kernels.txt"
 	# and modula-res's (item 4's), whose extra time over LoRA's is the
 	# experts' path: $out/kernels-res.txt
-	timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+	MODULA_CUDA_TUNE_FILE=$out/cublaslt-ncu.tsv timeout -k 10 150 "$ncu" --clock-control none \
+		--metrics gpu__time_duration.sum --csv --print-units base \
 		"$engine" bench --model "$HF_WORK/qwen2" --method modula-res --experts 4 --expert-rank 8 \
 		--device cuda --dtype bf16 --batch 8 --seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 \
 		--no-graph >"$out/ncu-res.csv" 2>"$out/ncu-res.err"

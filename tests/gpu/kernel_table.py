@@ -7,21 +7,31 @@ kernel is its own launch) and prints this table: per kernel name (template
 arguments and parameters dropped), the launches, the total time, its share
 of the step's kernel time, and its grid and block: a kernel launched with several grids
 (cuBLAS's on products of several shapes) has a row per grid; the 45
-longest rows are printed, the rest summed. Only the launches from the
-last embedding kernel on count: the last step (the model's load and the
-warm-up step come before it). ORDER.txt, when named, gets those launches
+longest rows are printed, the rest summed. Only the last step counts:
+the launches after the one but last optimizer kernel (k_adamw) up to the
+last (the model's load and the warm-up step come before it; a step's
+work before its embedding kernel, such as zeroing the gradients and
+modula-res's batched products, is in). ORDER.txt, when named, gets those launches
 in order with their times (which product is which, by place).
 A view for tuning, not a check: it exits 0 whenever it could read a row."""
 import csv
-import re
 import sys
 from collections import defaultdict
 
 
 def short(name):
-    """k_flash_fwd<__nv_bfloat16, 64>(...) -> k_flash_fwd<__nv_bfloat16, 64>;
-    cuBLAS's long names cut to their first 110 characters."""
-    name = re.sub(r"\(.*\)$", "", name.strip())
+    """k_flash_fwd<__nv_bfloat16, 64>(...) -> k_flash_fwd<__nv_bfloat16, 64>
+    (the parameter list is the parenthesis that closes the name, matched
+    from the end, so "(anonymous namespace)" stays); cuBLAS's long names
+    cut to their first 110 characters."""
+    name = name.strip()
+    if name.endswith(")"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                name = name[:i].rstrip()
+                break
     return name if len(name) <= 110 else name[:107] + "..."
 
 
@@ -41,15 +51,13 @@ def main():
             ns = float(row["Metric Value"].replace(",", ""))
         except ValueError:
             continue
-        if row.get("Metric Unit") in ("usecond", "us"):
-            ns *= 1e3
-        elif row.get("Metric Unit") in ("msecond", "ms"):
-            ns *= 1e6
+        ns *= {"nsecond": 1, "ns": 1, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "ms": 1e6,
+               "second": 1e9, "s": 1e9}.get(row.get("Metric Unit", "nsecond"), 1)
         launches.append((row["Kernel Name"], ns, f"{short(row['Kernel Name'])} (grid "
                          f"{row.get('Grid Size', '?')} block {row.get('Block Size', '?')})"))
-    steps = [i for i, (name, _, _) in enumerate(launches) if "k_embedding_fwd" in name]
-    if steps:
-        launches = launches[steps[-1]:]
+    steps = [i for i, (name, _, _) in enumerate(launches) if "k_adamw" in name]
+    if len(steps) >= 2:
+        launches = launches[steps[-2] + 1:steps[-1] + 1]
     total, count = defaultdict(float), defaultdict(int)
     for _, ns, k in launches:
         total[k] += ns
@@ -61,7 +69,7 @@ def main():
     if len(sys.argv) == 3:
         with open(sys.argv[2], "w") as f:
             f.write("\n".join(order) + "\n")
-    print(f"{'the last step' if steps else 'all launches (no embedding kernel seen)'}: "
+    print(f"{'the last step' if len(steps) >= 2 else 'all launches (fewer than two optimizer steps)'}: "
           f"{len(count)} kernels and grids, {sum(count.values())} launches, "
           f"{all_ns / 1e6:.2f} ms of kernel time")
     print(f"{'ms':>8} {'share':>6} {'launches':>8}  kernel (grid, block)")

@@ -443,13 +443,14 @@ static int case_attention(void)
 
 /* The tiled flash kernels (kcuda_set_flash): head sizes 64 and 128, one
  * tile and several, T a multiple of the 64-row tile and not, 1 to 4 query
- * heads per kv head. They take bf16 and f16; f32 runs the cuBLAS path
+ * heads per kv head, B T NH odd. They take bf16 and f16; f32 runs the cuBLAS path
  * here, said in the line. */
 static int case_attention_flash(void)
 {
 	static const int shapes[][5] = { /* b, t, nh, nkv, hs */
 		{ 2, 37, 4, 2, 64 }, { 1, 64, 2, 2, 64 }, { 2, 200, 6, 2, 64 }, { 1, 130, 4, 1, 128 },
 		{ 3, 1, 4, 4, 64 }, { 1, 97, 8, 2, 128 },
+		{ 1, 37, 3, 1, 64 }, /* B T NH odd: the dK/dV partials' alignment */
 	};
 	int rc = 0;
 
@@ -1162,24 +1163,43 @@ static void s_print_maps(void)
 
 /* gpu-ops time-attention [B T NH NKV HS [REPS]]: attention's forward and
  * backward (_set) at one shape in bf16, the cuBLAS path and the flash
- * kernels, timed with CUDA events over REPS calls after one warm-up; the
+ * kernels (HS 64 or 128, which they take; on a GPU older than sm_80 the
+ * "flash" line is the cuBLAS path too), timed with CUDA events over REPS
+ * (at most 64) calls after one warm-up; the
  * figures in ms per call and TFLOP/s of the causal products (forward 2,
  * backward 4 products of half the T x T scores). Not a test: it prints
  * figures and checks nothing (tests/gpu/check.sh runs it, and compute-
  * sanitizer-free profilers can wrap it). */
 static int s_time_attention(int argc, char **argv)
 {
-	int x[6] = { 8, 512, 14, 2, 64, 20 };
+	int x[6] = { 8, 512, 14, 2, 64, 20 }, flash0 = kcuda_flash();
 	size_t nq, nk;
 	void *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv;
 	char why[512], skip[600];
 
-	for (int i = 0; i < 6 && i < argc; i++)
-		if ((x[i] = atoi(argv[i])) <= 0) {
-			fprintf(stderr, "gpu-ops time-attention: '%s' is not a positive integer "
+	if (argc > 6) {
+		fprintf(stderr, "gpu-ops time-attention: %d arguments, at most 6 (B T NH NKV HS [REPS])\n",
+			argc);
+		return 2;
+	}
+	for (int i = 0; i < argc; i++) {
+		char *end;
+		long val = strtol(argv[i], &end, 10);
+		if (end == argv[i] || *end || val <= 0 || val > (1L << 24)) {
+			fprintf(stderr, "gpu-ops time-attention: '%s' is not a positive integer up to 2^24 "
 				"(B T NH NKV HS [REPS])\n", argv[i]);
 			return 2;
 		}
+		x[i] = (int)val;
+	}
+	if ((x[4] != 64 && x[4] != 128) || x[2] % x[3] || (long)x[0] * x[2] > 65535) {
+		fprintf(stderr, "gpu-ops time-attention: the flash kernels take HS 64 or 128, NKV "
+			"dividing NH and B x NH up to 65535, not B %d NH %d NKV %d HS %d\n", x[0], x[2],
+			x[3], x[4]);
+		return 2;
+	}
+	if (x[5] > 64)
+		x[5] = 64; /* the timer marks kept below */
 	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
 		fprintf(stderr, "gpu-ops time-attention: %s\n", skip);
 		return 2;
@@ -1201,8 +1221,6 @@ static int s_time_attention(int argc, char **argv)
 		float ms[2 * 64 + 1];
 		double f = 0, bw = 0;
 		kcuda_set_flash(flash);
-		if (reps > 64)
-			reps = 64;
 		for (int r = -1; r < reps; r++) {
 			if (r == 0 && kcuda_timer_mark() < 0)
 				goto fail;
@@ -1222,7 +1240,7 @@ static int s_time_attention(int argc, char **argv)
 		       "both %.3f ms\n", flash ? "flash" : "cuBLAS path", f, flop_f / f / 1e9, bw,
 		       2 * flop_f / bw / 1e9, f + bw);
 	}
-	kcuda_set_flash(0);
+	kcuda_set_flash(flash0);
 	s_release();
 	return 0;
 fail:
