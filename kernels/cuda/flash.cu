@@ -425,8 +425,8 @@ k_flash_dkv(float *pk, float *pv, const T *dout, const float *lse, const float *
 		float *rk = pk + ((size_t)b * t + j) * qs + h * HS, *rv = pv + ((size_t)b * t + j) * qs + h * HS;
 #pragma unroll
 		for (int d = 0; d < HS / 8; d++) {
-			*reinterpret_cast<float2 *>(rk + 8 * d + c) = make_float2(dk[d][2 * r], dk[d][2 * r + 1]);
-			*reinterpret_cast<float2 *>(rv + 8 * d + c) = make_float2(dv[d][2 * r], dv[d][2 * r + 1]);
+			kc_st2f(rk + 8 * d + c, dk[d][2 * r], dk[d][2 * r + 1]);
+			kc_st2f(rv + 8 * d + c, dv[d][2 * r], dv[d][2 * r + 1]);
 		}
 	}
 }

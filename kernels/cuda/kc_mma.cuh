@@ -17,6 +17,8 @@
  *                          with g = lane / 4 and c = 2 (lane % 4))
  *   kc_pack2<T>(lo, hi)    two floats rounded to T, lo in the low half
  *   kc_st2(p, v)           such a pair stored at p (4-byte aligned)
+ *   kc_st2f(p, a, b)       two floats stored at p as one 8-byte store
+ *                          (8-byte aligned)
  *   kc_cp16(dst, src, n)   cp.async.cg.shared.global: 16 bytes from global
  *                          src to shared dst, the last 16 - n of them (all,
  *                          n = 0) zeros; kc_cp_commit() closes a group of
@@ -69,6 +71,13 @@ template <typename T> static __device__ __forceinline__ void kc_st2(T *p, uint32
 	if ((uintptr_t)p % 4)
 		kc_emu::kernel_fault("kc_st2: %p not 4-byte aligned", (void *)p);
 	memcpy(p, &v, 4);
+}
+
+static __device__ __forceinline__ void kc_st2f(float *p, float a, float b)
+{
+	if ((uintptr_t)p % 8)
+		kc_emu::kernel_fault("kc_st2f: %p not 8-byte aligned", (void *)p);
+	p[0] = a, p[1] = b;
 }
 
 static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, int n)
@@ -159,6 +168,11 @@ template <> __device__ __forceinline__ uint32_t kc_pack2<__half>(float lo, float
 template <typename T> static __device__ __forceinline__ void kc_st2(T *p, uint32_t v)
 {
 	*reinterpret_cast<uint32_t *>(p) = v;
+}
+
+static __device__ __forceinline__ void kc_st2f(float *p, float a, float b)
+{
+	*reinterpret_cast<float2 *>(p) = make_float2(a, b);
 }
 
 static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, int n)

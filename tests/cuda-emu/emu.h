@@ -81,7 +81,6 @@ struct __attribute__((aligned(8))) float2 {
 };
 static inline int4 make_int4(int x, int y, int z, int w) { return int4{ x, y, z, w }; }
 static inline float4 make_float4(float x, float y, float z, float w) { return float4{ x, y, z, w }; }
-static inline float2 make_float2(float x, float y) { return float2{ x, y }; }
 
 /* CUDA's min and max take mixed integer types in device code */
 template <typename A, typename B> static inline auto min(A a, B b) -> typename std::common_type<A, B>::type
