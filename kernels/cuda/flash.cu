@@ -36,9 +36,11 @@
  * S and dP are computed twice (once per kernel): 7 products for the
  * backward's 5, bought for determinism and a grid of B x NH blocks wide.
  *
- * Tiles of Q, K, V and dO go to shared memory through 16-byte loads, rows
- * beyond T as zeros; masked scores are -inf in the forward and their P
- * exactly 0 in the backward.
+ * Tiles of Q, K, V and dO go to shared memory as 16-byte cp.async copies,
+ * rows beyond T as zeros, the next tile's copies in flight while the
+ * current one is computed (two buffers); masked scores are -inf in the
+ * forward and their P exactly 0 in the backward. Registers are capped so
+ * that 4 (forward, dQ) and 3 (dK/dV) blocks fit an SM at head size 64.
  */
 #include "kernels/cuda/kc.cuh"
 #include "kernels/cuda/kc_mma.cuh"
