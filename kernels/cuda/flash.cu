@@ -81,6 +81,25 @@ static __device__ __forceinline__ void fl_tile_async(T *dst, const T *head, size
 	}
 }
 
+/* The forward's and dQ's pipeline at key tile kb of 0 .. last: the K and
+ * V tiles of kb + 1 copied into the other buffers of sk and sv (two tiles
+ * each) while this thread's copies of kb are waited for (the caller's
+ * barrier then makes every thread's visible). */
+template <typename T, int HS>
+static __device__ __forceinline__ void fl_kv_next(T *sk, T *sv, const T *kh, const T *vh,
+						  size_t ks, int kb, int last, int t)
+{
+	if (kb < last) {
+		int nb = (kb + 1) & 1;
+		fl_tile_async<T, HS>(sk + nb * fl_shape<HS>::TILE, kh, ks, (kb + 1) * FL_TILE, t);
+		fl_tile_async<T, HS>(sv + nb * fl_shape<HS>::TILE, vh, ks, (kb + 1) * FL_TILE, t);
+		kc_cp_commit();
+		kc_cp_wait<1>(); /* the next tile's copies fly while this one is computed */
+	} else {
+		kc_cp_wait<0>();
+	}
+}
+
 /* s[8][4] += A X^T: A the warp's rows r0 .. r0 + 15 of tile `at`, X the
  * [64, HS] tile x (its rows the columns of s: s[j] holds columns 8j ..
  * 8j + 7). */
@@ -175,15 +194,7 @@ k_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int t, int n
 		float s[8][4], mx[2] = { m[0], m[1] }, alpha[2];
 		uint32_t pa[4][4];
 
-		/* the next tile's copies fly while this one is computed */
-		if (kb < qb) {
-			fl_tile_async<T, HS>(sk + ((kb + 1) & 1) * S::TILE, kh, ks, j0 + FL_TILE, t);
-			fl_tile_async<T, HS>(sv + ((kb + 1) & 1) * S::TILE, vh, ks, j0 + FL_TILE, t);
-			kc_cp_commit();
-			kc_cp_wait<1>();
-		} else {
-			kc_cp_wait<0>();
-		}
+		fl_kv_next<T, HS>(sk, sv, kh, vh, ks, kb, qb, t);
 		__syncthreads();
 		fl_zero(s);
 		fl_abt<T, HS>(s, sq, r0, ck);
@@ -301,14 +312,7 @@ k_flash_dq(T *dq, const T *dout, const float *lse, const float *dd, const T *q, 
 		float s[8][4], dp[8][4];
 		uint32_t pa[4][4];
 
-		if (kb < qb) {
-			fl_tile_async<T, HS>(sk + ((kb + 1) & 1) * S::TILE, kh, ks, j0 + FL_TILE, t);
-			fl_tile_async<T, HS>(sv + ((kb + 1) & 1) * S::TILE, vh, ks, j0 + FL_TILE, t);
-			kc_cp_commit();
-			kc_cp_wait<1>();
-		} else {
-			kc_cp_wait<0>();
-		}
+		fl_kv_next<T, HS>(sk, sv, kh, vh, ks, kb, qb, t);
 		__syncthreads();
 		fl_zero(s);
 		fl_zero(dp);

@@ -136,26 +136,28 @@ PYTHONUNBUFFERED=1 timeout 280 python3 tests/gpu/hf_check.py --engine "$engine" 
 if [ -z "$ncu" ] || [ ! -f "${HF_WORK:-/nonexistent}/qwen2/config.json" ]; then
 	echo "the steps kernel by kernel: skipped (no ncu, or no HF_WORK with item 3's model)"
 else
-	say "one LoRA step kernel by kernel (ncu)"
 	# algorithms timed under ncu's serialised launches are not kept
 	cp "$MODULA_CUDA_TUNE_FILE" "$out/cublaslt-ncu.tsv" 2>/dev/null
-	MODULA_CUDA_TUNE_FILE=$out/cublaslt-ncu.tsv timeout -k 10 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-		"$engine" bench --model "$HF_WORK/qwen2" --method lora --device cuda --dtype bf16 \
-		--batch 8 --seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 --no-graph \
-		>"$out/ncu-step.csv" 2>"$out/ncu-step.err"
-	echo "ncu: exit $?"
-	python3 tests/gpu/kernel_table.py "$out/ncu-step.csv" "$out/kernels-order.txt" >"$out/kernels.txt" &&
-		head -30 "$out/kernels.txt"
+	# ncu_step SUFFIX BENCH-ARGS...: one profiled step into ncu-stepSUFFIX.csv,
+	# its table into kernelsSUFFIX.txt and kernelsSUFFIX-order.txt
+	ncu_step() {
+		local sfx=$1
+		shift
+		MODULA_CUDA_TUNE_FILE=$out/cublaslt-ncu.tsv timeout -k 10 150 "$ncu" --clock-control none \
+			--metrics gpu__time_duration.sum --csv --print-units base \
+			"$engine" bench --model "$HF_WORK/qwen2" "$@" --device cuda --dtype bf16 --batch 8 \
+			--seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 --no-graph \
+			>"$out/ncu-step$sfx.csv" 2>"$out/ncu-step$sfx.err"
+		echo "ncu ($*): exit $?"
+		python3 tests/gpu/kernel_table.py "$out/ncu-step$sfx.csv" "$out/kernels$sfx-order.txt" \
+			>"$out/kernels$sfx.txt" && head -30 "$out/kernels$sfx.txt"
+	}
+	say "one LoRA step kernel by kernel (ncu)"
+	ncu_step "" --method lora
 	# and modula-res's (item 4's), whose extra time over LoRA's is the
-	# experts' path: $out/kernels-res.txt
-	MODULA_CUDA_TUNE_FILE=$out/cublaslt-ncu.tsv timeout -k 10 150 "$ncu" --clock-control none \
-		--metrics gpu__time_duration.sum --csv --print-units base \
-		"$engine" bench --model "$HF_WORK/qwen2" --method modula-res --experts 4 --expert-rank 8 \
-		--device cuda --dtype bf16 --batch 8 --seq 512 --rank 16 --alpha 32 --steps 1 --warmup 1 \
-		--no-graph >"$out/ncu-res.csv" 2>"$out/ncu-res.err"
-	echo "ncu (modula-res): exit $?"
-	python3 tests/gpu/kernel_table.py "$out/ncu-res.csv" "$out/kernels-res-order.txt" \
-		>"$out/kernels-res.txt" && head -30 "$out/kernels-res.txt"
+	# experts' path
+	say "one modula-res step kernel by kernel (ncu)"
+	ncu_step -res --method modula-res --experts 4 --expert-rank 8
 fi
 
 if [ -s "$MODULA_CUDA_TUNE_FILE" ]; then
