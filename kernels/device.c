@@ -421,20 +421,25 @@ static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *du
 	return 0;
 }
 
-static int s_cpu_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+static int s_cpu_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
 			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			     float slope)
 {
-	op_res_forward(cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+	if (ld && ld < r0 + e * r)
+		return err_set("res_forward: rows %d apart, narrower than %d columns", ld, r0 + e * r);
+	op_res_forward(cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 
-static int s_cpu_res_backward(void *dcat, void *dz, const float *s, const void *z, const void *zl,
-			      int n, int r0, int e, int r, float s0, float sd, float slope)
+static int s_cpu_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
+			      const void *zl, int n, int r0, int e, int r, float s0, float sd,
+			      float slope)
 {
 	if (e > OPS_RES_MAX_EXPERTS)
 		return err_set("res_backward: %d experts (at most %d)", e, OPS_RES_MAX_EXPERTS);
-	op_res_backward(dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
+	if (ld && ld < r0 + e * r)
+		return err_set("res_backward: rows %d apart, narrower than %d columns", ld, r0 + e * r);
+	op_res_backward(dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 
@@ -843,22 +848,27 @@ static int s_emu_router_weight_backward(void *drlogits, void *du, const void *du
 	return 0;
 }
 
-static int s_emu_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+static int s_emu_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
 			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			     float slope)
 {
-	s_cpu_res_forward(cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
-	EMU_N(cat, (size_t)n * (r0 + e * r));
+	size_t w = (size_t)r0 + (size_t)e * r;
+
+	D_TRY(s_cpu_res_forward(cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope));
+	s_emu_round(cat, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	EMU_N(z, (size_t)n * e * r);
 	EMU_N(zl, (size_t)n * e * r);
 	return 0;
 }
 
-static int s_emu_res_backward(void *dcat, void *dz, const float *s, const void *z, const void *zl,
-			      int n, int r0, int e, int r, float s0, float sd, float slope)
+static int s_emu_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
+			      const void *zl, int n, int r0, int e, int r, float s0, float sd,
+			      float slope)
 {
-	D_TRY(s_cpu_res_backward(dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope));
-	EMU_N(dcat, (size_t)n * (r0 + e * r));
+	size_t w = (size_t)r0 + (size_t)e * r;
+
+	D_TRY(s_cpu_res_backward(dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope));
+	s_emu_round(dcat, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	EMU_N(dz, (size_t)n * e * r);
 	return 0;
 }
@@ -1120,18 +1130,18 @@ static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *d
 					    s0);
 }
 
-static int s_cuda_res_forward(void *cat, void *z, void *zl, float *s, const void *ur,
+static int s_cuda_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
 			      const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			      float slope)
 {
-	return kcuda_res_forward(s_dt, cat, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+	return kcuda_res_forward(s_dt, cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
 }
 
-static int s_cuda_res_backward(void *dcat, void *dz, const float *s, const void *z,
+static int s_cuda_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
 			       const void *zl, int n, int r0, int e, int r, float s0, float sd,
 			       float slope)
 {
-	return kcuda_res_backward(s_dt, dcat, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
+	return kcuda_res_backward(s_dt, dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
 }
 
 static int s_cuda_gemm_f32(float *c, const float *a, const float *b, int m, int n, int k, int ta,

@@ -139,11 +139,14 @@ struct kdevice_ops {
 	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, int ld,
 				      const float *s, const void *u, int n, int e, int r, float scale,
 				      int r0, float s0);
-	/* MoDULA-Res's per-row work, fused (kcuda_res_forward/backward). */
-	int (*res_forward)(void *cat, void *z, void *zl, float *s, const void *ur, const void *mab,
-			   int n, int r0, int e, int r, float s0, float sd, float slope);
-	int (*res_backward)(void *dcat, void *dz, const float *s, const void *z, const void *zl,
-			    int n, int r0, int e, int r, float s0, float sd, float slope);
+	/* MoDULA-Res's per-row work, fused (kcuda_res_forward/backward); cat's
+	 * and dcat's rows ld apart (0: r0 + e*r). */
+	int (*res_forward)(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
+			   const void *mab, int n, int r0, int e, int r, float s0, float sd,
+			   float slope);
+	int (*res_backward)(void *dcat, int ld, void *dz, const float *s, const void *z,
+			    const void *zl, int n, int r0, int e, int r, float s0, float sd,
+			    float slope);
 	/* Copy n elements within the backend's memory, converting types. */
 	int (*convert)(void *dst, int ddt, const void *src, int sdt, size_t n);
 	/* The optimizer over fp32 tensors (worker/optim.c's formulas):

@@ -12,8 +12,9 @@ gradient; max |diff| / max |table|):
     within 5e-2, once per switch of the backend: the defaults (with the
     flash attention kernels in bf16: the models' heads are 64 wide, which
     they take; the rows are 70 tokens, two tiles of 64 keys),
-    MODULA_FOLD=0, MODULA_CUDA_LT=0, MODULA_CUDA_VEC=0 and
-    MODULA_CUDA_FLASH=0 (attention's cuBLAS path).
+    MODULA_FOLD=0, MODULA_FOLD_DIRECT=0 (folded, through copies),
+    MODULA_CUDA_LT=0, MODULA_CUDA_VEC=0 and MODULA_CUDA_FLASH=0
+    (attention's cuBLAS path).
 Two models from tests/ref/hfref.py: LLaMA-style in f32 storage and
 Qwen2-style in bf16 with q/k/v biases and a tied head, each with a LoRA on
 all seven projections. `--repeat 3` makes the engine try its CUDA graphs,
@@ -106,6 +107,7 @@ def main():
                 ok(w <= 1e-4, f"{name}: emulated cuda f32 vs the CPU table: worst {w:.2e} at {at} (tol 1e-4)")
             ref16 = grads(ENGINE, "table", "bf16")
             for what, env in (("defaults", {}), ("MODULA_FOLD=0", {"MODULA_FOLD": "0"}),
+                              ("MODULA_FOLD_DIRECT=0", {"MODULA_FOLD_DIRECT": "0"}),
                               ("MODULA_CUDA_LT=0", {"MODULA_CUDA_LT": "0"}),
                               ("MODULA_CUDA_VEC=0", {"MODULA_CUDA_VEC": "0"}),
                               ("MODULA_CUDA_FLASH=0", {"MODULA_CUDA_FLASH": "0"})):

@@ -116,6 +116,13 @@ def main():
                     ["--lora-rank", "4", *extra], ["--adapter", adapter, "--device", "table"],
                     lora_grads)
             del os.environ["MODULA_FOLD"]
+            # folded, with the adapters' columns copied through buffers of
+            # their own instead of read and written in place
+            os.environ["MODULA_FOLD_DIRECT"] = "0"
+            compare(tmp, name + " device path, folded through copies", model,
+                    ["--lora-rank", "4", *extra], ["--adapter", adapter, "--device", "table"],
+                    lora_grads)
+            del os.environ["MODULA_FOLD_DIRECT"]
             # the logits command, with the adapter, on the first row alone
             lg = os.path.join(tmp, name + "-logits.safetensors")
             ref1 = os.path.join(tmp, name + "-ref1.safetensors")

@@ -156,6 +156,11 @@ struct dmodel {
 	 * of its own (eye_w, [eye_n, eye_n]); the copies of B^T into the W'
 	 * as batched products, one per shape, each with its identity */
 	int fold, nfolded, eye_n, nfset;
+	/* 1 (MODULA_FOLD_DIRECT=0: 0): those copies not made where a product
+	 * or row kernel can read or write the columns in place (u into X's
+	 * columns, du and dcat read from dx's and dres's, cat written into
+	 * X's): one launch fewer each, the same numbers */
+	int direct;
 	/* o and down folded in backward (s_tail_build): dres has ldr columns,
 	 * the last ones holding the adapter's du (Res: dcat's [u0 | router]
 	 * part) for dx = [dres | du] [W; A] */
@@ -407,6 +412,7 @@ static dmodel_t *s_new(const model_config_t *cfg, const struct kdevice_ops *K)
 	m->K = K, m->cfg = *cfg;
 	m->graphs = !getenv("MODULA_CUDA_GRAPHS") || strcmp(getenv("MODULA_CUDA_GRAPHS"), "0");
 	m->fold = !getenv("MODULA_FOLD") || strcmp(getenv("MODULA_FOLD"), "0");
+	m->direct = !getenv("MODULA_FOLD_DIRECT") || strcmp(getenv("MODULA_FOLD_DIRECT"), "0");
 	if (!(m->wte = s_alloc(m, V * C, dt)) || !(m->norm = s_alloc(m, C, dt)))
 		goto err;
 	m->head = m->wte;
@@ -1013,6 +1019,17 @@ static int s_grouped(const dlayer_t *L, int s)
 	return 0;
 }
 
+/* 1 when slot s of L is a member of a folded Res (Flan, MoLoRA) group
+ * and m->direct: its cat lives in the group's X, ad->cat is not needed. */
+static int s_cat_in_x(const dmodel_t *m, const dlayer_t *L, int s)
+{
+	for (int gi = 0; m->direct && gi < 2; gi++)
+		for (int i = 0; L->fold[gi].ldx && L->fold[gi].res && i < L->fold[gi].ns; i++)
+			if (L->fold[gi].slot[i] == s)
+				return 1;
+	return 0;
+}
+
 /* ---- folded groups (dfold_t) ------------------------------------------- */
 
 /* Free p, one of the model's own allocations (s_alloc). */
@@ -1376,6 +1393,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 			if (!ad)
 				continue;
 			r0 = s_max(r0, (size_t)ad->r0);
+			ad->cat = NULL; /* (not made for every adapter) */
 			if (s_grouped(L, s)) {
 				ad->u0 = NULL; /* its u is columns of the group's */
 				continue;
@@ -1384,7 +1402,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 				size_t w = (size_t)ad->r0 + (size_t)ad->e * ad->r;
 				size_t ne = (size_t)ad->e + (ad->r0 > 0);
 				er = s_max(er, w), e = s_max(e, ne), wide = s_max(wide, w);
-				D_PTR((ad->u0 = s_act(m, N * w, dt)) && (ad->cat = s_act(m, N * w, dt)) &&
+				D_PTR((ad->u0 = s_act(m, N * w, dt)) &&
+				      (s_cat_in_x(m, L, s) || (ad->cat = s_act(m, N * w, dt))) &&
 				      (ad->zl = s_act(m, N * ne, dt)) && (ad->z = s_act(m, N * ne, dt)) &&
 				      (ad->s = s_act(m, N * ne, KCUDA_F32)));
 				continue;
@@ -1397,7 +1416,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 			wide = s_max(wide, (size_t)ad->r0 + (size_t)ad->e * ad->r);
 			D_PTR((ad->mab = s_act(m, (size_t)ad->e * ad->r * ad->r0, dt)) &&
 			      (ad->p = s_act(m, (size_t)ad->e * ad->r * ad->r0, KCUDA_F32)) &&
-			      (ad->cat = s_act(m, N * (ad->r0 + (size_t)ad->e * ad->r), dt)) &&
+			      (s_cat_in_x(m, L, s) ||
+			       (ad->cat = s_act(m, N * (ad->r0 + (size_t)ad->e * ad->r), dt))) &&
 			      (ad->z = s_act(m, N * ad->e * ad->r, dt)) &&
 			      (ad->zl = s_act(m, N * ad->e * ad->r, dt)) &&
 			      (ad->s = s_act(m, N * ad->e, KCUDA_F32)));
@@ -1436,8 +1456,9 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
  *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
 /* ur = x [A0; W_R]^T (x's rows ldx apart; fixed routing: the fixed
- * logits in the router's columns) and the fused row kernel: cat, z, zl, s. */
-static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
+ * logits in the router's columns) and the fused row kernel: cat (rows ldc
+ * apart: ad->cat, 0, or a folded group's X), z, zl, s. */
+static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n, void *cat, int ldc)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, r0 = ad->r0;
@@ -1453,7 +1474,7 @@ static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
 		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ldx, ad->a0.cur, ad->in, n, r0 + ad->e, ad->in,
 				 0, 1, 1.0f, 0.0f));
 	}
-	return K->res_forward(ad->cat, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
+	return K->res_forward(cat, ldc, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
 			      ad->s0, ad->sd, ad->slope);
 }
 
@@ -1462,7 +1483,7 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
 
-	D_TRY(s_res_cat(m, ad, x, ad->in, n));
+	D_TRY(s_res_cat(m, ad, x, ad->in, n, ad->cat, 0));
 	if (ad->nores)
 		return K->gemm_ld(y, dt, out, s_at(m, ad->cat, (size_t)r0), w,
 				  s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, out, er, 0, 0, 1.0f,
@@ -1470,57 +1491,53 @@ static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 	return K->gemm_ld(y, dt, out, ad->cat, w, ad->bcat.cur, out, n, out, w, 0, 0, 1.0f, 1.0f);
 }
 
-/* x's and dx's rows are ldx apart, dy's ldy. dcat_in (a folded group's, with dx):
- * dy bcat^T is already in those columns of dx's rows (-nores: zero in the
- * first r0), copied out rather than computed. */
+/* x's and dx's rows are ldx apart, dy's ldy; the forward's cat is at cat,
+ * rows ldc apart. dcat_in (a folded group's, with dx): dy bcat^T is
+ * already in those columns of dx's rows (-nores: zero in the first r0):
+ * worked on there, in place (m->direct), or copied out first. */
 static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
-			  const void *x, int n, const void *dcat_in)
+			  const void *x, int n, const void *cat, int ldc, void *dcat_in)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0;
+	int dt = K->dt, er = ad->e * ad->r, w = ad->r0 + er, out = ad->out, r0 = ad->r0, ldd = w;
 	int ra = m->fixed ? r0 : r0 + ad->e;    /* fixed routing: no router gradient */
 	void *dcat = m->x1, *dz = m->x3;
 	float *db = ad->bcat.grad, *p = ad->p;
 
-	if (dcat_in) {
+	if (dcat_in && m->direct) {
+		dcat = dcat_in, ldd = ldx;
+	} else if (dcat_in) {
 		D_TRY(K->gemm_ld(dcat, dt, w, dcat_in, ldx, m->eye_w, m->eye_n, n, w, w, 0, 0, 1.0f,
 				 0.0f));
-		if (db && ad->nores)
-			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
-					 w, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
-		else if (db)
-			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, ldy, w, out, n, 1, 0, 1.0f,
-					 1.0f));
 	} else if (ad->nores) {
 		D_TRY(K->gemm_ld(s_at(m, dcat, (size_t)r0), dt, w, dy, ldy,
 				 s_at(m, ad->bcat.cur, (size_t)r0 * out), out, n, er, out, 0, 1, 1.0f, 0.0f));
-		if (db)
-			D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, ad->cat, (size_t)r0),
-					 w, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
 	} else {
 		D_TRY(K->gemm_ld(dcat, dt, w, dy, ldy, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
-		if (db)
-			D_TRY(K->gemm_ld(db, KCUDA_F32, out, ad->cat, w, dy, ldy, w, out, n, 1, 0, 1.0f,
-					 1.0f));
 	}
+	if (db && ad->nores)
+		D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, (void *)cat, (size_t)r0),
+				 ldc, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
+	else if (db)
+		D_TRY(K->gemm_ld(db, KCUDA_F32, out, cat, ldc, dy, ldy, w, out, n, 1, 0, 1.0f, 1.0f));
 	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
-	D_TRY(K->res_backward(dcat, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0, ad->sd,
-			      ad->slope));
+	D_TRY(K->res_backward(dcat, ldd, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0,
+			      ad->sd, ad->slope));
 	/* P = dz^T u0s [er, r0] in fp32; dA += P B0^T and dB0^T += P^T A
 	 * follow, against the fp32 masters, for every layer at once at the
 	 * end of the backward (s_res_batched) (these small products may
 	 * cancel: in bf16 they cost A's gradient a tenth of its size) */
 	if (ad->a.grad || db)
-		D_TRY(K->gemm_ld(p, KCUDA_F32, r0, dz, er, ad->cat, w, er, r0, n, 1, 0, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(p, KCUDA_F32, r0, dz, er, cat, ldc, er, r0, n, 1, 0, 1.0f, 0.0f));
 	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
-	D_TRY(K->gemm_ld(dcat, dt, w, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
+	D_TRY(K->gemm_ld(dcat, dt, ldd, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
 			 ad->nores ? 0.0f : 1.0f));
 	/* [du0 | drl] = dcat[:, :r0+e] against a0 = [A0; W_R] */
 	if (ad->a0.grad)
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, w, x, ldx, ra, ad->in, n, 1, 0,
+		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, ldd, x, ldx, ra, ad->in, n, 1, 0,
 				 1.0f, 1.0f));
 	if (dx)
-		D_TRY(K->gemm_ld(dx, dt, ldx, dcat, w, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
+		D_TRY(K->gemm_ld(dx, dt, ldx, dcat, ldd, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
 				 1.0f));
 	return 0;
 }
@@ -1585,8 +1602,8 @@ out:
  * softmax(x W_R^T) over E = e + (r0 > 0) (fixed routing: the one-hot
  * logits of dmodel_route_rows instead), y += (scale_i s_i u_i) B^T. */
 /* u = x A^T, the router logits and the router op: cat (x's rows ldx
- * apart). */
-static int s_mol_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
+ * apart; cat's ldc: ad->cat, 0, or a folded group's X). */
+static int s_mol_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n, void *cat, int ldc)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0);
@@ -1596,7 +1613,7 @@ static int s_mol_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n)
 	if (!m->fixed)
 		D_TRY(K->gemm_ld(ad->zl, dt, ne, x, ldx, s_at(m, ad->a0.cur, (size_t)w * ad->in),
 				 ad->in, n, ne, ad->in, 0, 1, 1.0f, 0.0f));
-	return K->router_weight_forward(ad->cat, 0, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
+	return K->router_weight_forward(cat, ldc, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
 					ad->r0, ad->s0);
 }
 
@@ -1604,36 +1621,42 @@ static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 {
 	int w = ad->r0 + ad->e * ad->r;
 
-	D_TRY(s_mol_cat(m, ad, x, ad->in, n));
+	D_TRY(s_mol_cat(m, ad, x, ad->in, n, ad->cat, 0));
 	return m->K->gemm_ld(y, m->K->dt, ad->out, ad->cat, w, ad->bcat.cur, ad->out, n, ad->out, w,
 			     0, 0, 1.0f, 1.0f);
 }
 
 /* duw = dy B; dB^T += uw^T dy; [du | drl] from the router op; dA += du^T
  * x, dW_R += drl^T x, dx += du A + drl W_R (no router terms with fixed
- * routing). x's and dx's rows are ldx apart, dy's ldy; duw_in (a folded
- * group's, with dx): dy B is already in those columns of dx's rows. */
+ * routing). x's and dx's rows are ldx apart, dy's ldy; the forward's cat
+ * (uw) is at cat, rows ldc apart. duw_in (a folded group's, with dx): dy
+ * B is already in those columns of dx's rows (read there when m->direct,
+ * else copied out first). */
 static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
-			  const void *x, int n, const void *duw_in)
+			  const void *x, int n, const void *cat, int ldc, const void *duw_in)
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0), in = ad->in;
-	void *duw = m->x1, *du = m->x3, *drl = m->fixed ? NULL : ad->z;
+	void *du = m->x3, *drl = m->fixed ? NULL : ad->z;
+	const void *duw = m->x1;
 	void *wr = s_at(m, ad->a0.cur, (size_t)w * in);
+	int ldw = w;
 
-	if (duw_in)
-		D_TRY(K->gemm_ld(duw, dt, w, duw_in, ldx, m->eye_w, m->eye_n, n, w, w, 0, 0, 1.0f,
+	if (duw_in && m->direct)
+		duw = duw_in, ldw = ldx;
+	else if (duw_in)
+		D_TRY(K->gemm_ld(m->x1, dt, w, duw_in, ldx, m->eye_w, m->eye_n, n, w, w, 0, 0, 1.0f,
 				 0.0f));
 	else
-		D_TRY(K->gemm_ld(duw, dt, w, dy, ldy, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1, 1.0f,
-				 0.0f));
+		D_TRY(K->gemm_ld(m->x1, dt, w, dy, ldy, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1,
+				 1.0f, 0.0f));
 	if (ad->bcat.grad)
-		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->cat, w, dy, ldy, w, ad->out,
-				 n, 1, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, cat, ldc, dy, ldy, w, ad->out, n, 1,
+				 0, 1.0f, 1.0f));
 	D_TRY(K->zero(du, (size_t)n * w, dt));
 	if (drl)
 		D_TRY(K->zero(drl, (size_t)n * ne, dt));
-	D_TRY(K->router_weight_backward(drl, du, duw, 0, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
+	D_TRY(K->router_weight_backward(drl, du, duw, ldw, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
 					ad->r0, ad->s0));
 	if (ad->a0.grad) {
 		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, w, x, ldx, w, in, n, 1, 0, 1.0f, 1.0f));
@@ -1672,9 +1695,11 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 	void *du = m->xu;
 
 	if (ad->mol)
-		return s_mol_backward(m, ad, dx, ad->in, dy, ad->out, x, n, NULL);
+		return s_mol_backward(m, ad, dx, ad->in, dy, ad->out, x, n, ad->cat,
+				      ad->r0 + ad->e * ad->r, NULL);
 	if (ad->res)
-		return s_res_backward(m, ad, dx, ad->in, dy, ad->out, x, n, NULL);
+		return s_res_backward(m, ad, dx, ad->in, dy, ad->out, x, n, ad->cat,
+				      ad->r0 + ad->e * ad->r, NULL);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
 	if (ad->bcat.grad)
 		D_TRY(K->gemm(ad->bcat.grad, KCUDA_F32, ad->u0, dy, ad->r0, ad->out, n, 1, 0, ad->s0,
@@ -1740,14 +1765,19 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 	const dad_t *first;
 
 	if (L->fold[gi].res) {
-		/* x is X: each Res layer's cat into its columns, then y_i = X W'_i */
+		/* x is X: each Res layer's cat into its columns (written there by
+		 * its row kernel, or copied), then y_i = X W'_i */
 		const dfold_t *f = &L->fold[gi];
 		for (int i = 0; i < f->ns; i++) {
 			dad_t *ad = L->lin[f->slot[i]].ad;
-			D_TRY(ad->res ? s_res_cat(m, ad, x, f->ldx, n) : s_mol_cat(m, ad, x, f->ldx, n));
-			D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)(ad->in + f->off[i])), dt, f->ldx,
-					 ad->cat, f->w[i], m->eye_w, m->eye_n, n, f->w[i], f->w[i], 0, 0,
-					 1.0f, 0.0f));
+			void *xc = s_at(m, (void *)x, (size_t)(ad->in + f->off[i]));
+			void *cat = m->direct ? xc : ad->cat;
+			int ldc = m->direct ? f->ldx : 0;
+			D_TRY(ad->res ? s_res_cat(m, ad, x, f->ldx, n, cat, ldc)
+				      : s_mol_cat(m, ad, x, f->ldx, n, cat, ldc));
+			if (!m->direct)
+				D_TRY(K->gemm_ld(xc, dt, f->ldx, ad->cat, f->w[i], m->eye_w, m->eye_n, n,
+						 f->w[i], f->w[i], 0, 0, 1.0f, 0.0f));
 		}
 		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
 		for (int i = 0; i < f->ns; i++)
@@ -1762,14 +1792,21 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 	}
 	first = L->lin[g->slot[0]].ad;
 	if (L->fold[gi].ldx) {
-		/* x is X: its u columns first (made in m->xg and copied, so that
-		 * no product reads and writes one buffer), then y_i = X W'_i */
+		/* x is X: its u columns first (written there by a product that
+		 * reads X's first C columns, or, with MODULA_FOLD_DIRECT=0, made in
+		 * m->xg and copied), then y_i = X W'_i */
 		const dfold_t *f = &L->fold[gi];
 		int C = first->in;
-		D_TRY(K->gemm_ld(m->xg, dt, w, x, f->ldx, first->a0.cur, C, n, w, C, 0, 1, first->s0,
-				 0.0f));
-		D_TRY(K->gemm_ld(s_at(m, (void *)x, (size_t)C), dt, f->ldx, m->xg, w, m->eye_w, m->eye_n,
-				 n, w, w, 0, 0, 1.0f, 0.0f));
+		void *xu = s_at(m, (void *)x, (size_t)C);
+		if (m->direct) {
+			D_TRY(K->gemm_ld(xu, dt, f->ldx, x, f->ldx, first->a0.cur, C, n, w, C, 0, 1,
+					 first->s0, 0.0f));
+		} else {
+			D_TRY(K->gemm_ld(m->xg, dt, w, x, f->ldx, first->a0.cur, C, n, w, C, 0, 1,
+					 first->s0, 0.0f));
+			D_TRY(K->gemm_ld(xu, dt, f->ldx, m->xg, w, m->eye_w, m->eye_n, n, w, w, 0, 0,
+					 1.0f, 0.0f));
+		}
 		D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
 		for (int i = 0; i < g->ns; i++)
 			D_TRY(K->gemm(ys[i], dt, x, f->wt[i], n, L->lin[g->slot[i]].out, f->ldx, 0, 0, 1.0f,
@@ -1802,8 +1839,9 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	const struct kdevice_ops *K = m->K;
 	const dfold_t *f = &L->fold[gi];
 	const dad_t *first = L->lin[f->slot[0]].ad;
-	int dt = K->dt, w = f->ns * f->r, C = first->in;
+	int dt = K->dt, w = f->ns * f->r, C = first->in, ldu = w;
 	void *du = m->xg;
+	float su = 1.0f;
 
 	if (add)
 		return err_set("a folded adapter group's backward cannot add into dx");
@@ -1816,13 +1854,22 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	if (f->res) {
 		for (int i = 0; i < f->ns; i++) {
 			dad_t *ad = L->lin[f->slot[i]].ad;
-			const void *in = dx ? s_at(m, dx, (size_t)(C + f->off[i])) : NULL;
-			D_TRY(ad->res ? s_res_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, in)
-				      : s_mol_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, in));
+			size_t col = (size_t)(C + f->off[i]);
+			void *in = dx ? s_at(m, dx, col) : NULL;
+			const void *cat = m->direct ? s_at(m, (void *)x, col) : ad->cat;
+			int ldc = m->direct ? f->ldx : f->w[i];
+			D_TRY(ad->res ? s_res_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, cat, ldc,
+						       in)
+				      : s_mol_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, cat, ldc,
+						       in));
 		}
 		return s_mark(m, DMODEL_PROF_ADAPTERS);
 	}
-	if (dx)
+	/* du = s0 (dx's columns C..): read there (m->direct: s0 in the
+	 * products' alpha), or copied out into m->xg */
+	if (dx && m->direct)
+		du = s_at(m, dx, (size_t)C), ldu = f->ldx, su = first->s0;
+	else if (dx)
 		D_TRY(K->gemm_ld(du, dt, w, s_at(m, dx, (size_t)C), f->ldx, m->eye_w, m->eye_n, n, w,
 				 w, 0, 0, first->s0, 0.0f));
 	for (int i = 0; i < f->ns; i++) {
@@ -1836,10 +1883,10 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 					 ad->out, f->r, ad->out, n, 1, 0, 1.0f, 1.0f));
 	}
 	if (first->a0.grad)
-		D_TRY(K->gemm_ld(first->a0.grad, KCUDA_F32, C, du, w, x, f->ldx, w, C, n, 1, 0, 1.0f,
+		D_TRY(K->gemm_ld(first->a0.grad, KCUDA_F32, C, du, ldu, x, f->ldx, w, C, n, 1, 0, su,
 				 1.0f));
 	if (dx)
-		D_TRY(K->gemm_ld(dx, dt, f->ldx, du, w, first->a0.cur, C, n, C, w, 0, 0, 1.0f, 1.0f));
+		D_TRY(K->gemm_ld(dx, dt, f->ldx, du, ldu, first->a0.cur, C, n, C, w, 0, 0, su, 1.0f));
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
 }
 
@@ -1904,29 +1951,35 @@ static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, 
 		return s_mark(m, DMODEL_PROF_BASE);
 	}
 	if (ad->res) {
-		D_TRY(s_res_backward(m, ad, NULL, in, dy, ldr, x, n, NULL));
+		D_TRY(s_res_backward(m, ad, NULL, in, dy, ldr, x, n, ad->cat, ad->r0 + ad->e * ad->r,
+				     NULL));
 		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x1, ad->r0 + ad->e * ad->r,
 				 m->eye_w, m->eye_n, n, lin->ka, lin->ka, 0, 0, 1.0f, 0.0f));
 	} else if (ad->mol) {
 		/* du [n, w] in m->x3, the router logits' gradient [n, ne] in z */
 		int w = ad->r0 + ad->e * ad->r, ne = lin->ka - w;
-		D_TRY(s_mol_backward(m, ad, NULL, in, dy, ldr, x, n, NULL));
+		D_TRY(s_mol_backward(m, ad, NULL, in, dy, ldr, x, n, ad->cat, w, NULL));
 		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x3, w, m->eye_w, m->eye_n, n, w, w,
 				 0, 0, 1.0f, 0.0f));
 		if (ne)
 			D_TRY(K->gemm_ld(s_at(m, dy, (size_t)(C + w)), dt, ldr, ad->z, ne, m->eye_w,
 					 m->eye_n, n, ne, ne, 0, 0, 1.0f, 0.0f));
 	} else {
-		void *du = m->xu;
-		D_TRY(K->gemm_ld(du, dt, ad->r0, dy, ldr, ad->bcat.cur, ad->out, n, ad->r0, ad->out, 0, 1,
+		/* du into dres's columns C.. (a product reading its first C), or
+		 * (MODULA_FOLD_DIRECT=0) into m->xu and copied there */
+		void *du = m->direct ? s_at(m, dy, (size_t)C) : m->xu;
+		int ldu = m->direct ? ldr : ad->r0;
+		D_TRY(K->gemm_ld(du, dt, ldu, dy, ldr, ad->bcat.cur, ad->out, n, ad->r0, ad->out, 0, 1,
 				 ad->s0, 0.0f));
 		if (ad->bcat.grad)
 			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->u0, ad->r0, dy, ldr, ad->r0,
 					 ad->out, n, 1, 0, ad->s0, 1.0f));
 		if (ad->a0.grad)
-			D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, du, x, ad->r0, in, n, 1, 0, 1.0f, 1.0f));
-		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, du, ad->r0, m->eye_w, m->eye_n, n,
-				 ad->r0, ad->r0, 0, 0, 1.0f, 0.0f));
+			D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, ldu, x, in, ad->r0, in, n, 1, 0,
+					 1.0f, 1.0f));
+		if (!m->direct)
+			D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, du, ad->r0, m->eye_w, m->eye_n,
+					 n, ad->r0, ad->r0, 0, 0, 1.0f, 0.0f));
 	}
 	D_TRY(s_mark(m, DMODEL_PROF_ADAPTERS));
 	D_TRY(K->gemm_ld(dinp, dt, in, dy, ldr, lin->w, in, n, in, ldr, 0, 0, 1.0f, 0.0f));

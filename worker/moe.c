@@ -192,7 +192,7 @@ static void s_fused_forward(moe_layer_t *L, float *y, const float *x, int n)
 	}
 	op_gemm(L->fm, L->facat, u->b, er, r0, out, 0, 0, 1.0f, 0.0f);
 	op_gemm(L->fur, x, L->fa0, n, r0 + e, in, 0, 1, 1.0f, 0.0f);
-	op_res_forward(L->fcat, L->fz, L->fzl, L->s, L->fur, L->fm, n, r0, e, r, u->scale,
+	op_res_forward(L->fcat, 0, L->fz, L->fzl, L->s, L->fur, L->fm, n, r0, e, r, u->scale,
 		       L->w[1].scale, mo->cfg.slope);
 	if (nores)
 		op_gemm_ld(y, out, L->fcat + r0, w, L->fbcat + (size_t)r0 * out, out, n, out, er, 0, 0,
@@ -229,7 +229,7 @@ static void s_fused_backward(moe_layer_t *L, float *dx, const float *dy, const f
 	for (int i = 0; i < e; i++)
 		if (mo->exp[1 + i].trainable)
 			s_add_transposed(L->w[1 + i].db, L->fdb + (size_t)(r0 + i * r) * out, out, r);
-	op_res_backward(L->fdcat, L->fdz, L->s, L->fz, L->fzl, n, r0, e, r, s0, L->w[1].scale,
+	op_res_backward(L->fdcat, 0, L->fdz, L->s, L->fz, L->fzl, n, r0, e, r, s0, L->w[1].scale,
 			mo->cfg.slope);
 	/* P = dz^T u0s: dA_i += P_i B0^T, dB0 += A^T P */
 	if (any_b || mo->exp[0].trainable)

@@ -163,10 +163,10 @@ void op_crossentropy_backward(float *dlogits, const float *dlosses, const float 
 	}
 }
 
-void op_res_forward(float *cat, float *z, float *zl, float *s, const float *ur, const float *mab,
-		    int n, int r0, int e, int r, float s0, float sd, float slope)
+void op_res_forward(float *cat, int ld, float *z, float *zl, float *s, const float *ur,
+		    const float *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 {
-	int er = e * r, w = r0 + er;
+	int er = e * r, w = ld ? ld : r0 + er;
 
 	#pragma omp parallel for schedule(static) if((size_t)n * er * r0 >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
@@ -191,10 +191,10 @@ void op_res_forward(float *cat, float *z, float *zl, float *s, const float *ur, 
 	}
 }
 
-void op_res_backward(float *dcat, float *dz, const float *s, const float *z, const float *zl, int n,
-		     int r0, int e, int r, float s0, float sd, float slope)
+void op_res_backward(float *dcat, int ld, float *dz, const float *s, const float *z,
+		     const float *zl, int n, int r0, int e, int r, float s0, float sd, float slope)
 {
-	int er = e * r, w = r0 + er;
+	int er = e * r, w = ld ? ld : r0 + er;
 
 	#pragma omp parallel for schedule(static) if((size_t)n * er >= OPS_PARALLEL_MIN / 8)
 	for (int i = 0; i < n; i++) {

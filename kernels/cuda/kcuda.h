@@ -271,14 +271,15 @@ int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *d
 /* MoDULA-Res's per-row work between its products, fused (worker/dmodel.c):
  * ur = [u0 | rl] [N, r0+E] (x [A0; W_R]^T), mab = M = A B0 [E*R, r0]:
  *   cat[:, :r0] = s0 u0, z = s0 u0 M^T, zl = LeakyReLU(z), s = softmax(rl),
- *   cat[:, r0:] = sd s_i zl    (cat rows r0 + E*R apart; z, zl [N, E*R]).
+ *   cat[:, r0:] = sd s_i zl    (z, zl [N, E*R]).
  * Backward, with dcat = dy [B0^T; B^T]^T on entry: reads dzw = dcat[:, r0:]
  * and writes dz (overwritten), dcat[:, r0:r0+E] = the router logits'
- * gradient and dcat[:, :r0] *= s0. E <= 32. */
-int kcuda_res_forward(int dt, void *cat, void *z, void *zl, float *s, const void *ur,
+ * gradient and dcat[:, :r0] *= s0. cat's and dcat's rows are ld apart (0:
+ * r0 + E*R; more: columns of a wider matrix, as a folded group's X). E <= 32. */
+int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
 		      const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope);
-int kcuda_res_backward(int dt, void *dcat, void *dz, const float *s, const void *z, const void *zl,
-		       int n, int r0, int e, int r, float s0, float sd, float slope);
+int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
+		       const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope);
 
 /* A soft-routed LoRA expert group on one linear layer, as two products over
  * the stacked experts (MoLoRA, MoDULA-Flan; plain LoRA is E = 1 without a

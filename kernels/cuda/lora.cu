@@ -102,12 +102,22 @@ static int s_check_router(int e, int r, int r0)
 	return 0;
 }
 
+/* rows ld apart (0: w) hold w columns */
+static int s_check_ld(const char *what, int ld, int w)
+{
+	if (ld != 0 && ld < w)
+		return err_set("%s: rows %d apart, narrower than their %d columns", what, ld, w);
+	return 0;
+}
+
 extern "C" int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
 					   const void *u, int n, int e, int r, float scale, int r0,
 					   float s0)
 {
 	KC_CTX(cx);
 	if (s_check_router(e, r, r0) < 0)
+		return -1;
+	if (s_check_ld("router_weight_forward", ld, r0 + e * r) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
@@ -125,6 +135,8 @@ extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, co
 	KC_CTX(cx);
 	if (s_check_router(e, r, r0) < 0)
 		return -1;
+	if (s_check_ld("router_weight_backward", ld, r0 + e * r) < 0)
+		return -1;
 	if (n == 0 || (!drlogits && !du))
 		return 0;
 	KC_DISPATCH(dt, T, k_router_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
@@ -136,19 +148,19 @@ extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, co
 
 /* ---- MoDULA-Res: the per-row work between the products, fused --------- */
 
-/* One warp per row. ur = [u0 | rl] ([N, r0+e]); cat = [s0 u0 | zw] rows w
- * = r0 + e*r apart; z = s0 u0 M^T, zl = LeakyReLU(z), s = softmax(rl),
- * zw = sd s_i zl. */
+/* One warp per row. ur = [u0 | rl] ([N, r0+e]); cat = [s0 u0 | zw] rows ld
+ * apart; z = s0 u0 M^T, zl = LeakyReLU(z), s = softmax(rl), zw = sd s_i
+ * zl. */
 template <typename T>
-__global__ void k_res_fwd(T *cat, T *z, T *zl, float *s, const T *ur, const T *mab, int n,
+__global__ void k_res_fwd(T *cat, int ld, T *z, T *zl, float *s, const T *ur, const T *mab, int n,
 			  int r0, int e, int r, float s0, float sd, float slope)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-	int er = e * r, w = r0 + er;
+	int er = e * r;
 	if (row >= n)
 		return;
 	const T *u = ur + (size_t)row * (r0 + e);
-	T *c = cat + (size_t)row * w;
+	T *c = cat + (size_t)row * ld;
 	float x = lane < e ? kc_ld(u[r0 + lane]) : -FLT_MAX;
 	float mx = kc_warp_max(x);
 	float p = lane < e ? expf(x - mx) : 0.0f;
@@ -172,18 +184,18 @@ __global__ void k_res_fwd(T *cat, T *z, T *zl, float *s, const T *ur, const T *m
 	}
 }
 
-/* dcat [N, w] holds dy [B0^T; B^T]^T on entry. Reads dzw = dcat[:, r0:],
- * then writes dcat[:, :r0] *= s0, dcat[:, r0:r0+e] = drl and dz [N, er]
- * (both overwritten). */
+/* dcat [N, w] (rows ld apart) holds dy [B0^T; B^T]^T on entry. Reads dzw
+ * = dcat[:, r0:], then writes dcat[:, :r0] *= s0, dcat[:, r0:r0+e] = drl
+ * and dz [N, er] (both overwritten). */
 template <typename T>
-__global__ void k_res_bwd(T *dcat, T *dz, const float *s, const T *z, const T *zl, int n, int r0,
-			  int e, int r, float s0, float sd, float slope)
+__global__ void k_res_bwd(T *dcat, int ld, T *dz, const float *s, const T *z, const T *zl, int n,
+			  int r0, int e, int r, float s0, float sd, float slope)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-	int er = e * r, w = r0 + er;
+	int er = e * r;
 	if (row >= n)
 		return;
-	T *d = dcat + (size_t)row * w;
+	T *d = dcat + (size_t)row * ld;
 	float si = lane < e ? s[(size_t)row * e + lane] : 0.0f, dsi = 0.0f;
 	/* ds_i = sd sum_j zl_ij dzw_ij; dzl = sd s_i dzw; dz = dzl LeakyReLU'(z) */
 	for (int i = 0; i < e; i++) {
@@ -210,32 +222,36 @@ __global__ void k_res_bwd(T *dcat, T *dz, const float *s, const T *z, const T *z
 		d[k] = kc_st<T>(kc_ld(d[k]) * s0);
 }
 
-extern "C" int kcuda_res_forward(int dt, void *cat, void *z, void *zl, float *s, const void *ur,
-				 const void *mab, int n, int r0, int e, int r, float s0, float sd,
-				 float slope)
+extern "C" int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s,
+				 const void *ur, const void *mab, int n, int r0, int e, int r,
+				 float s0, float sd, float slope)
 {
 	KC_CTX(cx);
 	if (s_check_router(e, r, 0) < 0)
+		return -1;
+	if (s_check_ld("res_forward", ld, r0 + e * r) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_res_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)cat, (T *)z, (T *)zl, s, (const T *)ur, (const T *)mab, n, r0, e, r, s0, sd, slope));
+		(T *)cat, ld ? ld : r0 + e * r, (T *)z, (T *)zl, s, (const T *)ur, (const T *)mab, n, r0, e, r, s0, sd, slope));
 	KC_LAUNCHED("res_forward");
 	return 0;
 }
 
-extern "C" int kcuda_res_backward(int dt, void *dcat, void *dz, const float *s, const void *z,
-				  const void *zl, int n, int r0, int e, int r, float s0, float sd,
-				  float slope)
+extern "C" int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const float *s,
+				  const void *z, const void *zl, int n, int r0, int e, int r,
+				  float s0, float sd, float slope)
 {
 	KC_CTX(cx);
 	if (s_check_router(e, r, 0) < 0)
 		return -1;
+	if (s_check_ld("res_backward", ld, r0 + e * r) < 0)
+		return -1;
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_res_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)dcat, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r, s0, sd, slope));
+		(T *)dcat, ld ? ld : r0 + e * r, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r, s0, sd, slope));
 	KC_LAUNCHED("res_backward");
 	return 0;
 }

@@ -155,9 +155,9 @@ NOCUDA(kcuda_router_weight_forward, int dt, void *uw, int ld, float *s, const vo
        const void *u, int n, int e, int r, float scale, int r0, float s0)
 NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw, int ld,
        const float *s, const void *u, int n, int e, int r, float scale, int r0, float s0)
-NOCUDA(kcuda_res_forward, int dt, void *cat, void *z, void *zl, float *s, const void *ur,
+NOCUDA(kcuda_res_forward, int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
        const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
-NOCUDA(kcuda_res_backward, int dt, void *dcat, void *dz, const float *s, const void *z,
+NOCUDA(kcuda_res_backward, int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
        const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_lora_group_forward, int dt, void *y, void *u, void *uw, float *s, const void *x,
        const void *a, const void *b, const void *rlogits, int n, int c, int oc, int e, int r,

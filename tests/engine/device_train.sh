@@ -77,6 +77,11 @@ for meth in lora modula-res modula-flan; do
 		"$engine" bench --device table --method $meth --batch 2 --seq 16 --steps 2 --warmup 0 >bench-fold.json 2>/dev/null &&
 		"$py" -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(not (a["folded_groups"] == 0 and b["folded_groups"] == 8 and a["folded_tail"] == 0 and b["folded_tail"] == 8 and abs(a["loss_last"] - b["loss_last"]) <= 1e-5 * abs(a["loss_last"]) and a["loss_last"] != a["loss_first"]))' bench-nofold.json bench-fold.json
 	check "bench $meth: folded (default) and not (MODULA_FOLD=0), the same loss after a step ($(grep -o '"loss_last":[0-9.]*' bench-nofold.json) vs $(grep -o '"loss_last":[0-9.]*' bench-fold.json))" $?
+	# folded with the adapters' columns copied through buffers of their own
+	# (MODULA_FOLD_DIRECT=0) instead of read and written in place
+	MODULA_FOLD_DIRECT=0 "$engine" bench --device table --method $meth --batch 2 --seq 16 --steps 2 --warmup 0 >bench-copy.json 2>/dev/null &&
+		"$py" -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); sys.exit(not (a["folded_groups"] == 8 and a["folded_tail"] == 8 and abs(a["loss_last"] - b["loss_last"]) <= 1e-5 * abs(a["loss_last"]) and a["loss_last"] != a["loss_first"]))' bench-copy.json bench-fold.json
+	check "bench $meth: folded, in place (default) and through copies (MODULA_FOLD_DIRECT=0), the same loss after a step ($(grep -o '"loss_last":[0-9.]*' bench-copy.json) vs $(grep -o '"loss_last":[0-9.]*' bench-fold.json))" $?
 done
 "$engine" bench --device table --method modula-res --one-pass --batch 2 --seq 16 --steps 1 --warmup 0 \
 	>onepass.json 2>/dev/null && grep -q '"one_pass_over_separate"' onepass.json

@@ -209,9 +209,11 @@ def item1(args, res, work):
     # products (MODULA_FOLD=0; folded, the default, everywhere else);
     # "-gemmex": the 16-byte kernels with the products on cublasGemmEx instead of
     # cuBLASLt's timed algorithms (MODULA_CUDA_LT=0; cuBLASLt everywhere else)
+    # "-copy": folded, the adapters' columns copied through buffers of their own
+    # (MODULA_FOLD_DIRECT=0; read and written in place everywhere else)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
                     ("cuda", "bf16-vec"), ("cuda", "bf16-noflash"), ("cuda", "bf16-nofold"),
-                    ("cuda", "bf16-gemmex")):
+                    ("cuda", "bf16-gemmex"), ("cuda", "bf16-copy")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
@@ -220,11 +222,13 @@ def item1(args, res, work):
             env=dict(os.environ, MODULA_CUDA_VEC="0" if "-" not in dt else "1",
                      MODULA_CUDA_FLASH="0" if dt.endswith("-noflash") else "1",
                      MODULA_FOLD="0" if dt.endswith("-nofold") else "1",
-                     MODULA_CUDA_LT="0" if dt.endswith("-gemmex") else "1"))
+                     MODULA_CUDA_LT="0" if dt.endswith("-gemmex") else "1",
+                     MODULA_FOLD_DIRECT="0" if dt.endswith("-copy") else "1"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
-                    ("bf16-noflash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2)):
+                    ("bf16-noflash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2),
+                    ("bf16-copy", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -450,7 +454,14 @@ def item3(args, res, work):
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
             f"{peak_gib(f['memory']):.2f} GiB; {f['graph_replays']} graph replays; loss "
             f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
-    ok = ok and uclose and gclose and fclose
+    # folded, the adapters' columns copied through buffers of their own
+    # (MODULA_FOLD_DIRECT=0) instead of read and written in place (the default)
+    c, cenv, cclose = variant("bf16-copy", MODULA_FOLD_DIRECT="0")
+    res.add("3", "engine step with the folded columns copied (MODULA_FOLD_DIRECT=0)",
+            f"{c['step_ms']:.1f} ms", f"in place (default) {e['step_ms']:.1f} ms, "
+            f"{c['step_ms'] / e['step_ms']:.2f}x faster; loss {c['loss_last']:.4f} vs "
+            f"{e['loss_last']:.4f}: {'close' if cclose else 'DIFFERENT'}")
+    ok = ok and uclose and gclose and fclose and cclose
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
     for what, env in (("default", None), ("cuBLAS-path attention", fenv), ("not folded", uenv),
                       ("cublasGemmEx", genv)):
@@ -492,6 +503,12 @@ def item4(args, res, work):
     res.add("4", "not folded (MODULA_FOLD=0): modula-res / LoRA",
             f"{ur['step_ms'] / ul['step_ms']:.2f}x", f"{ur['step_ms']:.1f} / {ul['step_ms']:.1f} ms; "
             f"folded (default): {mres.get('folded_groups', 0)} Res groups")
+    cenv = dict(os.environ, MODULA_FOLD_DIRECT="0")
+    cr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=cenv)
+    res.add("4", "folded columns copied (MODULA_FOLD_DIRECT=0): modula-res step",
+            f"{cr['step_ms']:.1f} ms", f"in place (default) {mres['step_ms']:.1f} ms: "
+            f"{cr['step_ms'] / mres['step_ms']:.2f}x faster; / LoRA in place "
+            f"{cr['step_ms'] / lora['step_ms']:.2f}x")
     fenv = dict(os.environ, MODULA_CUDA_FLASH="0")
     fl = engine_bench(args.engine, path, "lora", env=fenv)
     fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
@@ -633,7 +650,9 @@ SWITCHES = (("MODULA_CUDA_FLASH (tiled flash attention)", "bf16-noflash", False,
             ("MODULA_FOLD (adapter groups folded into the base products)", "bf16-nofold", False,
              "m->fold in worker/dmodel.c's s_new"),
             ("MODULA_CUDA_LT (products on cuBLASLt, algorithms timed)", "bf16-gemmex", False,
-             "kc_lt in kernels/cuda/mem.cu"))
+             "kc_lt in kernels/cuda/mem.cu"),
+            ("MODULA_FOLD_DIRECT (folded columns read and written in place, no copies)",
+             "bf16-copy", False, "m->direct in worker/dmodel.c's s_new"))
 
 
 def decisions(res):

@@ -833,25 +833,34 @@ static int case_router_head(void)
 }
 
 /* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
- * with cat and dcat rows r0 + e*r apart. */
-static int case_res(void)
+ * with cat and dcat rows r0 + e*r apart, or (wide) columns 3.. of rows ld
+ * = r0 + e*r + 7 apart (a folded group's X and dx): the columns around
+ * them must come out as they went in. */
+static int s_res(int wide)
 {
 	const struct kdevice_ops *C = kdevice_ops(KDEV_CPU, KCUDA_F32);
-	int n = 70, r0 = 8, e = 4, r = 6, er = e * r, w = r0 + er;
+	int n = 70, r0 = 8, e = 4, r = 6, er = e * r, w = r0 + er, ld = wide ? w + 7 : 0;
+	int o = wide ? 3 : 0;
+	size_t nc = (size_t)n * (wide ? ld : w);
 	float *ur = s_rrand((size_t)n * (r0 + e), -1, 1), *mab = s_rrand((size_t)er * r0, -0.5f, 0.5f);
-	float *cat = s_zeros((size_t)n * w), *z = s_zeros((size_t)n * er), *zl = s_zeros((size_t)n * er);
-	float *sp = s_zeros((size_t)n * e), *dcat = s_rrand((size_t)n * w, -1, 1);
+	float *cat = s_rrand(nc, -1, 1), *z = s_zeros((size_t)n * er), *zl = s_zeros((size_t)n * er);
+	float *sp = s_zeros((size_t)n * e), *dcat = s_rrand(nc, -1, 1);
 	float *dz = s_zeros((size_t)n * er);
 	void *dur, *dmab, *dcatd, *dzd, *dzld, *dsd, *ddcat, *ddz;
+	size_t sz = kcuda_dtype_size(s_dt);
 
 	S_PTR(ur && mab && cat && z && zl && sp && dcat && dz);
 	S_PTR((dur = S_DEV(ur, (size_t)n * (r0 + e))) && (dmab = S_DEV(mab, (size_t)er * r0)) &&
-	      (dcatd = S_DEV(cat, (size_t)n * w)) && (dzd = S_DEV(NULL, (size_t)n * er)) &&
+	      (dcatd = S_DEV(cat, nc)) && (dzd = S_DEV(NULL, (size_t)n * er)) &&
 	      (dzld = S_DEV(NULL, (size_t)n * er)) && (dsd = S_DEV32(NULL, (size_t)n * e)) &&
-	      (ddcat = S_DEV(dcat, (size_t)n * w)) && (ddz = S_DEV(NULL, (size_t)n * er)));
-	S_TRY(C->res_forward(cat, z, zl, sp, ur, mab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(kcuda_res_forward(s_dt, dcatd, dzd, dzld, dsd, dur, dmab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(S_CMP("cat", dcatd, cat, (size_t)n * w));
+	      (ddcat = S_DEV(dcat, nc)) && (ddz = S_DEV(NULL, (size_t)n * er)));
+	/* the columns outside cat as the device holds them */
+	S_TRY(s_round(cat, nc));
+	S_TRY(s_round(dcat, nc));
+	S_TRY(C->res_forward(cat + o, ld, z, zl, sp, ur, mab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_forward(s_dt, (char *)dcatd + o * sz, ld, dzd, dzld, dsd, dur, dmab, n, r0,
+				e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(S_CMP("cat", dcatd, cat, nc));
 	S_TRY(S_CMP("z", dzd, z, (size_t)n * er));
 	S_TRY(S_CMP("zl", dzld, zl, (size_t)n * er));
 	S_TRY(S_CMP32("s", dsd, sp, (size_t)n * e));
@@ -861,10 +870,21 @@ static int case_res(void)
 	void *dz2, *dzl2, *ds2;
 	S_PTR((dz2 = S_DEV(z, (size_t)n * er)) && (dzl2 = S_DEV(zl, (size_t)n * er)) &&
 	      (ds2 = S_DEV32(sp, (size_t)n * e)));
-	S_TRY(C->res_backward(dcat, dz, sp, z, zl, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(kcuda_res_backward(s_dt, ddcat, ddz, ds2, dz2, dzl2, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(S_CMP("dcat", ddcat, dcat, (size_t)n * w));
+	S_TRY(C->res_backward(dcat + o, ld, dz, sp, z, zl, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_backward(s_dt, (char *)ddcat + o * sz, ld, ddz, ds2, dz2, dzl2, n, r0, e, r,
+				 0.5f, 2.0f, 0.1f));
+	S_TRY(S_CMP("dcat", ddcat, dcat, nc));
 	return S_CMP("dz", ddz, dz, (size_t)n * er);
+}
+
+static int case_res(void)
+{
+	return s_res(0);
+}
+
+static int case_res_wide(void)
+{
+	return s_res(1);
 }
 
 /* A LoRA group of e experts, routed or plain (e = 1, no router). The CPU
@@ -1127,6 +1147,7 @@ static const struct {
 	{ "router softmax + expert weighting", case_router, 2 },
 	{ "router with a head expert (flan)", case_router_head, 2 },
 	{ "modula-res fused rows", case_res, 2 },
+	{ "modula-res fused rows, columns of wider rows", case_res_wide, 2 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },
 	{ "lora segments (sgmv)", case_lora_segments, 4 },
