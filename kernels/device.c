@@ -124,6 +124,16 @@ static int s_cpu_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, cons
 	return 0;
 }
 
+static int s_cpu_gemm_wgrad(const struct kcuda_wgrad *p, int count, int k)
+{
+	if (count < 0 || count > KCUDA_WGRAD_MAX)
+		return err_set("gemm_wgrad: %d products (0 to %d)", count, KCUDA_WGRAD_MAX);
+	for (int i = 0; i < count; i++)
+		op_gemm_ld(p[i].c, p[i].ldc, p[i].a, p[i].lda, p[i].b, p[i].ldb, p[i].m, p[i].n, k, 1,
+			   0, p[i].alpha, p[i].beta);
+	return 0;
+}
+
 static int s_cpu_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
 			      int count, int m, int n, int k, int ta, int tb, float alpha, float beta)
 {
@@ -422,12 +432,14 @@ static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *du
 }
 
 static int s_cpu_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
-			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
-			     float slope)
+			     int ldu, const void *mab, int n, int r0, int e, int r, float s0,
+			     float sd, float slope)
 {
 	if (ld && ld < r0 + e * r)
 		return err_set("res_forward: rows %d apart, narrower than %d columns", ld, r0 + e * r);
-	op_res_forward(cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+	if (ldu && ldu < r0 + e)
+		return err_set("res_forward: ur's rows %d apart, narrower than %d columns", ldu, r0 + e);
+	op_res_forward(cat, ld, z, zl, s, ur, ldu, mab, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 
@@ -488,7 +500,7 @@ static const struct kdevice_ops s_cpu_ops = {
 	.alloc = s_cpu_alloc, .free = free, .zero = s_cpu_zero, .upload = s_cpu_copy,
 	.download = s_cpu_copy, .sync = s_cpu_sync, .attention_saved = s_cpu_att_saved,
 	.gemm = s_cpu_gemm, .gemm_ld = s_cpu_gemm_ld, .gemm_f32 = s_cpu_gemm_f32,
-	.gemm_batched = s_cpu_gemm_batched,
+	.gemm_batched = s_cpu_gemm_batched, .gemm_wgrad = s_cpu_gemm_wgrad,
 	.embedding_forward = s_cpu_embedding_forward, .embedding_backward = s_cpu_embedding_backward,
 	.matmul_forward = s_cpu_matmul_forward, .matmul_forward_res = s_cpu_matmul_forward_res,
 	.matmul_backward = s_cpu_matmul_backward,
@@ -849,12 +861,12 @@ static int s_emu_router_weight_backward(void *drlogits, void *du, const void *du
 }
 
 static int s_emu_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
-			     const void *mab, int n, int r0, int e, int r, float s0, float sd,
-			     float slope)
+			     int ldu, const void *mab, int n, int r0, int e, int r, float s0,
+			     float sd, float slope)
 {
 	size_t w = (size_t)r0 + (size_t)e * r;
 
-	D_TRY(s_cpu_res_forward(cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope));
+	D_TRY(s_cpu_res_forward(cat, ld, z, zl, s, ur, ldu, mab, n, r0, e, r, s0, sd, slope));
 	s_emu_round(cat, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	EMU_N(z, (size_t)n * e * r);
 	EMU_N(zl, (size_t)n * e * r);
@@ -1131,10 +1143,11 @@ static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *d
 }
 
 static int s_cuda_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
-			      const void *mab, int n, int r0, int e, int r, float s0, float sd,
-			      float slope)
+			      int ldu, const void *mab, int n, int r0, int e, int r, float s0,
+			      float sd, float slope)
 {
-	return kcuda_res_forward(s_dt, cat, ld, z, zl, s, ur, mab, n, r0, e, r, s0, sd, slope);
+	return kcuda_res_forward(s_dt, cat, ld, z, zl, s, ur, ldu, mab, n, r0, e, r, s0, sd,
+				 slope);
 }
 
 static int s_cuda_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
@@ -1156,6 +1169,11 @@ static int s_cuda_gemm_ld(void *c, int cdt, int ldc, const void *a, int lda, con
 	return kcuda_gemm_ld(s_dt, cdt, c, ldc, a, lda, b, ldb, m, n, k, ta, tb, alpha, beta);
 }
 
+static int s_cuda_gemm_wgrad(const struct kcuda_wgrad *p, int count, int k)
+{
+	return kcuda_gemm_wgrad(s_dt, p, count, k);
+}
+
 static int s_cuda_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
 			       int count, int m, int n, int k, int ta, int tb, float alpha,
 			       float beta)
@@ -1175,7 +1193,7 @@ static struct kdevice_ops s_cuda_ops = {
 	.alloc = s_cuda_alloc, .free = kcuda_free, .zero = s_cuda_zero, .upload = kcuda_copy_h2d,
 	.download = kcuda_copy_d2h, .sync = kcuda_sync, .attention_saved = s_cuda_att_saved,
 	.gemm = s_cuda_gemm, .gemm_ld = s_cuda_gemm_ld, .gemm_f32 = s_cuda_gemm_f32,
-	.gemm_batched = s_cuda_gemm_batched,
+	.gemm_batched = s_cuda_gemm_batched, .gemm_wgrad = s_cuda_gemm_wgrad,
 	.embedding_forward = s_cuda_embedding_forward,
 	.embedding_backward = s_cuda_embedding_backward,
 	.matmul_forward = s_cuda_matmul_forward, .matmul_forward_res = s_cuda_matmul_forward_res,

@@ -16,6 +16,8 @@
 
 enum kdevice { KDEV_CPU = 0, KDEV_CUDA = 1 };
 
+struct kcuda_wgrad; /* kernels/cuda/kcuda.h */
+
 /* Parse "cpu", "cuda" or "auto" into a request; "auto" gives -1 in *out
  * (resolved by kdevice_resolve). 0, or -1 via err_set(). */
 int kdevice_parse(const char *name, int *out);
@@ -71,6 +73,11 @@ struct kdevice_ops {
 	 * small products (one per layer) cost one launch's time, not count. */
 	int (*gemm_batched)(int dt, void *const *c, const void *const *a, const void *const *b,
 			    int count, int m, int n, int k, int ta, int tb, float alpha, float beta);
+	/* weight gradients over the same k rows (kcuda_gemm_wgrad): for each
+	 * of count <= KCUDA_WGRAD_MAX, c (fp32) = alpha a^T b + beta c, a and
+	 * b of type dt with row strides; on CUDA one launch for those the
+	 * kernel takes when kcuda_wgrad is on, else a product each */
+	int (*gemm_wgrad)(const struct kcuda_wgrad *p, int count, int k);
 	int (*embedding_forward)(void *out, const int *tok, const void *wte, int n, int c);
 	int (*embedding_backward)(float *dwte, const void *dout, const int *tok, int n, int c);
 	int (*matmul_forward)(void *out, const void *inp, const void *w, const void *b, int n, int c,
@@ -140,8 +147,8 @@ struct kdevice_ops {
 				      const float *s, const void *u, int n, int e, int r, float scale,
 				      int r0, float s0);
 	/* MoDULA-Res's per-row work, fused (kcuda_res_forward/backward); cat's
-	 * and dcat's rows ld apart (0: r0 + e*r). */
-	int (*res_forward)(void *cat, int ld, void *z, void *zl, float *s, const void *ur,
+	 * and dcat's rows ld apart (0: r0 + e*r), ur's ldu (0: r0 + e). */
+	int (*res_forward)(void *cat, int ld, void *z, void *zl, float *s, const void *ur, int ldu,
 			   const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			   float slope);
 	int (*res_backward)(void *dcat, int ld, void *dz, const float *s, const void *z,

@@ -13,6 +13,7 @@ gradient; max |diff| / max |table|):
     flash attention kernels in bf16: the models' heads are 64 wide, which
     they take; the rows are 70 tokens, two tiles of 64 keys),
     MODULA_FOLD=0, MODULA_FOLD_DIRECT=0 (folded, through copies),
+    MODULA_CUDA_WGRAD=1 (the weight gradients on wgrad.cu's kernel),
     MODULA_CUDA_LT=0, MODULA_CUDA_VEC=0 and MODULA_CUDA_FLASH=0
     (attention's cuBLAS path).
 Two models from tests/ref/hfref.py: LLaMA-style in f32 storage and
@@ -23,8 +24,8 @@ MoDULA-Res, -nores, MoLoRA, MoDULA-Flan (soft routing) and the Flan and
 Res domain stages (fixed routing) run the same way through
 tests/modula/moe_dump (as tests/gpu/check.sh item 1 runs them on a GPU) on
 a 32-wide model with every expert and router nonzero: cuda f32 against the
-CPU engine within 1e-4, cuda bf16 within 5e-2 or twice what bf16 storage
-emulated on the CPU moves (the Res experts' A gradients move by tens of
+CPU engine within 1e-4, cuda bf16 (and bf16 with MODULA_CUDA_WGRAD=1)
+within 5e-2 or twice what bf16 storage emulated on the CPU moves (the Res experts' A gradients move by tens of
 percent in bf16 however it is computed: docs/cuda.md).
 This checks the kernels' logic and the device path's use of them; it is
 not a GPU and says nothing about speed.
@@ -108,6 +109,7 @@ def main():
             ref16 = grads(ENGINE, "table", "bf16")
             for what, env in (("defaults", {}), ("MODULA_FOLD=0", {"MODULA_FOLD": "0"}),
                               ("MODULA_FOLD_DIRECT=0", {"MODULA_FOLD_DIRECT": "0"}),
+                              ("MODULA_CUDA_WGRAD=1", {"MODULA_CUDA_WGRAD": "1"}),
                               ("MODULA_CUDA_LT=0", {"MODULA_CUDA_LT": "0"}),
                               ("MODULA_CUDA_VEC=0", {"MODULA_CUDA_VEC": "0"}),
                               ("MODULA_CUDA_FLASH=0", {"MODULA_CUDA_FLASH": "0"})):
@@ -134,11 +136,16 @@ def mixtures(tmp, rng):
                                 ("modula-flan", "30:0", "1,2,3,4"), ("modula-res", "30:0", "1,2,3,4")):
         what = method if route == "soft" else f"{method} domain stage"
         outs = {}
-        for prog, dev in ((DUMP, None), (DUMP, "table-bf16"), (DUMP_EMU, "cuda-f32"), (DUMP_EMU, "cuda-bf16")):
-            path = os.path.join(tmp, f"dump-{method}-{route}-{dev}.safetensors")
-            if run([prog, tiny, path, method, "4", "0", route, bits, tok, mask] + ([dev] if dev else [])):
-                outs[dev] = hfref.st_read(path)
-        if len(outs) != 4:
+        # (the last: the adapters' weight gradients on wgrad.cu's kernel)
+        for prog, dev, key in ((DUMP, None, None), (DUMP, "table-bf16", "table-bf16"),
+                               (DUMP_EMU, "cuda-f32", "cuda-f32"), (DUMP_EMU, "cuda-bf16", "cuda-bf16"),
+                               (DUMP_EMU, "cuda-bf16", "cuda-bf16-wgrad")):
+            path = os.path.join(tmp, f"dump-{method}-{route}-{key}.safetensors")
+            env = dict(os.environ, MODULA_CUDA_WGRAD="1") if key == "cuda-bf16-wgrad" else None
+            if run([prog, tiny, path, method, "4", "0", route, bits, tok, mask] + ([dev] if dev else []),
+                   env=env):
+                outs[key] = hfref.st_read(path)
+        if len(outs) != 5:
             ok(False, f"{what}: a run failed")
             continue
         ref = {k: v for k, v in outs[None].items() if k.startswith("grad/") or k in ("loss", "logits")}
@@ -149,6 +156,9 @@ def mixtures(tmp, rng):
         tol = max(5e-2, 2 * floor)
         ok(w16 <= tol, f"{what}: emulated cuda bf16 vs the CPU engine: worst {w16:.2e} at {at16} "
            f"(tol {tol:.1e}; bf16 emulated on the CPU: {floor:.2e})")
+        wg, atg = worst(ref, outs["cuda-bf16-wgrad"])
+        ok(wg <= tol, f"{what}: emulated cuda bf16, MODULA_CUDA_WGRAD=1, vs the CPU engine: worst {wg:.2e} "
+           f"at {atg} (tol {tol:.1e})")
 
 
 if __name__ == "__main__":

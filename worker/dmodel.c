@@ -1030,6 +1030,18 @@ static int s_cat_in_x(const dmodel_t *m, const dlayer_t *L, int s)
 	return 0;
 }
 
+/* ---- weight gradients ---------------------------------------------------- */
+
+/* One more weight-gradient product for K->gemm_wgrad, which runs a
+ * group's (those ready at one point of the backward) in one launch where
+ * it can: c (fp32, rows ldc apart) = alpha a^T b + beta c, a [N, m] and b
+ * [N, n] rows lda and ldb apart. */
+static void s_wg(struct kcuda_wgrad *w, int *nw, float *c, int ldc, const void *a, int lda,
+		 const void *b, int ldb, int m, int n, float alpha, float beta)
+{
+	w[(*nw)++] = (struct kcuda_wgrad){ c, ldc, a, lda, b, ldb, m, n, alpha, beta };
+}
+
 /* ---- folded groups (dfold_t) ------------------------------------------- */
 
 /* Free p, one of the model's own allocations (s_alloc). */
@@ -1436,7 +1448,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
 	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
-	      (m->xu = s_act(m, N * s_max(r0, r0 + e), dt)) && (m->xg = s_act(m, N * xg, dt)) &&
+	      (m->xu = s_act(m, N * s_max(r0, (r0 + e + 7) / 8 * 8), dt)) && (m->xg = s_act(m, N * xg, dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -1455,27 +1467,33 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
  * each way (res_forward/backward: softmax, weighting, LeakyReLU):
  *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
+/* ur's row stride: r0 + e padded to 8 elements (16 bytes: an odd stride
+ * keeps cuBLASLt off its fast kernels; run 3's tune file had the 20-wide
+ * products at 12-22 us for 7-40 MB read). */
+static int s_ur_ld(const dad_t *ad)
+{
+	return (ad->r0 + ad->e + 7) / 8 * 8;
+}
+
 /* ur = x [A0; W_R]^T (x's rows ldx apart; fixed routing: the fixed
  * logits in the router's columns) and the fused row kernel: cat (rows ldc
  * apart: ad->cat, 0, or a folded group's X), z, zl, s. */
 static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n, void *cat, int ldc)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, r0 = ad->r0;
+	int dt = K->dt, r0 = ad->r0, ldu = s_ur_ld(ad);
 
 	if (m->fixed) {
-		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ldx, ad->a0.cur, ad->in, n, r0, ad->in, 0, 1,
-				 1.0f, 0.0f));
-		D_TRY(K->gemm_ld(s_at(m, m->xu, (size_t)r0), dt, r0 + ad->e, m->fixed_rl, ad->e, m->eye,
-				 ad->e, n, ad->e, ad->e, 0, 0, 1.0f, 0.0f));
-	} else if (ldx == ad->in) {
-		D_TRY(K->gemm(m->xu, dt, x, ad->a0.cur, n, r0 + ad->e, ad->in, 0, 1, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(m->xu, dt, ldu, x, ldx, ad->a0.cur, ad->in, n, r0, ad->in, 0, 1, 1.0f,
+				 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, m->xu, (size_t)r0), dt, ldu, m->fixed_rl, ad->e, m->eye, ad->e,
+				 n, ad->e, ad->e, 0, 0, 1.0f, 0.0f));
 	} else {
-		D_TRY(K->gemm_ld(m->xu, dt, r0 + ad->e, x, ldx, ad->a0.cur, ad->in, n, r0 + ad->e, ad->in,
-				 0, 1, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(m->xu, dt, ldu, x, ldx, ad->a0.cur, ad->in, n, r0 + ad->e, ad->in, 0, 1,
+				 1.0f, 0.0f));
 	}
-	return K->res_forward(cat, ldc, ad->z, ad->zl, ad->s, m->xu, ad->mab, n, r0, ad->e, ad->r,
-			      ad->s0, ad->sd, ad->slope);
+	return K->res_forward(cat, ldc, ad->z, ad->zl, ad->s, m->xu, ldu, ad->mab, n, r0, ad->e,
+			      ad->r, ad->s0, ad->sd, ad->slope);
 }
 
 static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
@@ -1503,6 +1521,8 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	int ra = m->fixed ? r0 : r0 + ad->e;    /* fixed routing: no router gradient */
 	void *dcat = m->x1, *dz = m->x3;
 	float *db = ad->bcat.grad, *p = ad->p;
+	struct kcuda_wgrad wg[3];
+	int nwg = 0;
 
 	if (dcat_in && m->direct) {
 		dcat = dcat_in, ldd = ldx;
@@ -1515,27 +1535,28 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	} else {
 		D_TRY(K->gemm_ld(dcat, dt, w, dy, ldy, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
 	}
-	if (db && ad->nores)
-		D_TRY(K->gemm_ld(db + (size_t)r0 * out, KCUDA_F32, out, s_at(m, (void *)cat, (size_t)r0),
-				 ldc, dy, ldy, er, out, n, 1, 0, 1.0f, 1.0f));
-	else if (db)
-		D_TRY(K->gemm_ld(db, KCUDA_F32, out, cat, ldc, dy, ldy, w, out, n, 1, 0, 1.0f, 1.0f));
 	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
 	D_TRY(K->res_backward(dcat, ldd, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0,
 			      ad->sd, ad->slope));
-	/* P = dz^T u0s [er, r0] in fp32; dA += P B0^T and dB0^T += P^T A
-	 * follow, against the fp32 masters, for every layer at once at the
-	 * end of the backward (s_res_batched) (these small products may
-	 * cancel: in bf16 they cost A's gradient a tenth of its size) */
-	if (ad->a.grad || db)
-		D_TRY(K->gemm_ld(p, KCUDA_F32, r0, dz, er, cat, ldc, er, r0, n, 1, 0, 1.0f, 0.0f));
 	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
 	D_TRY(K->gemm_ld(dcat, dt, ldd, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
 			 ad->nores ? 0.0f : 1.0f));
-	/* [du0 | drl] = dcat[:, :r0+e] against a0 = [A0; W_R] */
+	/* the weight gradients, one launch: dB^T += cat^T dy (-nores: without
+	 * B0's rows); P = dz^T u0s [er, r0] in fp32 (dA += P B0^T and dB0^T +=
+	 * P^T A follow, against the fp32 masters, for every layer at once at
+	 * the end of the backward: s_res_batched; these small products may
+	 * cancel: in bf16 they cost A's gradient a tenth of its size); and
+	 * [du0 | drl] = dcat[:, :r0+e] against a0 = [A0; W_R] */
+	if (db && ad->nores)
+		s_wg(wg, &nwg, db + (size_t)r0 * out, out, s_at(m, (void *)cat, (size_t)r0), ldc, dy,
+		     ldy, er, out, 1.0f, 1.0f);
+	else if (db)
+		s_wg(wg, &nwg, db, out, cat, ldc, dy, ldy, w, out, 1.0f, 1.0f);
+	if (ad->a.grad || db)
+		s_wg(wg, &nwg, p, r0, dz, er, cat, ldc, er, r0, 1.0f, 0.0f);
 	if (ad->a0.grad)
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, ad->in, dcat, ldd, x, ldx, ra, ad->in, n, 1, 0,
-				 1.0f, 1.0f));
+		s_wg(wg, &nwg, ad->a0.grad, ad->in, dcat, ldd, x, ldx, ra, ad->in, 1.0f, 1.0f);
+	D_TRY(K->gemm_wgrad(wg, nwg, n));
 	if (dx)
 		D_TRY(K->gemm_ld(dx, dt, ldx, dcat, ldd, ad->a0.cur, ad->in, n, ad->in, ra, 0, 0, 1.0f,
 				 1.0f));
@@ -1640,7 +1661,8 @@ static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	void *du = m->x3, *drl = m->fixed ? NULL : ad->z;
 	const void *duw = m->x1;
 	void *wr = s_at(m, ad->a0.cur, (size_t)w * in);
-	int ldw = w;
+	int ldw = w, nwg = 0;
+	struct kcuda_wgrad wg[3];
 
 	if (duw_in && m->direct)
 		duw = duw_in, ldw = ldx;
@@ -1650,20 +1672,22 @@ static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	else
 		D_TRY(K->gemm_ld(m->x1, dt, w, dy, ldy, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1,
 				 1.0f, 0.0f));
-	if (ad->bcat.grad)
-		D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, cat, ldc, dy, ldy, w, ad->out, n, 1,
-				 0, 1.0f, 1.0f));
 	D_TRY(K->zero(du, (size_t)n * w, dt));
 	if (drl)
 		D_TRY(K->zero(drl, (size_t)n * ne, dt));
 	D_TRY(K->router_weight_backward(drl, du, duw, ldw, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
 					ad->r0, ad->s0));
+	/* the weight gradients, one launch: dB^T += uw^T dy, dA += du^T x, dW_R
+	 * += drl^T x */
+	if (ad->bcat.grad)
+		s_wg(wg, &nwg, ad->bcat.grad, ad->out, cat, ldc, dy, ldy, w, ad->out, 1.0f, 1.0f);
 	if (ad->a0.grad) {
-		D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, w, x, ldx, w, in, n, 1, 0, 1.0f, 1.0f));
+		s_wg(wg, &nwg, ad->a0.grad, in, du, w, x, ldx, w, in, 1.0f, 1.0f);
 		if (drl)
-			D_TRY(K->gemm_ld(ad->a0.grad + (size_t)w * in, KCUDA_F32, in, drl, ne, x, ldx, ne,
-					 in, n, 1, 0, 1.0f, 1.0f));
+			s_wg(wg, &nwg, ad->a0.grad + (size_t)w * in, in, drl, ne, x, ldx, ne, in, 1.0f,
+			     1.0f);
 	}
+	D_TRY(K->gemm_wgrad(wg, nwg, n));
 	if (dx) {
 		D_TRY(K->gemm_ld(dx, dt, ldx, du, w, ad->a0.cur, in, n, in, w, 0, 0, 1.0f, 1.0f));
 		if (drl)
@@ -1691,8 +1715,9 @@ static int s_ad_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const void *x, int n)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt;
+	int dt = K->dt, nwg = 0;
 	void *du = m->xu;
+	struct kcuda_wgrad wg[2];
 
 	if (ad->mol)
 		return s_mol_backward(m, ad, dx, ad->in, dy, ad->out, x, n, ad->cat,
@@ -1702,10 +1727,11 @@ static int s_ad_backward(dmodel_t *m, dad_t *ad, void *dx, const void *dy, const
 				      ad->r0 + ad->e * ad->r, NULL);
 	D_TRY(K->gemm(du, dt, dy, ad->bcat.cur, n, ad->r0, ad->out, 0, 1, ad->s0, 0.0f));
 	if (ad->bcat.grad)
-		D_TRY(K->gemm(ad->bcat.grad, KCUDA_F32, ad->u0, dy, ad->r0, ad->out, n, 1, 0, ad->s0,
-			      1.0f));
+		s_wg(wg, &nwg, ad->bcat.grad, ad->out, ad->u0, ad->r0, dy, ad->out, ad->r0, ad->out,
+		     ad->s0, 1.0f);
 	if (ad->a0.grad)
-		D_TRY(K->gemm(ad->a0.grad, KCUDA_F32, du, x, ad->r0, ad->in, n, 1, 0, 1.0f, 1.0f));
+		s_wg(wg, &nwg, ad->a0.grad, ad->in, du, ad->r0, x, ad->in, ad->r0, ad->in, 1.0f, 1.0f);
+	D_TRY(K->gemm_wgrad(wg, nwg, n));
 	if (dx)
 		D_TRY(K->gemm(dx, dt, du, ad->a0.cur, n, ad->in, ad->r0, 0, 0, 1.0f, 1.0f));
 	return 0;
@@ -1839,9 +1865,10 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	const struct kdevice_ops *K = m->K;
 	const dfold_t *f = &L->fold[gi];
 	const dad_t *first = L->lin[f->slot[0]].ad;
-	int dt = K->dt, w = f->ns * f->r, C = first->in, ldu = w;
+	int dt = K->dt, w = f->ns * f->r, C = first->in, ldu = w, nwg = 0;
 	void *du = m->xg;
 	float su = 1.0f;
+	struct kcuda_wgrad wg[4];
 
 	if (add)
 		return err_set("a folded adapter group's backward cannot add into dx");
@@ -1872,19 +1899,23 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	else if (dx)
 		D_TRY(K->gemm_ld(du, dt, w, s_at(m, dx, (size_t)C), f->ldx, m->eye_w, m->eye_n, n, w,
 				 w, 0, 0, first->s0, 0.0f));
+	for (int i = 0; !dx && i < f->ns; i++) {
+		const dad_t *ad = L->lin[f->slot[i]].ad;
+		D_TRY(K->gemm_ld(s_at(m, du, (size_t)i * f->r), dt, w, dys[i], ad->out, ad->bcat.cur,
+				 ad->out, n, f->r, ad->out, 0, 1, ad->s0, 0.0f));
+	}
+	/* the weight gradients, one launch: each dB_i^T += (s0 u_i)^T dy_i (X's
+	 * columns), dA += du^T x */
 	for (int i = 0; i < f->ns; i++) {
 		const dad_t *ad = L->lin[f->slot[i]].ad;
-		if (!dx)
-			D_TRY(K->gemm_ld(s_at(m, du, (size_t)i * f->r), dt, w, dys[i], ad->out,
-					 ad->bcat.cur, ad->out, n, f->r, ad->out, 0, 1, ad->s0, 0.0f));
 		if (ad->bcat.grad)
-			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out,
-					 s_at(m, (void *)x, (size_t)C + (size_t)i * f->r), f->ldx, dys[i],
-					 ad->out, f->r, ad->out, n, 1, 0, 1.0f, 1.0f));
+			s_wg(wg, &nwg, ad->bcat.grad, ad->out,
+			     s_at(m, (void *)x, (size_t)C + (size_t)i * f->r), f->ldx, dys[i], ad->out,
+			     f->r, ad->out, 1.0f, 1.0f);
 	}
 	if (first->a0.grad)
-		D_TRY(K->gemm_ld(first->a0.grad, KCUDA_F32, C, du, ldu, x, f->ldx, w, C, n, 1, 0, su,
-				 1.0f));
+		s_wg(wg, &nwg, first->a0.grad, C, du, ldu, x, f->ldx, w, C, su, 1.0f);
+	D_TRY(K->gemm_wgrad(wg, nwg, n));
 	if (dx)
 		D_TRY(K->gemm_ld(dx, dt, f->ldx, du, ldu, first->a0.cur, C, n, C, w, 0, 0, su, 1.0f));
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
@@ -1900,9 +1931,10 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 	const struct kdevice_ops *K = m->K;
 	dgroup_t *g = &L->grp[gi];
 	const int *slots = s_group_slots[gi];
-	int dt = K->dt, w = g->ns * g->r;
+	int dt = K->dt, w = g->ns * g->r, nwg = 0;
 	void *du = m->xg;
 	const dad_t *first;
+	struct kcuda_wgrad wg[4];
 
 	if (L->fold[gi].ldx)
 		return s_fold_backward(m, L, gi, dx, dys, x, n, add);
@@ -1922,12 +1954,15 @@ static int s_lins_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 		D_TRY(K->gemm_ld(s_at(m, du, (size_t)i * g->r), dt, w, dys[i], ad->out, ad->bcat.cur,
 				 ad->out, n, g->r, ad->out, 0, 1, ad->s0, 0.0f));
 		if (ad->bcat.grad)
-			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, s_at(m, g->u, (size_t)i * g->r),
-					 w, dys[i], ad->out, g->r, ad->out, n, 1, 0, ad->s0, 1.0f));
+			s_wg(wg, &nwg, ad->bcat.grad, ad->out, s_at(m, g->u, (size_t)i * g->r), w, dys[i],
+			     ad->out, g->r, ad->out, ad->s0, 1.0f);
 	}
 	first = L->lin[g->slot[0]].ad;
+	/* the weight gradients, one launch: each dB_i, and dA += du^T x */
 	if (first->a0.grad)
-		D_TRY(K->gemm(first->a0.grad, KCUDA_F32, du, x, w, first->in, n, 1, 0, 1.0f, 1.0f));
+		s_wg(wg, &nwg, first->a0.grad, first->in, du, w, x, first->in, w, first->in, 1.0f,
+		     1.0f);
+	D_TRY(K->gemm_wgrad(wg, nwg, n));
 	if (dx)
 		D_TRY(K->gemm(dx, dt, du, first->a0.cur, n, first->in, w, 0, 0, 1.0f, 1.0f));
 	return s_mark(m, DMODEL_PROF_ADAPTERS);
@@ -1971,12 +2006,15 @@ static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, 
 		int ldu = m->direct ? ldr : ad->r0;
 		D_TRY(K->gemm_ld(du, dt, ldu, dy, ldr, ad->bcat.cur, ad->out, n, ad->r0, ad->out, 0, 1,
 				 ad->s0, 0.0f));
+		struct kcuda_wgrad wg[2];
+		int nwg = 0;
+		/* the weight gradients, one launch */
 		if (ad->bcat.grad)
-			D_TRY(K->gemm_ld(ad->bcat.grad, KCUDA_F32, ad->out, ad->u0, ad->r0, dy, ldr, ad->r0,
-					 ad->out, n, 1, 0, ad->s0, 1.0f));
+			s_wg(wg, &nwg, ad->bcat.grad, ad->out, ad->u0, ad->r0, dy, ldr, ad->r0, ad->out,
+			     ad->s0, 1.0f);
 		if (ad->a0.grad)
-			D_TRY(K->gemm_ld(ad->a0.grad, KCUDA_F32, in, du, ldu, x, in, ad->r0, in, n, 1, 0,
-					 1.0f, 1.0f));
+			s_wg(wg, &nwg, ad->a0.grad, in, du, ldu, x, in, ad->r0, in, 1.0f, 1.0f);
+		D_TRY(K->gemm_wgrad(wg, nwg, n));
 		if (!m->direct)
 			D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, du, ad->r0, m->eye_w, m->eye_n,
 					 n, ad->r0, ad->r0, 0, 0, 1.0f, 0.0f));

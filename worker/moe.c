@@ -192,7 +192,7 @@ static void s_fused_forward(moe_layer_t *L, float *y, const float *x, int n)
 	}
 	op_gemm(L->fm, L->facat, u->b, er, r0, out, 0, 0, 1.0f, 0.0f);
 	op_gemm(L->fur, x, L->fa0, n, r0 + e, in, 0, 1, 1.0f, 0.0f);
-	op_res_forward(L->fcat, 0, L->fz, L->fzl, L->s, L->fur, L->fm, n, r0, e, r, u->scale,
+	op_res_forward(L->fcat, 0, L->fz, L->fzl, L->s, L->fur, 0, L->fm, n, r0, e, r, u->scale,
 		       L->w[1].scale, mo->cfg.slope);
 	if (nores)
 		op_gemm_ld(y, out, L->fcat + r0, w, L->fbcat + (size_t)r0 * out, out, n, out, er, 0, 0,

@@ -163,14 +163,14 @@ void op_crossentropy_backward(float *dlogits, const float *dlosses, const float 
 	}
 }
 
-void op_res_forward(float *cat, int ld, float *z, float *zl, float *s, const float *ur,
+void op_res_forward(float *cat, int ld, float *z, float *zl, float *s, const float *ur, int ldu,
 		    const float *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 {
-	int er = e * r, w = ld ? ld : r0 + er;
+	int er = e * r, w = ld ? ld : r0 + er, wu = ldu ? ldu : r0 + e;
 
 	#pragma omp parallel for schedule(static) if((size_t)n * er * r0 >= OPS_PARALLEL_MIN)
 	for (int i = 0; i < n; i++) {
-		const float *u = ur + (size_t)i * (r0 + e);
+		const float *u = ur + (size_t)i * wu;
 		float *c = cat + (size_t)i * w, *zi = z + (size_t)i * er, *li = zl + (size_t)i * er;
 		float *si = s + (size_t)i * e, lse = s_logsumexp(u + r0, e);
 		/* (not op_softmax_forward: an OpenMP region per row costs more

@@ -168,6 +168,10 @@ int kc_flash_backward(int add, int dt, void *dq, void *dk, void *dv, const void 
 		      const void *out, const float *lse, const void *q, const void *k, const void *v,
 		      int b, int t, int nh, int nkv, int hs);
 
+/* > 0 when the adapters' weight gradients run as wgrad.cu's kernel
+ * (kcuda_set_wgrad; off unless MODULA_CUDA_WGRAD=1 at start). */
+extern int kc_wgrad;
+
 /* > 0 when bf16 and f16 products run on cuBLASLt with the fastest of its
  * algorithms timed per shape (tune.cu; the default, kcuda_set_lt,
  * MODULA_CUDA_LT=0 at start keeps cublasGemmEx). kc_lt_gemm takes

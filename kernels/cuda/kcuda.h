@@ -115,6 +115,13 @@ int kcuda_vector(void);
 void kcuda_set_flash(int on);
 int kcuda_flash(void);
 
+/* The adapters' weight gradients as kcuda_gemm_wgrad's one kernel
+ * (wgrad.cu) instead of a cuBLAS split-K product and reduction each: off
+ * by default until a GPU has timed it (MODULA_CUDA_WGRAD=1 in the
+ * environment turns it on at start). */
+void kcuda_set_wgrad(int on);
+int kcuda_wgrad(void);
+
 /* bf16 and f16 products on cuBLASLt, each shape's algorithm the fastest
  * of cuBLASLt's candidates, timed on this GPU the first time the shape
  * comes and kept in a tune file (MODULA_CUDA_TUNE_FILE, else
@@ -157,6 +164,27 @@ int kcuda_gemm_ld(int dt, int cdt, void *c, int ldc, const void *a, int lda, con
  * pointers. One cuBLAS launch. */
 int kcuda_gemm_batched(int dt, void *const *c, const void *const *a, const void *const *b,
 		       int count, int m, int n, int k, int ta, int tb, float alpha, float beta);
+
+/* Weight gradients over the same K rows (a batch's tokens), several in one
+ * call: for each of count <= KCUDA_WGRAD_MAX products,
+ *   c[M,N] (fp32, rows ldc apart) = alpha a^T b + beta c,
+ * a [K,M] and b [K,N] in dt, rows lda and ldb apart (columns of wider
+ * matrices). With kcuda_wgrad on, the bf16 and f16 ones with M <= 64,
+ * 16-byte aligned a and b and lda, ldb multiples of 8 run as one kernel
+ * (deterministic: the same bits whatever the order its blocks run in);
+ * the others, and all when it is off, as one kcuda_gemm_ld each. */
+#define KCUDA_WGRAD_MAX 4
+struct kcuda_wgrad {
+	float *c;
+	int ldc;
+	const void *a;
+	int lda;
+	const void *b;
+	int ldb;
+	int m, n;
+	float alpha, beta;
+};
+int kcuda_gemm_wgrad(int dt, const struct kcuda_wgrad *p, int count, int k);
 
 /* out[N,C] = wte[tok[n], :]; wte [V,C]. Tokens must be in [0, V). */
 int kcuda_embedding_forward(int dt, void *out, const int *tok, const void *wte, int n, int c);
@@ -275,9 +303,12 @@ int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *d
  * Backward, with dcat = dy [B0^T; B^T]^T on entry: reads dzw = dcat[:, r0:]
  * and writes dz (overwritten), dcat[:, r0:r0+E] = the router logits'
  * gradient and dcat[:, :r0] *= s0. cat's and dcat's rows are ld apart (0:
- * r0 + E*R; more: columns of a wider matrix, as a folded group's X). E <= 32. */
+ * r0 + E*R; more: columns of a wider matrix, as a folded group's X), ur's
+ * ldu (0: r0 + E; the engine pads them to 16 bytes, which cuBLAS's fast
+ * kernels want of the product that writes ur). E <= 32. */
 int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
-		      const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope);
+		      int ldu, const void *mab, int n, int r0, int e, int r, float s0, float sd,
+		      float slope);
 int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
 		       const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope);
 

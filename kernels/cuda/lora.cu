@@ -148,18 +148,18 @@ extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, co
 
 /* ---- MoDULA-Res: the per-row work between the products, fused --------- */
 
-/* One warp per row. ur = [u0 | rl] ([N, r0+e]); cat = [s0 u0 | zw] rows ld
- * apart; z = s0 u0 M^T, zl = LeakyReLU(z), s = softmax(rl), zw = sd s_i
- * zl. */
+/* One warp per row. ur = [u0 | rl] ([N, r0+e], rows ldu apart); cat = [s0
+ * u0 | zw] rows ld apart; z = s0 u0 M^T, zl = LeakyReLU(z), s =
+ * softmax(rl), zw = sd s_i zl. */
 template <typename T>
-__global__ void k_res_fwd(T *cat, int ld, T *z, T *zl, float *s, const T *ur, const T *mab, int n,
-			  int r0, int e, int r, float s0, float sd, float slope)
+__global__ void k_res_fwd(T *cat, int ld, T *z, T *zl, float *s, const T *ur, int ldu,
+			  const T *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	int er = e * r;
 	if (row >= n)
 		return;
-	const T *u = ur + (size_t)row * (r0 + e);
+	const T *u = ur + (size_t)row * ldu;
 	T *c = cat + (size_t)row * ld;
 	float x = lane < e ? kc_ld(u[r0 + lane]) : -FLT_MAX;
 	float mx = kc_warp_max(x);
@@ -223,18 +223,20 @@ __global__ void k_res_bwd(T *dcat, int ld, T *dz, const float *s, const T *z, co
 }
 
 extern "C" int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s,
-				 const void *ur, const void *mab, int n, int r0, int e, int r,
-				 float s0, float sd, float slope)
+				 const void *ur, int ldu, const void *mab, int n, int r0, int e,
+				 int r, float s0, float sd, float slope)
 {
 	KC_CTX(cx);
 	if (s_check_router(e, r, 0) < 0)
 		return -1;
-	if (s_check_ld("res_forward", ld, r0 + e * r) < 0)
+	if (s_check_ld("res_forward", ld, r0 + e * r) < 0 ||
+	    s_check_ld("res_forward's ur", ldu, r0 + e) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_res_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)cat, ld ? ld : r0 + e * r, (T *)z, (T *)zl, s, (const T *)ur, (const T *)mab, n, r0, e, r, s0, sd, slope));
+		(T *)cat, ld ? ld : r0 + e * r, (T *)z, (T *)zl, s, (const T *)ur,
+		ldu ? ldu : r0 + e, (const T *)mab, n, r0, e, r, s0, sd, slope));
 	KC_LAUNCHED("res_forward");
 	return 0;
 }

@@ -42,6 +42,8 @@ static int s_open_ctx(void)
 		kc_lt = !(getenv("MODULA_CUDA_LT") && !strcmp(getenv("MODULA_CUDA_LT"), "0"));
 	if (kc_flash < 0) /* on unless MODULA_CUDA_FLASH=0 */
 		kc_flash = !(getenv("MODULA_CUDA_FLASH") && !strcmp(getenv("MODULA_CUDA_FLASH"), "0"));
+	if (kc_wgrad < 0) /* off unless MODULA_CUDA_WGRAD=1 */
+		kc_wgrad = getenv("MODULA_CUDA_WGRAD") && !strcmp(getenv("MODULA_CUDA_WGRAD"), "1");
 	return 0;
 }
 

@@ -86,6 +86,15 @@ int kcuda_flash(void)
 	return 0;
 }
 
+void kcuda_set_wgrad(int on)
+{
+}
+
+int kcuda_wgrad(void)
+{
+	return 0;
+}
+
 int kcuda_capturing(void)
 {
 	return 0;
@@ -103,6 +112,7 @@ NOCUDA(kcuda_gemm_ld, int dt, int cdt, void *c, int ldc, const void *a, int lda,
        int ldb, int m, int n, int k, int ta, int tb, float alpha, float beta)
 NOCUDA(kcuda_gemm_batched, int dt, void *const *c, const void *const *a, const void *const *b,
        int count, int m, int n, int k, int ta, int tb, float alpha, float beta)
+NOCUDA(kcuda_gemm_wgrad, int dt, const struct kcuda_wgrad *p, int count, int k)
 NOCUDA(kcuda_embedding_forward, int dt, void *out, const int *tok, const void *wte, int n, int c)
 NOCUDA(kcuda_embedding_backward, int dt, float *dwte, const void *dout, const int *tok, int n,
        int c)
@@ -156,7 +166,7 @@ NOCUDA(kcuda_router_weight_forward, int dt, void *uw, int ld, float *s, const vo
 NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw, int ld,
        const float *s, const void *u, int n, int e, int r, float scale, int r0, float s0)
 NOCUDA(kcuda_res_forward, int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
-       const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
+       int ldu, const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_res_backward, int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
        const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_lora_group_forward, int dt, void *y, void *u, void *uw, float *s, const void *x,

@@ -143,6 +143,131 @@ __global__ void k_rmsnorm_dw_part(float *part, const T *dout, int ldd, const T *
 	part[(size_t)blockIdx.y * c + i] = s;
 }
 
+/* The same with the row in registers (a row of up to IT x 32 vectors: a
+ * lane's IT vectors loaded at once, not in a loop of dependent rounds;
+ * the backward keeps x, w and dy, and reads dx's for the output): the
+ * same sums in the same order as the loops above, so the same bits. */
+template <typename T, int IT>
+__global__ void k_rmsnorm_fwd_r(T *out, int ldo, float *rstd, const T *inp, const T *w, int n,
+				int c, float eps)
+{
+	KC_ROW_WARP(row, lane, n);
+	const int N = kc_vec<T>::N;
+	const T *x = inp + (size_t)row * c;
+	T *y = out + (size_t)row * ldo;
+	float ss = 0.0f, r, xv[IT][kc_vec<T>::N] = {}, wv[kc_vec<T>::N];
+
+#pragma unroll
+	for (int it = 0; it < IT; it++)
+		if ((it * 32 + lane) * N < c)
+			kc_ldv(xv[it], x + (it * 32 + lane) * N);
+#pragma unroll
+	for (int it = 0; it < IT; it++)
+		if ((it * 32 + lane) * N < c)
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				ss += xv[it][j] * xv[it][j];
+	r = rsqrtf(kc_warp_sum(ss) / c + eps);
+	if (lane == 0)
+		rstd[row] = r;
+#pragma unroll
+	for (int it = 0; it < IT; it++) {
+		int i = (it * 32 + lane) * N;
+		if (i < c) {
+			kc_ldv(wv, w + i);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				xv[it][j] = wv[j] * (xv[it][j] * r);
+			kc_stv(y + i, xv[it]);
+		}
+	}
+}
+
+template <typename T, int IT>
+__global__ void k_rmsnorm_bwd_r(T *dinp, int ldi, const T *dout, int ldd, const T *inp,
+				const T *w, const float *rstd, int n, int c)
+{
+	KC_ROW_WARP(row, lane, n);
+	const int N = kc_vec<T>::N;
+	const T *x = inp + (size_t)row * c, *dy = dout + (size_t)row * ldd;
+	T *dx = dinp + (size_t)row * ldi;
+	float r = rstd[row], dot = 0.0f, k;
+	/* (zeros: read only where loaded, which a host compiler cannot see) */
+	float xv[IT][kc_vec<T>::N] = {}, wv[IT][kc_vec<T>::N] = {}, gv[IT][kc_vec<T>::N] = {};
+	float dv[kc_vec<T>::N];
+
+#pragma unroll
+	for (int it = 0; it < IT; it++) {
+		int i = (it * 32 + lane) * N;
+		if (i < c) {
+			kc_ldv(xv[it], x + i);
+			kc_ldv(wv[it], w + i);
+			kc_ldv(gv[it], dy + i);
+		}
+	}
+#pragma unroll
+	for (int it = 0; it < IT; it++)
+		if ((it * 32 + lane) * N < c)
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				dot += gv[it][j] * wv[it][j] * xv[it][j];
+	k = kc_warp_sum(dot) * r * r * r / c;
+#pragma unroll
+	for (int it = 0; it < IT; it++) {
+		int i = (it * 32 + lane) * N;
+		if (i < c) {
+			kc_ldv(dv, dx + i);
+#pragma unroll
+			for (int j = 0; j < N; j++)
+				dv[j] = dv[j] + r * wv[it][j] * gv[it][j] - k * xv[it][j];
+			kc_stv(dx + i, dv);
+		}
+	}
+}
+
+/* Rounds of 32 vectors a row takes; the register kernels up to 4. */
+template <typename T> static int s_rounds(int c)
+{
+	return (c + 32 * kc_vec<T>::N - 1) / (32 * kc_vec<T>::N);
+}
+
+template <typename T>
+static void s_rms_fwd_v(cudaStream_t st, T *out, int ldo, float *rstd, const T *inp, const T *w,
+			int n, int c, float eps)
+{
+	unsigned g = kc_warp_blocks(n);
+	int it = s_rounds<T>(c);
+
+	if (it <= 1)
+		k_rmsnorm_fwd_r<T, 1><<<g, KC_THREADS, 0, st>>>(out, ldo, rstd, inp, w, n, c, eps);
+	else if (it <= 2)
+		k_rmsnorm_fwd_r<T, 2><<<g, KC_THREADS, 0, st>>>(out, ldo, rstd, inp, w, n, c, eps);
+	else if (it <= 4)
+		k_rmsnorm_fwd_r<T, 4><<<g, KC_THREADS, 0, st>>>(out, ldo, rstd, inp, w, n, c, eps);
+	else
+		k_rmsnorm_fwd_v<T><<<g, KC_THREADS, 0, st>>>(out, ldo, rstd, inp, w, n, c, eps);
+}
+
+template <typename T>
+static void s_rms_bwd_v(cudaStream_t st, T *dinp, int ldi, const T *dout, int ldd, const T *inp,
+			const T *w, const float *rstd, int n, int c)
+{
+	unsigned g = kc_warp_blocks(n);
+	int it = s_rounds<T>(c);
+
+	if (it <= 1)
+		k_rmsnorm_bwd_r<T, 1><<<g, KC_THREADS, 0, st>>>(dinp, ldi, dout, ldd, inp, w, rstd, n,
+								c);
+	else if (it <= 2)
+		k_rmsnorm_bwd_r<T, 2><<<g, KC_THREADS, 0, st>>>(dinp, ldi, dout, ldd, inp, w, rstd, n,
+								c);
+	else if (it <= 4)
+		k_rmsnorm_bwd_r<T, 4><<<g, KC_THREADS, 0, st>>>(dinp, ldi, dout, ldd, inp, w, rstd, n,
+								c);
+	else
+		k_rmsnorm_bwd_v<T><<<g, KC_THREADS, 0, st>>>(dinp, ldi, dout, ldd, inp, w, rstd, n, c);
+}
+
 extern "C" int kcuda_rmsnorm_forward_ld(int dt, void *out, int ldo, float *rstd, const void *inp,
 					const void *w, int n, int c, float eps)
 {
@@ -154,8 +279,8 @@ extern "C" int kcuda_rmsnorm_forward_ld(int dt, void *out, int ldo, float *rstd,
 	KC_DISPATCH(dt, T,
 		if (kc_vector > 0 && c % kc_vec<T>::N == 0 && ldo % kc_vec<T>::N == 0 &&
 		    kc_al16(out) && kc_al16(inp) && kc_al16(w))
-			k_rmsnorm_fwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-				(T *)out, ldo, rstd, (const T *)inp, (const T *)w, n, c, eps);
+			s_rms_fwd_v<T>(cx->stream, (T *)out, ldo, rstd, (const T *)inp, (const T *)w, n,
+				       c, eps);
 		else
 			k_rmsnorm_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
 				(T *)out, ldo, rstd, (const T *)inp, (const T *)w, n, c, eps));
@@ -190,9 +315,8 @@ extern "C" int kcuda_rmsnorm_backward_ld(int dt, void *dinp, int ldi, float *dw,
 			if (kc_vector > 0 && c % kc_vec<T>::N == 0 && ldd % kc_vec<T>::N == 0 &&
 			    ldi % kc_vec<T>::N == 0 && kc_al16(dinp) && kc_al16(dout) && kc_al16(inp) &&
 			    kc_al16(w))
-				k_rmsnorm_bwd_v<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-					(T *)dinp, ldi, (const T *)dout, ldd, (const T *)inp,
-					(const T *)w, rstd, n, c);
+				s_rms_bwd_v<T>(cx->stream, (T *)dinp, ldi, (const T *)dout, ldd,
+					       (const T *)inp, (const T *)w, rstd, n, c);
 			else
 				k_rmsnorm_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
 					(T *)dinp, ldi, (const T *)dout, ldd, (const T *)inp,

@@ -537,7 +537,9 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev)
 {
 	(void)dev;
-	*v = a == cudaDevAttrComputeCapabilityMajor ? 9 : 227 << 10; /* as an H100's */
+	/* as an H100's, but for the SMs: as many as cudaGetDeviceProperties says */
+	*v = a == cudaDevAttrComputeCapabilityMajor ? 9 : a == cudaDevAttrMultiProcessorCount ? 4
+											       : 227 << 10;
 	return cudaSuccess;
 }
 

@@ -229,6 +229,9 @@ template <typename T> static inline T atomicAdd(T *p, T v)
 	return old;
 }
 template <typename T> static inline T __ldg(const T *p) { return *p; }
+template <typename T> static inline T __ldcg(const T *p) { return *p; }
+/* blocks run one after the other: every write is seen by the next block */
+static inline void __threadfence() {}
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 
 #endif

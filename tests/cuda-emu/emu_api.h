@@ -40,7 +40,10 @@ enum cudaFuncAttribute {
 	cudaFuncAttributeMaxDynamicSharedMemorySize, cudaFuncAttributePreferredSharedMemoryCarveout
 };
 #define cudaSharedmemCarveoutMaxShared 100
-enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin, cudaDevAttrComputeCapabilityMajor };
+enum cudaDeviceAttr {
+	cudaDevAttrMaxSharedMemoryPerBlockOptin, cudaDevAttrComputeCapabilityMajor,
+	cudaDevAttrMultiProcessorCount
+};
 #define cudaStreamNonBlocking 1u
 
 struct cudaDeviceProp {

@@ -85,13 +85,20 @@ else
 	row 1 "gpu-ops under compute-sanitizer memcheck" "skipped" "no compute-sanitizer on this machine"
 fi
 if [ -n "$sanitizer" ]; then
-	# the flash kernels share tiles between warps: races and barrier misuse
+	# the flash and wgrad kernels share tiles between warps: races and
+	# barrier misuse
 	for tool in racecheck synccheck; do
 		GPU_OPS_ONLY="flash kernels bf16" timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
 			"$bundle/bin/gpu-ops" >"$out/$tool.txt" 2>&1
 		st=$?
 		tail -3 "$out/$tool.txt"
 		row 1 "flash attention (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool.txt"
+		[ $st -eq 0 ] || failed=1
+		GPU_OPS_ONLY="wgrad kernel) bf16" timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
+			"$bundle/bin/gpu-ops" >"$out/$tool-wgrad.txt" 2>&1
+		st=$?
+		tail -3 "$out/$tool-wgrad.txt"
+		row 1 "weight-gradient kernel (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool-wgrad.txt"
 		[ $st -eq 0 ] || failed=1
 	done
 fi
@@ -116,6 +123,13 @@ for shape in "8 512 14 2 64" "2 2048 32 8 128"; do
 		"cuBLAS path ${cb:-failed}; flash $(sed -n 's/^ *flash *//p' "$att")"
 	[ -n "$fl" ] || failed=1
 done
+say "(3) the weight gradients of one layer: wgrad.cu's kernel against cuBLAS (gpu-ops time-wgrad)"
+timeout 30 "$bundle/bin/gpu-ops" time-wgrad 4096 | tee "$out/wgrad.txt"
+while IFS= read -r line; do
+	row 3 "weight gradients, $(echo "$line" | sed 's/^ *\(.*[^ ]\) *cuBLAS .*/\1/'): wgrad.cu faster than cuBLAS by" \
+		"$(echo "$line" | awk '{ print $NF }')" "$(echo "$line" | sed 's/^.*\(cuBLAS \)/\1/')"
+done < <(grep ' cuBLAS ' "$out/wgrad.txt")
+grep -q ' wgrad ' "$out/wgrad.txt" || failed=1
 # the flash kernels' counters, for the next round of their tuning (not a check)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$ncu" ]; then

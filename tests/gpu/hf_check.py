@@ -211,9 +211,11 @@ def item1(args, res, work):
     # cuBLASLt's timed algorithms (MODULA_CUDA_LT=0; cuBLASLt everywhere else)
     # "-copy": folded, the adapters' columns copied through buffers of their own
     # (MODULA_FOLD_DIRECT=0; read and written in place everywhere else)
+    # "-wgrad": the adapters' weight gradients on wgrad.cu's kernel (MODULA_CUDA_WGRAD=1;
+    # cuBLAS everywhere else)
     for dev, dt in (("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16"), ("cuda", "f32-vec"),
                     ("cuda", "bf16-vec"), ("cuda", "bf16-noflash"), ("cuda", "bf16-nofold"),
-                    ("cuda", "bf16-gemmex"), ("cuda", "bf16-copy")):
+                    ("cuda", "bf16-gemmex"), ("cuda", "bf16-copy"), ("cuda", "bf16-wgrad")):
         path = os.path.join(work, f"grads-{dev}-{dt}.safetensors")
         # on CUDA the third micro-batch replays the CUDA graph the second recorded
         run([args.engine, "grads", "--model", mdir, "--adapter", adir, "--tokens", tok,
@@ -223,12 +225,13 @@ def item1(args, res, work):
                      MODULA_CUDA_FLASH="0" if dt.endswith("-noflash") else "1",
                      MODULA_FOLD="0" if dt.endswith("-nofold") else "1",
                      MODULA_CUDA_LT="0" if dt.endswith("-gemmex") else "1",
-                     MODULA_FOLD_DIRECT="0" if dt.endswith("-copy") else "1"))
+                     MODULA_FOLD_DIRECT="0" if dt.endswith("-copy") else "1",
+                     MODULA_CUDA_WGRAD="1" if dt.endswith("-wgrad") else "0"))
         outs[(dev, dt)] = load_file(path)
     ref, ok = outs[("cpu", "f32")], True
     for dt, tol in (("f32", 1e-4), ("bf16", 5e-2), ("f32-vec", 1e-4), ("bf16-vec", 5e-2),
                     ("bf16-noflash", 5e-2), ("bf16-nofold", 5e-2), ("bf16-gemmex", 5e-2),
-                    ("bf16-copy", 5e-2)):
+                    ("bf16-copy", 5e-2), ("bf16-wgrad", 5e-2)):
         got, worst, where = outs[("cuda", dt)], 0.0, ""
         for k in ref:
             d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
@@ -267,15 +270,18 @@ def item1(args, res, work):
                                 ("modula-res", "30:0", "1,2,3,4")):
         outs = {}
         method_name = method if route == "soft" else f"{method} domain stage"
-        for dev in ("cpu", "table-bf16", "cuda-f32", "cuda-bf16"):
+        # (cuda-bf16-wgrad: the weight gradients on wgrad.cu's kernel, MODULA_CUDA_WGRAD=1)
+        for dev in ("cpu", "table-bf16", "cuda-f32", "cuda-bf16", "cuda-bf16-wgrad"):
             path = os.path.join(work, f"dump-{method}-{route}-{dev}.safetensors")
             run([dump, mdir, path, method, "4", "0", route, bits, tok, mask]
-                + ([] if dev == "cpu" else [dev]))
+                + ([] if dev == "cpu" else [dev.replace("-wgrad", "")]),
+                env=dict(os.environ, MODULA_CUDA_WGRAD="1") if dev.endswith("-wgrad") else None)
             outs[dev] = load_file(path)
         ref = outs["cpu"]
         names = [k for k in ref if k.startswith("grad/") or k in ("loss", "logits")]
         floor = 0.0
-        for dev, tol in (("cuda-f32", 1e-4), ("table-bf16", None), ("cuda-bf16", 5e-2)):
+        for dev, tol in (("cuda-f32", 1e-4), ("table-bf16", None), ("cuda-bf16", 5e-2),
+                         ("cuda-bf16-wgrad", 5e-2)):
             worst, where, rels = 0.0, "", []
             for k in names:
                 d = float(np.abs(outs[dev][k].astype(np.float64) - ref[k]).max())
@@ -292,12 +298,12 @@ def item1(args, res, work):
                 res.add("1", f"{method_name} step (loss, logits, {len(names) - 2} grads) CPU with bf16 storage "
                         "emulated vs CPU engine", f"{worst:.2e}", f"worst at {where}: what bf16 costs")
                 continue
-            if dev == "cuda-bf16":
+            if dev.startswith("cuda-bf16"):
                 tol = max(tol, 2 * floor)
             good = worst <= tol
             res.add("1", f"{method_name} step (loss, logits, {len(names) - 2} grads) {dev} vs CPU engine",
                     f"{worst:.2e}", f"worst at {where}; tolerance {tol:.1e}"
-                    + (" (twice the emulated bf16's)" if dev == "cuda-bf16" and tol > 5e-2 else "")
+                    + (" (twice the emulated bf16's)" if dev.startswith("cuda-bf16") and tol > 5e-2 else "")
                     + f": {'ok' if good else 'EXCEEDED'}")
             ok = ok and good
     return ok
@@ -461,7 +467,14 @@ def item3(args, res, work):
             f"{c['step_ms']:.1f} ms", f"in place (default) {e['step_ms']:.1f} ms, "
             f"{c['step_ms'] / e['step_ms']:.2f}x faster; loss {c['loss_last']:.4f} vs "
             f"{e['loss_last']:.4f}: {'close' if cclose else 'DIFFERENT'}")
-    ok = ok and uclose and gclose and fclose and cclose
+    # the adapters' weight gradients on wgrad.cu's kernel (MODULA_CUDA_WGRAD=1)
+    # instead of cuBLAS's split-K products (the default until this says)
+    w, wenv, wclose = variant("bf16-wgrad", MODULA_CUDA_WGRAD="1")
+    res.add("3", "engine step with the weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1)",
+            f"{w['step_ms']:.1f} ms", f"on cuBLAS (default) {e['step_ms']:.1f} ms, "
+            f"{e['step_ms'] / w['step_ms']:.2f}x faster with the kernel; loss {w['loss_last']:.4f} vs "
+            f"{e['loss_last']:.4f}: {'close' if wclose else 'DIFFERENT'}")
+    ok = ok and uclose and gclose and fclose and cclose and wclose
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
     for what, env in (("default", None), ("cuBLAS-path attention", fenv), ("not folded", uenv),
                       ("cublasGemmEx", genv)):
@@ -509,6 +522,12 @@ def item4(args, res, work):
             f"{cr['step_ms']:.1f} ms", f"in place (default) {mres['step_ms']:.1f} ms: "
             f"{cr['step_ms'] / mres['step_ms']:.2f}x faster; / LoRA in place "
             f"{cr['step_ms'] / lora['step_ms']:.2f}x")
+    wenv = dict(os.environ, MODULA_CUDA_WGRAD="1")
+    wl = engine_bench(args.engine, path, "lora", env=wenv)
+    wr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=wenv)
+    res.add("4", "weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1): modula-res / LoRA",
+            f"{wr['step_ms'] / wl['step_ms']:.2f}x", f"{wr['step_ms']:.1f} / {wl['step_ms']:.1f} ms "
+            f"(on cuBLAS, the default: {mres['step_ms']:.1f} / {lora['step_ms']:.1f})")
     fenv = dict(os.environ, MODULA_CUDA_FLASH="0")
     fl = engine_bench(args.engine, path, "lora", env=fenv)
     fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
@@ -652,7 +671,9 @@ SWITCHES = (("MODULA_CUDA_FLASH (tiled flash attention)", "bf16-noflash", False,
             ("MODULA_CUDA_LT (products on cuBLASLt, algorithms timed)", "bf16-gemmex", False,
              "kc_lt in kernels/cuda/mem.cu"),
             ("MODULA_FOLD_DIRECT (folded columns read and written in place, no copies)",
-             "bf16-copy", False, "m->direct in worker/dmodel.c's s_new"))
+             "bf16-copy", False, "m->direct in worker/dmodel.c's s_new"),
+            ("MODULA_CUDA_WGRAD (weight gradients on wgrad.cu, not cuBLAS split-K)",
+             "bf16-wgrad", True, "kc_wgrad in kernels/cuda/mem.cu"))
 
 
 def decisions(res):

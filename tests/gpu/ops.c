@@ -291,9 +291,12 @@ static int case_matmul(void)
 	return s_matmul_res(n, c, oc);
 }
 
-static int case_rmsnorm(void)
+/* Rows of 96, 392, 896 and 1096: the 16-byte kernels keep a row in
+ * registers up to 4 x 32 vectors of a lane's (bf16: 1024 wide) and loop
+ * over it beyond. */
+static int s_rmsnorm(int c)
 {
-	int n = 66, c = 96;
+	int n = 66;
 	size_t nc = (size_t)n * c;
 	float *inp = s_rrand(nc, -2, 2), *w = s_rrand(c, 0.5f, 1.5f), *out = s_zeros(nc);
 	float *rstd = s_zeros(n), *dout = s_rrand(nc, -1, 1), *dinp = s_rrand(nc, -1, 1);
@@ -312,6 +315,18 @@ static int case_rmsnorm(void)
 	S_TRY(S_CMP32("rstd", drs, rstd, n));
 	S_TRY(S_CMP("dinp", ddi, dinp, nc));
 	return S_CMP32("dw", ddw, dw, c);
+}
+
+static int case_rmsnorm(void)
+{
+	static const int cs[] = { 96, 392, 896, 1096 };
+
+	for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+		size_t at = strlen(s_msg);
+		snprintf(s_msg + at, sizeof s_msg - at, "[c %d] ", cs[i]);
+		S_TRY(s_rmsnorm(cs[i]));
+	}
+	return 0;
 }
 
 /* RMSNorm with row strides (kcuda_rmsnorm_*_ld): out's, dinp's and
@@ -834,15 +849,15 @@ static int case_router_head(void)
 
 /* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
  * with cat and dcat rows r0 + e*r apart, or (wide) columns 3.. of rows ld
- * = r0 + e*r + 7 apart (a folded group's X and dx): the columns around
- * them must come out as they went in. */
+ * = r0 + e*r + 7 apart (a folded group's X and dx; and ur's rows padded
+ * to 16): the columns around them must come out as they went in. */
 static int s_res(int wide)
 {
 	const struct kdevice_ops *C = kdevice_ops(KDEV_CPU, KCUDA_F32);
 	int n = 70, r0 = 8, e = 4, r = 6, er = e * r, w = r0 + er, ld = wide ? w + 7 : 0;
-	int o = wide ? 3 : 0;
-	size_t nc = (size_t)n * (wide ? ld : w);
-	float *ur = s_rrand((size_t)n * (r0 + e), -1, 1), *mab = s_rrand((size_t)er * r0, -0.5f, 0.5f);
+	int o = wide ? 3 : 0, ldu = wide ? 16 : 0;
+	size_t nc = (size_t)n * (wide ? ld : w), nu = (size_t)n * (wide ? ldu : r0 + e);
+	float *ur = s_rrand(nu, -1, 1), *mab = s_rrand((size_t)er * r0, -0.5f, 0.5f);
 	float *cat = s_rrand(nc, -1, 1), *z = s_zeros((size_t)n * er), *zl = s_zeros((size_t)n * er);
 	float *sp = s_zeros((size_t)n * e), *dcat = s_rrand(nc, -1, 1);
 	float *dz = s_zeros((size_t)n * er);
@@ -850,16 +865,16 @@ static int s_res(int wide)
 	size_t sz = kcuda_dtype_size(s_dt);
 
 	S_PTR(ur && mab && cat && z && zl && sp && dcat && dz);
-	S_PTR((dur = S_DEV(ur, (size_t)n * (r0 + e))) && (dmab = S_DEV(mab, (size_t)er * r0)) &&
+	S_PTR((dur = S_DEV(ur, nu)) && (dmab = S_DEV(mab, (size_t)er * r0)) &&
 	      (dcatd = S_DEV(cat, nc)) && (dzd = S_DEV(NULL, (size_t)n * er)) &&
 	      (dzld = S_DEV(NULL, (size_t)n * er)) && (dsd = S_DEV32(NULL, (size_t)n * e)) &&
 	      (ddcat = S_DEV(dcat, nc)) && (ddz = S_DEV(NULL, (size_t)n * er)));
 	/* the columns outside cat as the device holds them */
 	S_TRY(s_round(cat, nc));
 	S_TRY(s_round(dcat, nc));
-	S_TRY(C->res_forward(cat + o, ld, z, zl, sp, ur, mab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(kcuda_res_forward(s_dt, (char *)dcatd + o * sz, ld, dzd, dzld, dsd, dur, dmab, n, r0,
-				e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(C->res_forward(cat + o, ld, z, zl, sp, ur, ldu, mab, n, r0, e, r, 0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_forward(s_dt, (char *)dcatd + o * sz, ld, dzd, dzld, dsd, dur, ldu, dmab, n,
+				r0, e, r, 0.5f, 2.0f, 0.1f));
 	S_TRY(S_CMP("cat", dcatd, cat, nc));
 	S_TRY(S_CMP("z", dzd, z, (size_t)n * er));
 	S_TRY(S_CMP("zl", dzld, zl, (size_t)n * er));
@@ -885,6 +900,85 @@ static int case_res(void)
 static int case_res_wide(void)
 {
 	return s_res(1);
+}
+
+/* Weight gradients over the same K rows, four in one kcuda_gemm_wgrad call
+ * with its kernel on (wgrad.cu; in f32 every product is cuBLAS's), each c
+ * = alpha a^T b + beta c against op_gemm_serial, with a and b columns of
+ * wider matrices: M 16, 20 (not a multiple of 8: zero-filled), 64 and 12,
+ * N 200, 72 (tiles of 64 and a remainder), 64 and 24; one product with
+ * beta 0 over a c of NaNs (not read), one that the kernel does not take (a
+ * row stride of 13) run on cuBLAS in the same call. Then the same call
+ * again from the same inputs: the same bits (the splits' partials are
+ * summed in a fixed order). */
+static int s_wgrad(int k)
+{
+	enum { NP = 4 };
+	static const int shape[NP][8] = { /* m n lda aoff ldb boff ldc coff */
+		{ 16, 200, 40, 8, 208, 0, 210, 3 }, { 20, 72, 24, 0, 88, 8, 72, 0 },
+		{ 64, 64, 64, 0, 128, 64, 64, 0 }, { 12, 24, 13, 0, 24, 0, 24, 0 },
+	};
+	static const float ab[NP][2] = { { 0.5f, 1.0f }, { 1.0f, 1.0f }, { 2.0f, 0.0f },
+					 { 1.0f, 1.0f } };
+	struct kcuda_wgrad w[NP];
+	float *ref[NP], *c0[NP];
+	void *dc[NP], *dc2[NP];
+	size_t es = kcuda_dtype_size(s_dt), nc[NP];
+
+	for (int i = 0; i < NP; i++) {
+		const int *x = shape[i];
+		size_t na = (size_t)k * x[2], nb = (size_t)k * x[4];
+		float *a = s_rrand(na, -1, 1), *b = s_rrand(nb, -1, 1);
+		void *da, *db;
+		nc[i] = (size_t)x[0] * x[6] + (size_t)x[7];
+		c0[i] = s_rand(nc[i], -1, 1);
+		S_PTR(a && b && c0[i]);
+		if (ab[i][1] == 0.0f)
+			for (size_t j = 0; j < nc[i]; j++)
+				c0[i][j] = NAN;
+		ref[i] = s_copy(c0[i], nc[i]);
+		if (ab[i][1] == 0.0f)
+			memset(ref[i], 0, nc[i] * sizeof(float));
+		op_gemm_serial(ref[i] + x[7], x[6], a + x[3], x[2], b + x[5], x[4], x[0], x[1], k, 1, 0,
+			       ab[i][0], ab[i][1]);
+		S_PTR((da = S_DEV(a, na)) && (db = S_DEV(b, nb)) && (dc[i] = S_DEV32(c0[i], nc[i])) &&
+		      (dc2[i] = S_DEV32(c0[i], nc[i])));
+		w[i] = (struct kcuda_wgrad){ (float *)dc[i] + x[7], x[6], (char *)da + x[3] * es, x[2],
+					     (char *)db + x[5] * es, x[4], x[0], x[1], ab[i][0],
+					     ab[i][1] };
+	}
+	S_TRY(kcuda_gemm_wgrad(s_dt, w, NP, k));
+	for (int i = 0; i < NP; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "c%d[%dx%d k %d]", i, shape[i][0], shape[i][1], k);
+		S_TRY(S_CMP32(name, dc[i], ref[i], nc[i]));
+	}
+	for (int i = 0; i < NP; i++)
+		w[i].c = (float *)dc2[i] + shape[i][7];
+	S_TRY(kcuda_gemm_wgrad(s_dt, w, NP, k));
+	for (int i = 0; i < NP; i++) {
+		float *g1 = s_zeros(nc[i]), *g2 = s_zeros(nc[i]);
+		S_PTR(g1 && g2);
+		S_TRY(kcuda_copy_d2h(g1, KCUDA_F32, dc[i], KCUDA_F32, nc[i]));
+		S_TRY(kcuda_copy_d2h(g2, KCUDA_F32, dc2[i], KCUDA_F32, nc[i]));
+		if (memcmp(g1, g2, nc[i] * sizeof(float)))
+			return err_set("wgrad: product %d (k %d) not the same bits twice", i, k);
+	}
+	return 0;
+}
+
+static int case_wgrad(void)
+{
+	static const int ks[] = { 333, 1000, 40, 4096 };
+	int on = kcuda_wgrad(), rc = 0;
+
+	if (s_dt == KCUDA_F32)
+		snprintf(s_msg, sizeof s_msg, "f32: every product on cuBLAS; ");
+	kcuda_set_wgrad(1);
+	for (size_t i = 0; rc >= 0 && i < sizeof ks / sizeof ks[0]; i++)
+		rc = s_wgrad(ks[i]);
+	kcuda_set_wgrad(on);
+	return rc;
 }
 
 /* A LoRA group of e experts, routed or plain (e = 1, no router). The CPU
@@ -1148,6 +1242,7 @@ static const struct {
 	{ "router with a head expert (flan)", case_router_head, 2 },
 	{ "modula-res fused rows", case_res, 2 },
 	{ "modula-res fused rows, columns of wider rows", case_res_wide, 2 },
+	{ "weight gradients, four in one call (wgrad kernel)", case_wgrad, 4 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },
 	{ "lora segments (sgmv)", case_lora_segments, 4 },
@@ -1269,6 +1364,93 @@ fail:
 	return 1;
 }
 
+/* gpu-ops time-wgrad [K [REPS]]: the weight-gradient groups of one layer
+ * of the check's LoRA bench (Qwen2-0.5B shapes, rank 16, K = 8 x 512
+ * tokens) as kcuda_gemm_wgrad calls, on cuBLAS (a split-K product each)
+ * and on wgrad.cu's kernel, in bf16: ms per call and the rate of the
+ * bytes they read. */
+static int s_time_wgrad(int argc, char **argv)
+{
+	enum { NG = 4 };
+	/* per group: products of {m, n, lda, ldb}; a and b columns of buffers
+	 * [K, lda] and [K, ldb] */
+	static const struct { const char *name; int np; int p[4][4]; } grp[NG] = {
+		{ "q/k/v (dB q, k, v; dA)", 4,
+		  { { 16, 896, 944, 896 }, { 16, 128, 944, 128 }, { 16, 128, 944, 128 },
+		    { 48, 896, 944, 944 } } },
+		{ "gate/up (dB gate, up; dA)", 3,
+		  { { 16, 4864, 928, 4864 }, { 16, 4864, 928, 4864 }, { 32, 896, 928, 928 } } },
+		{ "o (dB; dA)", 2, { { 16, 896, 16, 920 }, { 16, 896, 920, 896 } } },
+		{ "down (dB; dA)", 2, { { 16, 896, 16, 920 }, { 16, 4864, 920, 4864 } } },
+	};
+	int x[2] = { 4096, 20 }, wg0 = kcuda_wgrad();
+	char why[512], skip[600];
+
+	if (argc > 2) {
+		fprintf(stderr, "gpu-ops time-wgrad: %d arguments, at most 2 (K [REPS])\n", argc);
+		return 2;
+	}
+	for (int i = 0; i < argc; i++) {
+		char *end;
+		long val = strtol(argv[i], &end, 10);
+		if (end == argv[i] || *end || val <= 0 || val > (1L << 20)) {
+			fprintf(stderr, "gpu-ops time-wgrad: '%s' is not a positive integer up to 2^20 "
+				"(K [REPS])\n", argv[i]);
+			return 2;
+		}
+		x[i] = (int)val;
+	}
+	if (x[1] > 64)
+		x[1] = 64; /* the timer marks kept below */
+	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
+		fprintf(stderr, "gpu-ops time-wgrad: %s\n", skip);
+		return 2;
+	}
+	int k = x[0], reps = x[1];
+	s_dt = KCUDA_BF16;
+	printf("weight gradients bf16, K %d, %d calls after 1 (ms per call; GB/s of the bytes "
+	       "read)\n", k, reps);
+	for (int gi = 0; gi < NG; gi++) {
+		struct kcuda_wgrad w[4];
+		double bytes = 0, t[2];
+		for (int i = 0; i < grp[gi].np; i++) {
+			const int *q = grp[gi].p[i];
+			size_t na = (size_t)k * q[2], nb = (size_t)k * q[3];
+			void *a = S_DEV(s_rand(na, -1, 1), na), *b = S_DEV(s_rand(nb, -1, 1), nb);
+			void *c = S_DEV32(NULL, (size_t)q[0] * q[1]);
+			if (!a || !b || !c)
+				goto fail;
+			w[i] = (struct kcuda_wgrad){ (float *)c, q[1], a, q[2], b, q[3], q[0], q[1], 1.0f,
+						     1.0f };
+			bytes += 2.0 * k * (q[0] + q[1]);
+		}
+		for (int on = 0; on <= 1; on++) {
+			float ms[64];
+			kcuda_set_wgrad(on);
+			for (int r = -1; r < reps; r++) {
+				if ((r == 0 && kcuda_timer_mark() < 0) ||
+				    kcuda_gemm_wgrad(s_dt, w, grp[gi].np, k) < 0 ||
+				    (r >= 0 && kcuda_timer_mark() < 0))
+					goto fail;
+			}
+			if (kcuda_timer_read(ms, reps + 1) < 0)
+				goto fail;
+			t[on] = 0;
+			for (int r = 0; r < reps; r++)
+				t[on] += ms[r];
+			t[on] /= reps;
+		}
+		printf("  %-28s cuBLAS %.4f ms (%.0f GB/s), wgrad %.4f ms (%.0f GB/s): %.2fx\n",
+		       grp[gi].name, t[0], bytes / t[0] / 1e6, t[1], bytes / t[1] / 1e6, t[0] / t[1]);
+		s_release();
+	}
+	kcuda_set_wgrad(wg0);
+	return 0;
+fail:
+	fprintf(stderr, "gpu-ops time-wgrad: %s\n", err_msg());
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	char why[512], skip[600], what[128];
@@ -1281,9 +1463,13 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "time-attention"))
 		return s_time_attention(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "time-wgrad"))
+		return s_time_wgrad(argc - 2, argv + 2);
 	if (argc > 1) {
 		fprintf(stderr, "usage: gpu-ops            every CUDA op against the CPU reference (TAP)\n"
-			"       gpu-ops time-attention [B T NH NKV HS [REPS]]   attention's timings\n");
+			"       gpu-ops time-attention [B T NH NKV HS [REPS]]   attention's timings\n"
+			"       gpu-ops time-wgrad [K [REPS]]   the weight-gradient kernel's against "
+			"cuBLAS\n");
 		return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
 	}
 
@@ -1302,6 +1488,7 @@ int main(int argc, char **argv)
 	kcuda_set_vector(0);    /* the scalar kernels; the "16-byte" cases turn them on */
 	kcuda_set_flash(0);     /* attention's cuBLAS path; the "flash" case turns them on */
 	kcuda_set_lt(0);        /* cublasGemmEx; the "cuBLASLt" case turns it on */
+	kcuda_set_wgrad(0);     /* cuBLAS; the "wgrad" case turns the kernel on */
 	if (gpu)
 		tap_diag("device: %s", why);
 	for (size_t t = 0; t < ntypes; t++) {
