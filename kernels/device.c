@@ -385,48 +385,73 @@ static int s_router_expert(int j, int r0, int r)
 	return j < r0 ? 0 : (r0 > 0) + (j - r0) / r;
 }
 
-static int s_cpu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-				       const void *u, int n, int e, int r, float scale, int r0,
-				       float s0)
+static int s_cpu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits, int ldr,
+				       const void *u, int ldu, int n, int e, int r, float scale,
+				       int r0, float s0)
 {
-	float *o = uw;
+	float *o = uw, *rl = NULL;
 	const float *x = u;
 	int ne = e + (r0 > 0), w = r0 + e * r;
 
-	ld = ld ? ld : w;
-	op_softmax_forward(s, rlogits, n, ne);
+	ld = ld ? ld : w, ldr = ldr ? ldr : ne, ldu = ldu ? ldu : w;
+	if (ld < w || ldr < ne || ldu < w)
+		return err_set("router_weight_forward: rows %d, %d, %d apart, narrower than %d, %d, %d",
+			       ld, ldr, ldu, w, ne, w);
+	if (ldr != ne) { /* the logits as contiguous rows for the softmax */
+		if (!(rl = calloc((size_t)n * ne + 1, sizeof *rl)))
+			return err_set("out of memory");
+		for (int i = 0; i < n; i++)
+			memcpy(rl + (size_t)i * ne, (const float *)rlogits + (size_t)i * ldr,
+			       (size_t)ne * sizeof *rl);
+	}
+	op_softmax_forward(s, rl ? rl : rlogits, n, ne);
+	free(rl);
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < w; j++)
 			o[(size_t)i * ld + j] = (j < r0 ? s0 : scale) *
 						s[(size_t)i * ne + s_router_expert(j, r0, r)] *
-						x[(size_t)i * w + j];
+						x[(size_t)i * ldu + j];
 	return 0;
 }
 
 /* du += scale_i s_i duw; drlogits += softmax backward of ds_i = scale_i
  * sum over expert i's columns of u duw. */
-static int s_cpu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
-					const float *s, const void *u, int n, int e, int r, float scale,
-					int r0, float s0)
+static int s_cpu_router_weight_backward(void *drlogits, int ldr, void *du, const void *duw, int ld,
+					const float *s, const void *u, int ldu, int n, int e, int r,
+					float scale, int r0, float s0)
 {
 	const float *g = duw, *x = u;
 	int ne = e + (r0 > 0), w = r0 + e * r;
-	float *ds = calloc((size_t)n * ne + 1, sizeof(float)), *d = du;
+	float *ds, *d = du, *dr = NULL;
 
-	if (!ds)
+	ld = ld ? ld : w, ldr = ldr ? ldr : ne, ldu = ldu ? ldu : w;
+	if (ld < w || ldr < ne || ldu < w)
+		return err_set("router_weight_backward: rows %d, %d, %d apart, narrower than %d, %d, %d",
+			       ld, ldr, ldu, w, ne, w);
+	if (!(ds = calloc((size_t)n * ne + 1, sizeof(float))))
 		return err_set("out of memory");
-	ld = ld ? ld : w;
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < w; j++) {
-			size_t o = (size_t)i * w + j, og = (size_t)i * ld + j;
+			size_t o = (size_t)i * ldu + j, og = (size_t)i * ld + j;
 			size_t k = (size_t)i * ne + s_router_expert(j, r0, r);
 			float sc = j < r0 ? s0 : scale;
 			ds[k] += sc * x[o] * g[og];
 			if (d)
 				d[o] += sc * s[k] * g[og];
 		}
-	if (drlogits)
+	if (drlogits && ldr == ne) {
 		op_softmax_backward(drlogits, ds, s, n, ne);
+	} else if (drlogits) { /* added through contiguous rows */
+		if (!(dr = calloc((size_t)n * ne + 1, sizeof *dr))) {
+			free(ds);
+			return err_set("out of memory");
+		}
+		op_softmax_backward(dr, ds, s, n, ne);
+		for (int i = 0; i < n; i++)
+			for (int k = 0; k < ne; k++)
+				((float *)drlogits)[(size_t)i * ldr + k] += dr[(size_t)i * ne + k];
+		free(dr);
+	}
 	free(ds);
 	return 0;
 }
@@ -839,24 +864,29 @@ static int s_emu_crossentropy_fused(float *losses, void *logits, const float *dl
 	return 0;
 }
 
-static int s_emu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-				       const void *u, int n, int e, int r, float scale, int r0,
-				       float s0)
+static int s_emu_router_weight_forward(void *uw, int ld, float *s, const void *rlogits, int ldr,
+				       const void *u, int ldu, int n, int e, int r, float scale,
+				       int r0, float s0)
 {
 	size_t w = (size_t)r0 + (size_t)e * r;
 
-	s_cpu_router_weight_forward(uw, ld, s, rlogits, u, n, e, r, scale, r0, s0);
+	D_TRY(s_cpu_router_weight_forward(uw, ld, s, rlogits, ldr, u, ldu, n, e, r, scale, r0, s0));
 	s_emu_round(uw, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	return 0;
 }
 
-static int s_emu_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
-					const float *s, const void *u, int n, int e, int r,
-					float scale, int r0, float s0)
+static int s_emu_router_weight_backward(void *drlogits, int ldr, void *du, const void *duw,
+					int ld, const float *s, const void *u, int ldu, int n, int e,
+					int r, float scale, int r0, float s0)
 {
-	D_TRY(s_cpu_router_weight_backward(drlogits, du, duw, ld, s, u, n, e, r, scale, r0, s0));
-	EMU_N(drlogits, (size_t)n * (e + (r0 > 0)));
-	EMU_N(du, (size_t)n * ((size_t)r0 + (size_t)e * r));
+	size_t w = (size_t)r0 + (size_t)e * r, ne = (size_t)e + (r0 > 0);
+
+	D_TRY(s_cpu_router_weight_backward(drlogits, ldr, du, duw, ld, s, u, ldu, n, e, r, scale, r0,
+					   s0));
+	if (drlogits)
+		s_emu_round(drlogits, s_emu_dt, (size_t)n, ne, ldr ? (size_t)ldr : ne);
+	if (du)
+		s_emu_round(du, s_emu_dt, (size_t)n, w, ldu ? (size_t)ldu : w);
 	return 0;
 }
 
@@ -1127,19 +1157,20 @@ static int s_cuda_crossentropy_fused(float *losses, void *logits, const float *d
 	return kcuda_crossentropy_fused(s_dt, losses, logits, dlosses, targets, n, v);
 }
 
-static int s_cuda_router_weight_forward(void *uw, int ld, float *s, const void *rlogits,
-					const void *u, int n, int e, int r, float scale, int r0,
-					float s0)
+static int s_cuda_router_weight_forward(void *uw, int ld, float *s, const void *rlogits, int ldr,
+					const void *u, int ldu, int n, int e, int r, float scale,
+					int r0, float s0)
 {
-	return kcuda_router_weight_forward(s_dt, uw, ld, s, rlogits, u, n, e, r, scale, r0, s0);
+	return kcuda_router_weight_forward(s_dt, uw, ld, s, rlogits, ldr, u, ldu, n, e, r, scale,
+					   r0, s0);
 }
 
-static int s_cuda_router_weight_backward(void *drlogits, void *du, const void *duw, int ld,
-					 const float *s, const void *u, int n, int e, int r,
-					 float scale, int r0, float s0)
+static int s_cuda_router_weight_backward(void *drlogits, int ldr, void *du, const void *duw,
+					 int ld, const float *s, const void *u, int ldu, int n,
+					 int e, int r, float scale, int r0, float s0)
 {
-	return kcuda_router_weight_backward(s_dt, drlogits, du, duw, ld, s, u, n, e, r, scale, r0,
-					    s0);
+	return kcuda_router_weight_backward(s_dt, drlogits, ldr, du, duw, ld, s, u, ldu, n, e, r,
+					    scale, r0, s0);
 }
 
 static int s_cuda_res_forward(void *cat, int ld, void *z, void *zl, float *s, const void *ur,

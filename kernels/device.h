@@ -140,12 +140,14 @@ struct kdevice_ops {
 	 * s = softmax(rlogits[N,E]) (fp32), uw[N,w] = scale_i s_i u over a
 	 * head expert of rank r0 (scale s0; none when r0 = 0) and e experts of
 	 * rank r, E = e + (r0 > 0), w = r0 + e*r; uw's and duw's rows are ld
-	 * apart (0: w). */
-	int (*router_weight_forward)(void *uw, int ld, float *s, const void *rlogits, const void *u,
-				     int n, int e, int r, float scale, int r0, float s0);
-	int (*router_weight_backward)(void *drlogits, void *du, const void *duw, int ld,
-				      const float *s, const void *u, int n, int e, int r, float scale,
-				      int r0, float s0);
+	 * apart (0: w), rlogits' and drlogits' ldr (0: E), u's and du's ldu
+	 * (0: w). */
+	int (*router_weight_forward)(void *uw, int ld, float *s, const void *rlogits, int ldr,
+				     const void *u, int ldu, int n, int e, int r, float scale, int r0,
+				     float s0);
+	int (*router_weight_backward)(void *drlogits, int ldr, void *du, const void *duw, int ld,
+				      const float *s, const void *u, int ldu, int n, int e, int r,
+				      float scale, int r0, float s0);
 	/* MoDULA-Res's per-row work, fused (kcuda_res_forward/backward); cat's
 	 * and dcat's rows ld apart (0: r0 + e*r), ur's ldu (0: r0 + e). */
 	int (*res_forward)(void *cat, int ld, void *z, void *zl, float *s, const void *ur, int ldu,

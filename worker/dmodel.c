@@ -43,10 +43,11 @@ typedef struct dparam {
 typedef struct dad {
 	int res, nores;
 	int mol;                /* MoLoRA: e experts of rank r over x, soft-routed (r0 = 0):
-				 * a0 = [A_1; ...; A_e; W_R], bcat = [B_1^T; ...], u0 = x A^T,
-				 * zl = router logits, cat = sd s_i u_i, z = their gradient;
-				 * MoDULA-Flan the same with the universal expert (rank r0,
-				 * scale s0) first in a0 and bcat and under the router */
+				 * a0 = [A_1; ...; A_e; W_R], bcat = [B_1^T; ...], u0 = [x A^T
+				 * | router logits] = x a0^T (one product; rows s_mol_ld
+				 * apart), cat = sd s_i u_i; MoDULA-Flan the same with the
+				 * universal expert (rank r0, scale s0) first in a0 and bcat
+				 * and under the router */
 	int in, out;
 	int r0;                 /* the LoRA / universal expert */
 	float s0;
@@ -59,7 +60,7 @@ typedef struct dad {
 	float *p;               /* P = dz^T u0s [e*r, r0] (backward; s_res_batched) */
 	void *u0;               /* LoRA: u0 [N, r0] */
 	void *cat;              /* Res: [s0 u0 | zw] [N, r0 + e*r] */
-	void *z, *zl;           /* Res: [N, e*r]; MoLoRA / Flan: [N, E] (below) */
+	void *z, *zl;           /* Res: [N, e*r] */
 	float *s;               /* router probabilities [N, E], E = e (Flan: e + 1) */
 } dad_t;
 
@@ -104,6 +105,12 @@ typedef struct dfold {
 	int res;                /* the members are Res, Flan or MoLoRA layers (a cat each) */
 	int off[3], w[3];       /* member i's columns of X: C + off[i], w[i] of them */
 	void *wt[3];
+	/* Res members only, with m->direct: their a0 = [A0; W_R] rows
+	 * stacked, member i's at rows off[i] of acat [wcat, C] (the rest
+	 * zero), copied in with the B^T rows (s_fold_sets): one product gives
+	 * every member's ur, one every member's dx += dcat a0 (soft routing) */
+	void *acat;
+	int wcat;
 } dfold_t;
 
 typedef struct dlayer {
@@ -1042,6 +1049,29 @@ static void s_wg(struct kcuda_wgrad *w, int *nw, float *c, int ldc, const void *
 	w[(*nw)++] = (struct kcuda_wgrad){ c, ldc, a, lda, b, ldb, m, n, alpha, beta };
 }
 
+/* MoLoRA's and Flan's u0 = [x A^T | router logits] row stride, and that
+ * of [du | drl]: w + E padded to 8 elements (16 bytes). */
+static int s_mol_ld(const dad_t *ad)
+{
+	return (ad->r0 + ad->e * ad->r + ad->e + (ad->r0 > 0) + 7) / 8 * 8;
+}
+
+/* ur's row stride: r0 + e padded to 8 elements (16 bytes: an odd stride
+ * keeps cuBLASLt off its fast kernels; run 3's tune file had the 20-wide
+ * products at 12-22 us for 7-40 MB read). */
+static int s_ur_ld(const dad_t *ad)
+{
+	return (ad->r0 + ad->e + 7) / 8 * 8;
+}
+
+/* The fused row kernel from ur (rows ldu apart): cat (rows ldc apart), z,
+ * zl, s. */
+static int s_res_rows(dmodel_t *m, dad_t *ad, void *cat, int ldc, const void *ur, int ldu, int n)
+{
+	return m->K->res_forward(cat, ldc, ad->z, ad->zl, ad->s, ur, ldu, ad->mab, n, ad->r0, ad->e,
+				 ad->r, ad->s0, ad->sd, ad->slope);
+}
+
 /* ---- folded groups (dfold_t) ------------------------------------------- */
 
 /* Free p, one of the model's own allocations (s_alloc). */
@@ -1116,7 +1146,7 @@ out:
  * identity when new). */
 static int s_fold_copy(dmodel_t *m, int rows, int cols, void *dst, const void *src)
 {
-	int cap = 3 * 2 * m->cfg.n_layers;
+	int cap = 4 * 2 * m->cfg.n_layers;
 	struct dfset *fs = NULL;
 
 	for (int j = 0; j < m->nfset; j++)
@@ -1160,6 +1190,9 @@ static int s_fold_sets(dmodel_t *m)
 				D_TRY(s_fold_copy(m, f->w[i] - skip, lin->out,
 						  s_at(m, f->wt[i], (size_t)(C + f->off[i] + skip) * lin->out),
 						  s_at(m, ad->bcat.cur, (size_t)skip * lin->out)));
+				if (f->acat)
+					D_TRY(s_fold_copy(m, ad->r0 + ad->e, C,
+							  s_at(m, f->acat, (size_t)f->off[i] * C), ad->a0.cur));
 			}
 		}
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
@@ -1277,6 +1310,21 @@ static int s_fold_plan(dmodel_t *m, dlayer_t *L, int gi, dfold_t *f)
 	return 1;
 }
 
+/* A folded group of Res layers (not Flan or MoLoRA), with m->direct: its
+ * stacked a0 rows (dfold_t's acat; zero until s_fold_sets' copies). */
+static int s_fold_acat(dmodel_t *m, const dlayer_t *L, dfold_t *f)
+{
+	f->acat = NULL, f->wcat = 0;
+	if (!f->res || !m->direct)
+		return 0;
+	for (int i = 0; i < f->ns; i++)
+		if (!L->lin[f->slot[i]].ad->res)
+			return 0;
+	f->wcat = f->off[f->ns - 1] + f->w[f->ns - 1];
+	D_PTR(f->acat = s_alloc(m, (size_t)f->wcat * m->cfg.dim, m->K->dt));
+	return 0;
+}
+
 /* Fold every group that allows it (m->fold, s_fold_plan), and o and down
  * (s_tail_build). At attach, once: the adapters do not change. */
 static int s_fold_build(dmodel_t *m)
@@ -1298,6 +1346,7 @@ static int s_fold_build(dmodel_t *m)
 				D_TRY(s_fold_weight(m, f, i, &L->lin[f->slot[i]]));
 				wmax = f->w[i] > wmax ? f->w[i] : wmax;
 			}
+			D_TRY(s_fold_acat(m, L, f));
 			if (!f->res)
 				wmax = f->ns * f->r > wmax ? f->ns * f->r : wmax;
 			m->nfolded++;
@@ -1359,7 +1408,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	int dt = K->dt;
 	size_t N = (size_t)b * t, C = g->dim, QD = (size_t)g->n_heads * g->head_dim;
 	size_t KD = (size_t)g->n_kv_heads * g->head_dim, F = g->ffn_dim, V = g->vocab_size;
-	size_t er = 1, e = 1, r0 = 1, wide = 1, xg = 1, dl = C;
+	size_t er = 1, e = 1, r0 = 1, wide = 1, xg = 1, dl = C, xur = 1;
 
 	if (b <= 0 || t <= 0 || t > g->max_seq)
 		return err_set("batch shape [%d, %d] out of range (max sequence %d)", b, t, g->max_seq);
@@ -1400,6 +1449,7 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 		}
 		D_TRY(s_fold_ones(m, L->a1, &L->fold[0], N));
 		D_TRY(s_fold_ones(m, L->a2, &L->fold[1], N));
+		xur = s_max(xur, s_max((size_t)L->fold[0].wcat, (size_t)L->fold[1].wcat));
 		for (int s = 0; s < MODEL_NSLOTS; s++) {
 			dad_t *ad = L->lin[s].ad;
 			if (!ad)
@@ -1414,9 +1464,10 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 				size_t w = (size_t)ad->r0 + (size_t)ad->e * ad->r;
 				size_t ne = (size_t)ad->e + (ad->r0 > 0);
 				er = s_max(er, w), e = s_max(e, ne), wide = s_max(wide, w);
-				D_PTR((ad->u0 = s_act(m, N * w, dt)) &&
+				size_t lu = (size_t)s_mol_ld(ad);
+				er = s_max(er, lu);
+				D_PTR((ad->u0 = s_act(m, N * lu, dt)) &&
 				      (s_cat_in_x(m, L, s) || (ad->cat = s_act(m, N * w, dt))) &&
-				      (ad->zl = s_act(m, N * ne, dt)) && (ad->z = s_act(m, N * ne, dt)) &&
 				      (ad->s = s_act(m, N * ne, KCUDA_F32)));
 				continue;
 			}
@@ -1448,7 +1499,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
 	      (m->dy = s_act(m, N * QD, dt)) && (m->dgate = s_act(m, N * F, dt)) &&
 	      (m->dup = s_act(m, N * F, dt)) && (m->dsw = s_act(m, N * F, dt)) &&
 	      (m->x1 = s_act(m, N * wide, dt)) && (m->x3 = s_act(m, N * er, dt)) &&
-	      (m->xu = s_act(m, N * s_max(r0, (r0 + e + 7) / 8 * 8), dt)) && (m->xg = s_act(m, N * xg, dt)) &&
+	      (m->xu = s_act(m, N * s_max(xur, s_max(r0, (r0 + e + 7) / 8 * 8)), dt)) &&
+	      (m->xg = s_act(m, N * xg, dt)) &&
 	      (m->cosv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)) &&
 	      (m->sinv = s_act(m, (size_t)t * g->head_dim / 2, KCUDA_F32)));
 	D_TRY(K->rope_table(m->cosv, m->sinv, t, g->head_dim, 0, g->rope_theta));
@@ -1467,14 +1519,6 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
  * each way (res_forward/backward: softmax, weighting, LeakyReLU):
  *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
-/* ur's row stride: r0 + e padded to 8 elements (16 bytes: an odd stride
- * keeps cuBLASLt off its fast kernels; run 3's tune file had the 20-wide
- * products at 12-22 us for 7-40 MB read). */
-static int s_ur_ld(const dad_t *ad)
-{
-	return (ad->r0 + ad->e + 7) / 8 * 8;
-}
-
 /* ur = x [A0; W_R]^T (x's rows ldx apart; fixed routing: the fixed
  * logits in the router's columns) and the fused row kernel: cat (rows ldc
  * apart: ad->cat, 0, or a folded group's X), z, zl, s. */
@@ -1492,8 +1536,7 @@ static int s_res_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n, void
 		D_TRY(K->gemm_ld(m->xu, dt, ldu, x, ldx, ad->a0.cur, ad->in, n, r0 + ad->e, ad->in, 0, 1,
 				 1.0f, 0.0f));
 	}
-	return K->res_forward(cat, ldc, ad->z, ad->zl, ad->s, m->xu, ldu, ad->mab, n, r0, ad->e,
-			      ad->r, ad->s0, ad->sd, ad->slope);
+	return s_res_rows(m, ad, cat, ldc, m->xu, ldu, n);
 }
 
 static int s_res_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
@@ -1627,15 +1670,15 @@ out:
 static int s_mol_cat(dmodel_t *m, dad_t *ad, const void *x, int ldx, int n, void *cat, int ldc)
 {
 	const struct kdevice_ops *K = m->K;
-	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0);
-	const void *rl = m->fixed ? m->fixed_rl : ad->zl;
+	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0), lu = s_mol_ld(ad);
+	int nr = m->fixed ? w : w + ne; /* fixed routing: the fixed logits, not W_R's */
 
-	D_TRY(K->gemm_ld(ad->u0, dt, w, x, ldx, ad->a0.cur, ad->in, n, w, ad->in, 0, 1, 1.0f, 0.0f));
-	if (!m->fixed)
-		D_TRY(K->gemm_ld(ad->zl, dt, ne, x, ldx, s_at(m, ad->a0.cur, (size_t)w * ad->in),
-				 ad->in, n, ne, ad->in, 0, 1, 1.0f, 0.0f));
-	return K->router_weight_forward(cat, ldc, ad->s, rl, ad->u0, n, ad->e, ad->r, ad->sd,
-					ad->r0, ad->s0);
+	D_TRY(K->gemm_ld(ad->u0, dt, lu, x, ldx, ad->a0.cur, ad->in, n, nr, ad->in, 0, 1, 1.0f,
+			 0.0f));
+	return K->router_weight_forward(cat, ldc, ad->s,
+					m->fixed ? m->fixed_rl : s_at(m, ad->u0, (size_t)w),
+					m->fixed ? 0 : lu, ad->u0, lu, n, ad->e, ad->r, ad->sd, ad->r0,
+					ad->s0);
 }
 
 static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
@@ -1647,10 +1690,11 @@ static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
 			     0, 0, 1.0f, 1.0f);
 }
 
-/* duw = dy B; dB^T += uw^T dy; [du | drl] from the router op; dA += du^T
- * x, dW_R += drl^T x, dx += du A + drl W_R (no router terms with fixed
- * routing). x's and dx's rows are ldx apart, dy's ldy; the forward's cat
- * (uw) is at cat, rows ldc apart. duw_in (a folded group's, with dx): dy
+/* duw = dy B; dB^T += uw^T dy; [du | drl] (side by side in m->x3, rows
+ * s_mol_ld apart) from the router op; d[A; W_R] += [du | drl]^T x, dx +=
+ * [du | drl] [A; W_R] (no router terms with fixed routing). x's and dx's
+ * rows are ldx apart, dy's ldy; the forward's cat (uw) is at cat, rows
+ * ldc apart. duw_in (a folded group's, with dx): dy
  * B is already in those columns of dx's rows (read there when m->direct,
  * else copied out first). */
 static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
@@ -1658,11 +1702,11 @@ static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 {
 	const struct kdevice_ops *K = m->K;
 	int dt = K->dt, w = ad->r0 + ad->e * ad->r, ne = ad->e + (ad->r0 > 0), in = ad->in;
-	void *du = m->x3, *drl = m->fixed ? NULL : ad->z;
+	int lu = s_mol_ld(ad), nr = m->fixed ? w : w + ne;
+	void *du = m->x3, *drl = m->fixed ? NULL : s_at(m, m->x3, (size_t)w);
 	const void *duw = m->x1;
-	void *wr = s_at(m, ad->a0.cur, (size_t)w * in);
 	int ldw = w, nwg = 0;
-	struct kcuda_wgrad wg[3];
+	struct kcuda_wgrad wg[2];
 
 	if (duw_in && m->direct)
 		duw = duw_in, ldw = ldx;
@@ -1672,27 +1716,18 @@ static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	else
 		D_TRY(K->gemm_ld(m->x1, dt, w, dy, ldy, ad->bcat.cur, ad->out, n, w, ad->out, 0, 1,
 				 1.0f, 0.0f));
-	D_TRY(K->zero(du, (size_t)n * w, dt));
-	if (drl)
-		D_TRY(K->zero(drl, (size_t)n * ne, dt));
-	D_TRY(K->router_weight_backward(drl, du, duw, ldw, ad->s, ad->u0, n, ad->e, ad->r, ad->sd,
-					ad->r0, ad->s0));
-	/* the weight gradients, one launch: dB^T += uw^T dy, dA += du^T x, dW_R
-	 * += drl^T x */
+	D_TRY(K->zero(du, (size_t)n * lu, dt));
+	D_TRY(K->router_weight_backward(drl, lu, du, duw, ldw, ad->s, ad->u0, lu, n, ad->e, ad->r,
+					ad->sd, ad->r0, ad->s0));
+	/* the weight gradients, one launch: dB^T += uw^T dy, d[A; W_R] +=
+	 * [du | drl]^T x */
 	if (ad->bcat.grad)
 		s_wg(wg, &nwg, ad->bcat.grad, ad->out, cat, ldc, dy, ldy, w, ad->out, 1.0f, 1.0f);
-	if (ad->a0.grad) {
-		s_wg(wg, &nwg, ad->a0.grad, in, du, w, x, ldx, w, in, 1.0f, 1.0f);
-		if (drl)
-			s_wg(wg, &nwg, ad->a0.grad + (size_t)w * in, in, drl, ne, x, ldx, ne, in, 1.0f,
-			     1.0f);
-	}
+	if (ad->a0.grad)
+		s_wg(wg, &nwg, ad->a0.grad, in, du, lu, x, ldx, nr, in, 1.0f, 1.0f);
 	D_TRY(K->gemm_wgrad(wg, nwg, n));
-	if (dx) {
-		D_TRY(K->gemm_ld(dx, dt, ldx, du, w, ad->a0.cur, in, n, in, w, 0, 0, 1.0f, 1.0f));
-		if (drl)
-			D_TRY(K->gemm_ld(dx, dt, ldx, drl, ne, wr, in, n, in, ne, 0, 0, 1.0f, 1.0f));
-	}
+	if (dx)
+		D_TRY(K->gemm_ld(dx, dt, ldx, du, lu, ad->a0.cur, in, n, in, nr, 0, 0, 1.0f, 1.0f));
 	return 0;
 }
 
@@ -1794,13 +1829,22 @@ static int s_lins_forward(dmodel_t *m, dlayer_t *L, int gi, void *const *ys, con
 		/* x is X: each Res layer's cat into its columns (written there by
 		 * its row kernel, or copied), then y_i = X W'_i */
 		const dfold_t *f = &L->fold[gi];
+		/* Res members under soft routing: every ur in one product */
+		int stacked = f->acat && !m->fixed;
+		if (stacked)
+			D_TRY(K->gemm_ld(m->xu, dt, f->wcat, x, f->ldx, f->acat, m->cfg.dim, n, f->wcat,
+					 m->cfg.dim, 0, 1, 1.0f, 0.0f));
 		for (int i = 0; i < f->ns; i++) {
 			dad_t *ad = L->lin[f->slot[i]].ad;
 			void *xc = s_at(m, (void *)x, (size_t)(ad->in + f->off[i]));
 			void *cat = m->direct ? xc : ad->cat;
 			int ldc = m->direct ? f->ldx : 0;
-			D_TRY(ad->res ? s_res_cat(m, ad, x, f->ldx, n, cat, ldc)
-				      : s_mol_cat(m, ad, x, f->ldx, n, cat, ldc));
+			if (stacked)
+				D_TRY(s_res_rows(m, ad, cat, ldc, s_at(m, m->xu, (size_t)f->off[i]), f->wcat,
+						 n));
+			else
+				D_TRY(ad->res ? s_res_cat(m, ad, x, f->ldx, n, cat, ldc)
+					      : s_mol_cat(m, ad, x, f->ldx, n, cat, ldc));
 			if (!m->direct)
 				D_TRY(K->gemm_ld(xc, dt, f->ldx, ad->cat, f->w[i], m->eye_w, m->eye_n, n,
 						 f->w[i], f->w[i], 0, 0, 1.0f, 0.0f));
@@ -1879,17 +1923,23 @@ static int s_fold_backward(dmodel_t *m, dlayer_t *L, int gi, void *dx, const voi
 		D_TRY(s_mark(m, DMODEL_PROF_BASE));
 	}
 	if (f->res) {
+		/* Res members under soft routing: dx += their dcat a0 as one
+		 * product (every dcat lies in dx's columns C.., against acat) */
+		int stacked = f->acat && !m->fixed && dx;
 		for (int i = 0; i < f->ns; i++) {
 			dad_t *ad = L->lin[f->slot[i]].ad;
 			size_t col = (size_t)(C + f->off[i]);
 			void *in = dx ? s_at(m, dx, col) : NULL;
 			const void *cat = m->direct ? s_at(m, (void *)x, col) : ad->cat;
 			int ldc = m->direct ? f->ldx : f->w[i];
-			D_TRY(ad->res ? s_res_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, cat, ldc,
-						       in)
+			D_TRY(ad->res ? s_res_backward(m, ad, stacked ? NULL : dx, f->ldx, dys[i], ad->out,
+						       x, n, cat, ldc, in)
 				      : s_mol_backward(m, ad, dx, f->ldx, dys[i], ad->out, x, n, cat, ldc,
 						       in));
 		}
+		if (stacked)
+			D_TRY(K->gemm_ld(dx, dt, f->ldx, s_at(m, dx, (size_t)C), f->ldx, f->acat, C, n, C,
+					 f->wcat, 0, 0, 1.0f, 1.0f));
 		return s_mark(m, DMODEL_PROF_ADAPTERS);
 	}
 	/* du = s0 (dx's columns C..): read there (m->direct: s0 in the
@@ -1991,14 +2041,11 @@ static int s_tail_backward(dmodel_t *m, dlin_t *lin, void *dinp, const void *x, 
 		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x1, ad->r0 + ad->e * ad->r,
 				 m->eye_w, m->eye_n, n, lin->ka, lin->ka, 0, 0, 1.0f, 0.0f));
 	} else if (ad->mol) {
-		/* du [n, w] in m->x3, the router logits' gradient [n, ne] in z */
-		int w = ad->r0 + ad->e * ad->r, ne = lin->ka - w;
+		/* [du | the router logits' gradient] (ka columns) in m->x3 */
+		int w = ad->r0 + ad->e * ad->r;
 		D_TRY(s_mol_backward(m, ad, NULL, in, dy, ldr, x, n, ad->cat, w, NULL));
-		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x3, w, m->eye_w, m->eye_n, n, w, w,
-				 0, 0, 1.0f, 0.0f));
-		if (ne)
-			D_TRY(K->gemm_ld(s_at(m, dy, (size_t)(C + w)), dt, ldr, ad->z, ne, m->eye_w,
-					 m->eye_n, n, ne, ne, 0, 0, 1.0f, 0.0f));
+		D_TRY(K->gemm_ld(s_at(m, dy, (size_t)C), dt, ldr, m->x3, s_mol_ld(ad), m->eye_w,
+				 m->eye_n, n, lin->ka, lin->ka, 0, 0, 1.0f, 0.0f));
 	} else {
 		/* du into dres's columns C.. (a product reading its first C), or
 		 * (MODULA_FOLD_DIRECT=0) into m->xu and copied there */

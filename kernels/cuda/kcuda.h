@@ -286,15 +286,18 @@ int kcuda_crossentropy_fused(int dt, float *losses, void *logits, const float *d
  * (MoDULA-Flan's universal expert, under the router too), then e experts
  * of rank r with scale `scale`; E = e + (r0 > 0) <= 32. uw's rows are `ld`
  * elements apart (0: w), so it may be the right-hand columns of a wider
- * matrix. r0 = 0: e equal experts (MoLoRA). */
-int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
-				const void *u, int n, int e, int r, float scale, int r0, float s0);
+ * matrix; rlogits' ldr (0: E) and u's ldu (0: w), so that both may be
+ * columns of one product's output. r0 = 0: e equal experts (MoLoRA). */
+int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits, int ldr,
+				const void *u, int ldu, int n, int e, int r, float scale, int r0,
+				float s0);
 /* du[N,w] += scale_i * s_i * duw; drlogits[N,E] += softmax backward of
  * ds[n,i] = scale_i * sum over expert i's columns of u * duw (duw's rows
- * `ld` apart, 0: w). Either gradient may be NULL. */
-int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw, int ld,
-				 const float *s, const void *u, int n, int e, int r, float scale,
-				 int r0, float s0);
+ * `ld` apart, 0: w; drlogits' ldr, 0: E; u's and du's ldu, 0: w). Either
+ * gradient may be NULL. */
+int kcuda_router_weight_backward(int dt, void *drlogits, int ldr, void *du, const void *duw,
+				 int ld, const float *s, const void *u, int ldu, int n, int e, int r,
+				 float scale, int r0, float s0);
 
 /* MoDULA-Res's per-row work between its products, fused (worker/dmodel.c):
  * ur = [u0 | rl] [N, r0+E] (x [A0; W_R]^T), mab = M = A B0 [E*R, r0]:

@@ -30,14 +30,14 @@ static __device__ __forceinline__ int kc_router_expert(int col, int r0, int r)
 /* One warp per row: lane i < E = e + h owns expert i's logit and
  * probability. */
 template <typename T>
-__global__ void k_router_fwd(T *uw, int ld, float *s, const T *rlogits, const T *u, int n, int e,
-			     int r, float scale, int r0, float s0)
+__global__ void k_router_fwd(T *uw, int ld, float *s, const T *rlogits, int ldr, const T *u,
+			     int ldu, int n, int e, int r, float scale, int r0, float s0)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	int ne = e + (r0 > 0), w = r0 + e * r;
 	if (row >= n)
 		return;
-	float x = lane < ne ? kc_ld(rlogits[(size_t)row * ne + lane]) : -FLT_MAX;
+	float x = lane < ne ? kc_ld(rlogits[(size_t)row * ldr + lane]) : -FLT_MAX;
 	float m = kc_warp_max(x);
 	float p = lane < ne ? expf(x - m) : 0.0f;
 	p /= kc_warp_sum(p);
@@ -48,21 +48,21 @@ __global__ void k_router_fwd(T *uw, int ld, float *s, const T *rlogits, const T 
 		float pw = __shfl_sync(0xffffffffu, p, kc_router_expert(min(col, w - 1), r0, r));
 		if (col < w)
 			uw[(size_t)row * ld + col] = kc_st<T>((col < r0 ? s0 : scale) * pw *
-							      kc_ld(u[(size_t)row * w + col]));
+							      kc_ld(u[(size_t)row * ldu + col]));
 	}
 }
 
 /* ds_i = scale_i sum over expert i's columns of u duw; drlogits += s (ds -
  * s . ds); du += scale_i s_i duw. */
 template <typename T>
-__global__ void k_router_bwd(T *drlogits, T *du, const T *duw, int ld, const float *s, const T *u,
-			     int n, int e, int r, float scale, int r0, float s0)
+__global__ void k_router_bwd(T *drlogits, int ldr, T *du, const T *duw, int ld, const float *s,
+			     const T *u, int ldu, int n, int e, int r, float scale, int r0, float s0)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	int h = r0 > 0, ne = e + h, w = r0 + e * r;
 	if (row >= n)
 		return;
-	size_t o = (size_t)row * w, og = (size_t)row * ld;
+	size_t o = (size_t)row * ldu, og = (size_t)row * ld;
 	float si = lane < ne ? s[(size_t)row * ne + lane] : 0.0f, dsi = 0.0f;
 
 	if (drlogits) {
@@ -77,7 +77,7 @@ __global__ void k_router_bwd(T *drlogits, T *du, const T *duw, int ld, const flo
 		}
 		float dot = kc_warp_sum(si * dsi);
 		if (lane < ne) {
-			size_t ro = (size_t)row * ne + lane;
+			size_t ro = (size_t)row * ldr + lane;
 			drlogits[ro] = kc_st<T>(kc_ld(drlogits[ro]) + si * (dsi - dot));
 		}
 	}
@@ -111,37 +111,45 @@ static int s_check_ld(const char *what, int ld, int w)
 }
 
 extern "C" int kcuda_router_weight_forward(int dt, void *uw, int ld, float *s, const void *rlogits,
-					   const void *u, int n, int e, int r, float scale, int r0,
-					   float s0)
+					   int ldr, const void *u, int ldu, int n, int e, int r,
+					   float scale, int r0, float s0)
 {
+	int ne = e + (r0 > 0), w = r0 + e * r;
+
 	KC_CTX(cx);
 	if (s_check_router(e, r, r0) < 0)
 		return -1;
-	if (s_check_ld("router_weight_forward", ld, r0 + e * r) < 0)
+	if (s_check_ld("router_weight_forward", ld, w) < 0 ||
+	    s_check_ld("router_weight_forward's logits", ldr, ne) < 0 ||
+	    s_check_ld("router_weight_forward's u", ldu, w) < 0)
 		return -1;
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_router_fwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)uw, ld ? ld : r0 + e * r, s, (const T *)rlogits, (const T *)u, n, e, r, scale,
-		r0, s0));
+		(T *)uw, ld ? ld : w, s, (const T *)rlogits, ldr ? ldr : ne, (const T *)u,
+		ldu ? ldu : w, n, e, r, scale, r0, s0));
 	KC_LAUNCHED("router_weight_forward");
 	return 0;
 }
 
-extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, void *du, const void *duw,
-					    int ld, const float *s, const void *u, int n, int e, int r,
-					    float scale, int r0, float s0)
+extern "C" int kcuda_router_weight_backward(int dt, void *drlogits, int ldr, void *du,
+					    const void *duw, int ld, const float *s, const void *u,
+					    int ldu, int n, int e, int r, float scale, int r0, float s0)
 {
+	int ne = e + (r0 > 0), w = r0 + e * r;
+
 	KC_CTX(cx);
 	if (s_check_router(e, r, r0) < 0)
 		return -1;
-	if (s_check_ld("router_weight_backward", ld, r0 + e * r) < 0)
+	if (s_check_ld("router_weight_backward", ld, w) < 0 ||
+	    s_check_ld("router_weight_backward's logits", ldr, ne) < 0 ||
+	    s_check_ld("router_weight_backward's u", ldu, w) < 0)
 		return -1;
 	if (n == 0 || (!drlogits && !du))
 		return 0;
 	KC_DISPATCH(dt, T, k_router_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)drlogits, (T *)du, (const T *)duw, ld ? ld : r0 + e * r, s, (const T *)u, n, e,
-		r, scale, r0, s0));
+		(T *)drlogits, ldr ? ldr : ne, (T *)du, (const T *)duw, ld ? ld : w, s,
+		(const T *)u, ldu ? ldu : w, n, e, r, scale, r0, s0));
 	KC_LAUNCHED("router_weight_backward");
 	return 0;
 }
@@ -253,7 +261,8 @@ extern "C" int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const fl
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_res_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)dcat, ld ? ld : r0 + e * r, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r, s0, sd, slope));
+		(T *)dcat, ld ? ld : r0 + e * r, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r,
+		s0, sd, slope));
 	KC_LAUNCHED("res_backward");
 	return 0;
 }
@@ -271,7 +280,7 @@ extern "C" int kcuda_lora_group_forward(int dt, void *y, void *u, void *uw, floa
 		return -1;
 	if (!rlogits)
 		return kc_gemm(dt, dt, y, u, b, n, oc, er, 0, 1, scale, 1.0f);
-	if (kcuda_router_weight_forward(dt, uw, 0, s, rlogits, u, n, e, r, scale, 0, 0.0f) < 0)
+	if (kcuda_router_weight_forward(dt, uw, 0, s, rlogits, 0, u, 0, n, e, r, scale, 0, 0.0f) < 0)
 		return -1;
 	return kc_gemm(dt, dt, y, uw, b, n, oc, er, 0, 1, 1.0f, 1.0f);
 }
@@ -309,8 +318,8 @@ extern "C" int kcuda_lora_group_backward(int dt, void *dx, float *da, float *db,
 		} else {
 			du = NULL;
 		}
-		if (kcuda_router_weight_backward(dt, drlogits, du, duw, 0, s, u, n, e, r, scale, 0,
-						 0.0f) < 0)
+		if (kcuda_router_weight_backward(dt, drlogits, 0, du, duw, 0, s, u, 0, n, e, r, scale,
+						 0, 0.0f) < 0)
 			goto out;
 	}
 	if (da && kc_gemm(dt, KCUDA_F32, da, du, x, er, c, n, 1, 0, fa, 1.0f) < 0)

@@ -162,9 +162,10 @@ NOCUDA(kcuda_crossentropy_backward, int dt, void *dlogits, const float *dlosses,
 NOCUDA(kcuda_crossentropy_fused, int dt, float *losses, void *logits, const float *dlosses,
        const int *targets, int n, int v)
 NOCUDA(kcuda_router_weight_forward, int dt, void *uw, int ld, float *s, const void *rlogits,
-       const void *u, int n, int e, int r, float scale, int r0, float s0)
-NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, void *du, const void *duw, int ld,
-       const float *s, const void *u, int n, int e, int r, float scale, int r0, float s0)
+       int ldr, const void *u, int ldu, int n, int e, int r, float scale, int r0, float s0)
+NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, int ldr, void *du, const void *duw,
+       int ld, const float *s, const void *u, int ldu, int n, int e, int r, float scale, int r0,
+       float s0)
 NOCUDA(kcuda_res_forward, int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
        int ldu, const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_res_backward, int dt, void *dcat, int ld, void *dz, const float *s, const void *z,

@@ -162,7 +162,8 @@ __global__ void __launch_bounds__(WG_THREADS) k_wgrad(wg_args g)
 					int m = i * 16 + gr + (q >> 1) * 8, n = n0 + gc + j * 8 + (q & 1);
 					if (i < nm && m < p.m && n < p.n) {
 						float *c = p.c + (size_t)m * p.ldc + n;
-						*c = p.alpha * acc[i][j][q] + (p.beta != 0.0f ? p.beta * *c : 0.0f);
+						*c = p.alpha * acc[i][j][q] +
+						     (p.beta != 0.0f ? p.beta * *c : 0.0f);
 					}
 				}
 		return;

@@ -788,9 +788,10 @@ static int case_router(void)
 	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f, 0, 0.0f);
 	S_PTR((drld = S_DEV(rl, ne)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
 	      (dsd = S_DEV32(NULL, ne)) && (ds_cpu = S_DEV32(s, ne)) && (dduw = S_DEV(duw, nu)));
-	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f, 0, 0.0f));
-	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f, 0,
-					   0.0f));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, 0, dud, 0, n, e, r, 2.0f, 0,
+					  0.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, 0, ddu, dduw, 0, ds_cpu, dud, 0, n, e, r, 2.0f,
+					   0, 0.0f));
 	S_TRY(S_CMP32("s", dsd, s, ne));
 	S_TRY(S_CMP("uw", duwd, uw, nu));
 	S_TRY(S_CMP("du", ddu, du, nu));
@@ -813,10 +814,10 @@ static int case_router(void)
 		for (int j = 0; j < e * r; j++)
 			wide[(size_t)i * ld + 4 + j] = uw[(size_t)i * e * r + j];
 	size_t sz = kcuda_dtype_size(s_dt);
-	S_TRY(kcuda_router_weight_forward(s_dt, (char *)dwide + 4 * sz, ld, dsd, drld, dud, n, e, r,
-					  2.0f, 0, 0.0f));
-	S_TRY(kcuda_router_weight_backward(s_dt, ddrl2, ddu2, (char *)dgw + 4 * sz, ld, ds_cpu, dud,
-					   n, e, r, 2.0f, 0, 0.0f));
+	S_TRY(kcuda_router_weight_forward(s_dt, (char *)dwide + 4 * sz, ld, dsd, drld, 0, dud, 0, n,
+					  e, r, 2.0f, 0, 0.0f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl2, 0, ddu2, (char *)dgw + 4 * sz, ld, ds_cpu,
+					   dud, 0, n, e, r, 2.0f, 0, 0.0f));
 	S_TRY(S_CMP("uw strided", dwide, wide, nw));
 	S_TRY(S_CMP("du strided", ddu2, du2, nu));
 	return S_CMP("drlogits strided", ddrl2, drl2, ne);
@@ -838,13 +839,46 @@ static int case_router_head(void)
 	s_router_bwd(drl, du, duw, s, u, n, e, r, 2.0f, r0, 0.75f);
 	S_PTR((drld = S_DEV(rl, nl)) && (dud = S_DEV(u, nu)) && (duwd = S_DEV(NULL, nu)) &&
 	      (dsd = S_DEV32(NULL, nl)) && (ds_cpu = S_DEV32(s, nl)) && (dduw = S_DEV(duw, nu)));
-	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, dud, n, e, r, 2.0f, r0, 0.75f));
-	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, ddu, dduw, 0, ds_cpu, dud, n, e, r, 2.0f, r0,
-					   0.75f));
+	S_TRY(kcuda_router_weight_forward(s_dt, duwd, 0, dsd, drld, 0, dud, 0, n, e, r, 2.0f, r0,
+					  0.75f));
+	S_TRY(kcuda_router_weight_backward(s_dt, ddrl, 0, ddu, dduw, 0, ds_cpu, dud, 0, n, e, r, 2.0f,
+					   r0, 0.75f));
 	S_TRY(S_CMP32("s", dsd, s, nl));
 	S_TRY(S_CMP("uw", duwd, uw, nu));
 	S_TRY(S_CMP("du", ddu, du, nu));
-	return S_CMP("drlogits", ddrl, drl, nl);
+	S_TRY(S_CMP("drlogits", ddrl, drl, nl));
+	/* u and the logits as columns of one product's output [u | rl | pad]
+	 * (rows lb apart), du and their gradient the same way, as the engine's
+	 * MoDULA-Flan and MoLoRA path keeps them */
+	int lb = w + ne + 3;
+	size_t nb = (size_t)n * lb;
+	float *ub = s_zeros(nb), *gb = s_rand(nb, -1, 1), *gbe;
+	void *dub, *dgb, *duw2;
+	S_PTR(ub && gb);
+	S_TRY(s_round(gb, nb));
+	gbe = s_copy(gb, nb);
+	float *du3 = s_zeros(nu), *drl3 = s_zeros(nl);
+	S_PTR(gbe && du3 && drl3);
+	for (int i = 0; i < n; i++) {
+		memcpy(ub + (size_t)i * lb, u + (size_t)i * w, (size_t)w * sizeof(float));
+		memcpy(ub + (size_t)i * lb + w, rl + (size_t)i * ne, (size_t)ne * sizeof(float));
+		memcpy(du3 + (size_t)i * w, gb + (size_t)i * lb, (size_t)w * sizeof(float));
+		memcpy(drl3 + (size_t)i * ne, gb + (size_t)i * lb + w, (size_t)ne * sizeof(float));
+	}
+	s_router_bwd(drl3, du3, duw, s, u, n, e, r, 2.0f, r0, 0.75f);
+	for (int i = 0; i < n; i++) {
+		memcpy(gbe + (size_t)i * lb, du3 + (size_t)i * w, (size_t)w * sizeof(float));
+		memcpy(gbe + (size_t)i * lb + w, drl3 + (size_t)i * ne, (size_t)ne * sizeof(float));
+	}
+	size_t sz = kcuda_dtype_size(s_dt);
+	S_PTR((dub = S_DEV(ub, nb)) && (dgb = S_DEV(gb, nb)) && (duw2 = S_DEV(NULL, nu)));
+	S_TRY(kcuda_router_weight_forward(s_dt, duw2, 0, dsd, (char *)dub + w * sz, lb, dub, lb, n, e,
+					  r, 2.0f, r0, 0.75f));
+	S_TRY(kcuda_router_weight_backward(s_dt, (char *)dgb + w * sz, lb, dgb, dduw, 0, ds_cpu, dub,
+					   lb, n, e, r, 2.0f, r0, 0.75f));
+	S_TRY(S_CMP32("s (one buffer)", dsd, s, nl));
+	S_TRY(S_CMP("uw (one buffer)", duw2, uw, nu));
+	return S_CMP("[du | drlogits] (one buffer)", dgb, gbe, nb);
 }
 
 /* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
