@@ -469,14 +469,14 @@ static int s_cpu_res_forward(void *cat, int ld, void *z, void *zl, float *s, con
 }
 
 static int s_cpu_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
-			      const void *zl, int n, int r0, int e, int r, float s0, float sd,
-			      float slope)
+			      const void *zl, const void *mab, int nores, int n, int r0, int e,
+			      int r, float s0, float sd, float slope)
 {
 	if (e > OPS_RES_MAX_EXPERTS)
 		return err_set("res_backward: %d experts (at most %d)", e, OPS_RES_MAX_EXPERTS);
 	if (ld && ld < r0 + e * r)
 		return err_set("res_backward: rows %d apart, narrower than %d columns", ld, r0 + e * r);
-	op_res_backward(dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
+	op_res_backward(dcat, ld, dz, s, z, zl, mab, nores, n, r0, e, r, s0, sd, slope);
 	return 0;
 }
 
@@ -904,12 +904,12 @@ static int s_emu_res_forward(void *cat, int ld, void *z, void *zl, float *s, con
 }
 
 static int s_emu_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
-			      const void *zl, int n, int r0, int e, int r, float s0, float sd,
-			      float slope)
+			      const void *zl, const void *mab, int nores, int n, int r0, int e,
+			      int r, float s0, float sd, float slope)
 {
 	size_t w = (size_t)r0 + (size_t)e * r;
 
-	D_TRY(s_cpu_res_backward(dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope));
+	D_TRY(s_cpu_res_backward(dcat, ld, dz, s, z, zl, mab, nores, n, r0, e, r, s0, sd, slope));
 	s_emu_round(dcat, s_emu_dt, (size_t)n, w, ld ? (size_t)ld : w);
 	EMU_N(dz, (size_t)n * e * r);
 	return 0;
@@ -1182,10 +1182,11 @@ static int s_cuda_res_forward(void *cat, int ld, void *z, void *zl, float *s, co
 }
 
 static int s_cuda_res_backward(void *dcat, int ld, void *dz, const float *s, const void *z,
-			       const void *zl, int n, int r0, int e, int r, float s0, float sd,
-			       float slope)
+			       const void *zl, const void *mab, int nores, int n, int r0, int e,
+			       int r, float s0, float sd, float slope)
 {
-	return kcuda_res_backward(s_dt, dcat, ld, dz, s, z, zl, n, r0, e, r, s0, sd, slope);
+	return kcuda_res_backward(s_dt, dcat, ld, dz, s, z, zl, mab, nores, n, r0, e, r, s0, sd,
+				  slope);
 }
 
 static int s_cuda_gemm_f32(float *c, const float *a, const float *b, int m, int n, int k, int ta,

@@ -153,9 +153,11 @@ struct kdevice_ops {
 	int (*res_forward)(void *cat, int ld, void *z, void *zl, float *s, const void *ur, int ldu,
 			   const void *mab, int n, int r0, int e, int r, float s0, float sd,
 			   float slope);
+	/* (mab not NULL: dcat[:, :r0] = s0 (dcat[:, :r0] (nores: 0) + dz mab),
+	 * the product after it fused; ops.h's op_res_backward) */
 	int (*res_backward)(void *dcat, int ld, void *dz, const float *s, const void *z,
-			    const void *zl, int n, int r0, int e, int r, float s0, float sd,
-			    float slope);
+			    const void *zl, const void *mab, int nores, int n, int r0, int e, int r,
+			    float s0, float sd, float slope);
 	/* Copy n elements within the backend's memory, converting types. */
 	int (*convert)(void *dst, int ddt, const void *src, int sdt, size_t n);
 	/* The optimizer over fp32 tensors (worker/optim.c's formulas):

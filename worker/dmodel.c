@@ -1516,7 +1516,8 @@ int dmodel_reserve(dmodel_t *m, int b, int t)
  * [u0s | zw] and bcat = [B0^T; B^T], a layer is three products of its
  * width (x a0^T, cat bcat; in backward dy bcat^T, cat^T dy, d[u0 rl]^T x,
  * d[u0 rl] a0), products of N x (e*r) or smaller, and one fused row kernel
- * each way (res_forward/backward: softmax, weighting, LeakyReLU):
+ * each way (res_forward/backward: softmax, weighting, LeakyReLU; the
+ * backward's also du0s += dz M):
  *   dA = (dz^T u0s) B0^T, dB0^T += (dz^T u0s)^T A, du0s += dz M.
  * The same function of the weights as moe.c, rounded differently. */
 /* ur = x [A0; W_R]^T (x's rows ldx apart; fixed routing: the fixed
@@ -1578,12 +1579,10 @@ static int s_res_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void 
 	} else {
 		D_TRY(K->gemm_ld(dcat, dt, w, dy, ldy, ad->bcat.cur, out, n, w, out, 0, 1, 1.0f, 0.0f));
 	}
-	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] *= s0 */
-	D_TRY(K->res_backward(dcat, ldd, dz, ad->s, ad->z, ad->zl, n, r0, ad->e, ad->r, ad->s0,
-			      ad->sd, ad->slope));
-	/* dcat[:, :r0] = s0 du0s = s0 (direct + dz M) */
-	D_TRY(K->gemm_ld(dcat, dt, ldd, dz, er, ad->mab, r0, n, r0, er, 0, 0, ad->s0,
-			 ad->nores ? 0.0f : 1.0f));
+	/* dz; dcat[:, r0:r0+e] = d rl; dcat[:, :r0] = s0 du0s = s0 (direct +
+	 * dz M) (-nores: no direct part), the product fused into the row kernel */
+	D_TRY(K->res_backward(dcat, ldd, dz, ad->s, ad->z, ad->zl, ad->mab, ad->nores, n, r0, ad->e,
+			      ad->r, ad->s0, ad->sd, ad->slope));
 	/* the weight gradients, one launch: dB^T += cat^T dy (-nores: without
 	 * B0's rows); P = dz^T u0s [er, r0] in fp32 (dA += P B0^T and dB0^T +=
 	 * P^T A follow, against the fp32 masters, for every layer at once at

@@ -229,7 +229,7 @@ static void s_fused_backward(moe_layer_t *L, float *dx, const float *dy, const f
 	for (int i = 0; i < e; i++)
 		if (mo->exp[1 + i].trainable)
 			s_add_transposed(L->w[1 + i].db, L->fdb + (size_t)(r0 + i * r) * out, out, r);
-	op_res_backward(L->fdcat, 0, L->fdz, L->s, L->fz, L->fzl, n, r0, e, r, s0, L->w[1].scale,
+	op_res_backward(L->fdcat, 0, L->fdz, L->s, L->fz, L->fzl, NULL, 0, n, r0, e, r, s0, L->w[1].scale,
 			mo->cfg.slope);
 	/* P = dz^T u0s: dA_i += P_i B0^T, dB0 += A^T P */
 	if (any_b || mo->exp[0].trainable)

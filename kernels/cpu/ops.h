@@ -102,14 +102,16 @@ void op_leakyrelu_backward(float *dinp, const float *dout, const float *inp, flo
  * softmax(rl) [N, e], z = s0 u0 mab^T and zl = LeakyReLU(z) [N, e*r], and
  * cat = [s0 u0 | sd s_i zl_i] [N, r0+e*r]. Backward: dcat holds dy
  * [B0^T; B^T]^T on entry; it writes dz [N, e*r], dcat[:, r0:r0+e] = d rl
- * and dcat[:, :r0] *= s0. cat's and dcat's rows are ld apart (0: r0+e*r;
- * columns of a wider matrix), ur's ldu (0: r0+e). At most
- * OPS_RES_MAX_EXPERTS experts. */
+ * and dcat[:, :r0] *= s0, or, given mab, dcat[:, :r0] = s0 (dcat[:, :r0]
+ * + dz mab) (nores: s0 dz mab), the product that follows it fused. cat's
+ * and dcat's rows are ld apart (0: r0+e*r; columns of a wider matrix),
+ * ur's ldu (0: r0+e). At most OPS_RES_MAX_EXPERTS experts. */
 #define OPS_RES_MAX_EXPERTS 64
 void op_res_forward(float *cat, int ld, float *z, float *zl, float *s, const float *ur, int ldu,
 		    const float *mab, int n, int r0, int e, int r, float s0, float sd, float slope);
 void op_res_backward(float *dcat, int ld, float *dz, const float *s, const float *z,
-		     const float *zl, int n, int r0, int e, int r, float s0, float sd, float slope);
+		     const float *zl, const float *mab, int nores, int n, int r0, int e, int r,
+		     float s0, float sd, float slope);
 
 /* Softmax over the last dimension: out[N,K] = softmax(inp[N,K]). */
 void op_softmax_forward(float *out, const float *inp, int n, int k);

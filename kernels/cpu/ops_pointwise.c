@@ -192,7 +192,8 @@ void op_res_forward(float *cat, int ld, float *z, float *zl, float *s, const flo
 }
 
 void op_res_backward(float *dcat, int ld, float *dz, const float *s, const float *z,
-		     const float *zl, int n, int r0, int e, int r, float s0, float sd, float slope)
+		     const float *zl, const float *mab, int nores, int n, int r0, int e, int r,
+		     float s0, float sd, float slope)
 {
 	int er = e * r, w = ld ? ld : r0 + er;
 
@@ -210,7 +211,11 @@ void op_res_backward(float *dcat, int ld, float *dz, const float *s, const float
 			dot += si[k] * ds[k];
 		for (int k = 0; k < e; k++)
 			d[r0 + k] = si[k] * (ds[k] - dot);
-		for (int k = 0; k < r0; k++)
-			d[k] *= s0;
+		for (int k = 0; k < r0; k++) {
+			float acc = 0.0f;
+			for (int j = 0; mab && j < er; j++)
+				acc += dzi[j] * mab[(size_t)j * r0 + k];
+			d[k] = (mab && nores ? 0.0f : d[k] * s0) + s0 * acc;
+		}
 	}
 }

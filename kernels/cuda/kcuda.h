@@ -312,8 +312,11 @@ int kcuda_router_weight_backward(int dt, void *drlogits, int ldr, void *du, cons
 int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
 		      int ldu, const void *mab, int n, int r0, int e, int r, float s0, float sd,
 		      float slope);
+/* mab not NULL: dcat[:, :r0] = s0 (dcat[:, :r0] (nores: 0) + dz mab) too,
+ * the product that follows it fused (mab's rows read by every row). */
 int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
-		       const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope);
+		       const void *zl, const void *mab, int nores, int n, int r0, int e, int r,
+		       float s0, float sd, float slope);
 
 /* A soft-routed LoRA expert group on one linear layer, as two products over
  * the stacked experts (MoLoRA, MoDULA-Flan; plain LoRA is E = 1 without a

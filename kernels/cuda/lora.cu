@@ -194,10 +194,12 @@ __global__ void k_res_fwd(T *cat, int ld, T *z, T *zl, float *s, const T *ur, in
 
 /* dcat [N, w] (rows ld apart) holds dy [B0^T; B^T]^T on entry. Reads dzw
  * = dcat[:, r0:], then writes dcat[:, :r0] *= s0, dcat[:, r0:r0+e] = drl
- * and dz [N, er] (both overwritten). */
+ * and dz [N, er] (both overwritten). With mab: dcat[:, :r0] = s0
+ * (dcat[:, :r0] (nores: 0) + dz mab), from dz as stored (rounded). */
 template <typename T>
-__global__ void k_res_bwd(T *dcat, int ld, T *dz, const float *s, const T *z, const T *zl, int n,
-			  int r0, int e, int r, float s0, float sd, float slope)
+__global__ void k_res_bwd(T *dcat, int ld, T *dz, const float *s, const T *z, const T *zl,
+			  const T *mab, int nores, int n, int r0, int e, int r, float s0, float sd,
+			  float slope)
 {
 	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
 	int er = e * r;
@@ -226,8 +228,27 @@ __global__ void k_res_bwd(T *dcat, int ld, T *dz, const float *s, const T *z, co
 	__syncwarp();
 	if (lane < e)
 		d[r0 + lane] = kc_st<T>(si * (dsi - dot));
-	for (int k = lane; k < r0; k += 32)
-		d[k] = kc_st<T>(kc_ld(d[k]) * s0);
+	if (!mab) {
+		for (int k = lane; k < r0; k += 32)
+			d[k] = kc_st<T>(kc_ld(d[k]) * s0);
+		return;
+	}
+	/* dz mab: dz_j from the lane that stored it (shuffled), mab's column
+	 * k by lane k */
+	for (int k0 = 0; k0 < r0; k0 += 32) {
+		int k = k0 + lane;
+		float acc = 0.0f;
+		for (int j0 = 0; j0 < er; j0 += 32) {
+			float v = j0 + lane < er ? kc_ld(dz[(size_t)row * er + j0 + lane]) : 0.0f;
+			for (int jj = 0; jj < 32 && j0 + jj < er; jj++) {
+				float vj = __shfl_sync(0xffffffffu, v, jj);
+				if (k < r0)
+					acc += vj * kc_ld(mab[(size_t)(j0 + jj) * r0 + k]);
+			}
+		}
+		if (k < r0)
+			d[k] = kc_st<T>((nores ? 0.0f : kc_ld(d[k]) * s0) + s0 * acc);
+	}
 }
 
 extern "C" int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, float *s,
@@ -250,8 +271,8 @@ extern "C" int kcuda_res_forward(int dt, void *cat, int ld, void *z, void *zl, f
 }
 
 extern "C" int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const float *s,
-				  const void *z, const void *zl, int n, int r0, int e, int r,
-				  float s0, float sd, float slope)
+				  const void *z, const void *zl, const void *mab, int nores, int n,
+				  int r0, int e, int r, float s0, float sd, float slope)
 {
 	KC_CTX(cx);
 	if (s_check_router(e, r, 0) < 0)
@@ -261,8 +282,8 @@ extern "C" int kcuda_res_backward(int dt, void *dcat, int ld, void *dz, const fl
 	if (n == 0)
 		return 0;
 	KC_DISPATCH(dt, T, k_res_bwd<T><<<kc_warp_blocks(n), KC_THREADS, 0, cx->stream>>>(
-		(T *)dcat, ld ? ld : r0 + e * r, (T *)dz, s, (const T *)z, (const T *)zl, n, r0, e, r,
-		s0, sd, slope));
+		(T *)dcat, ld ? ld : r0 + e * r, (T *)dz, s, (const T *)z, (const T *)zl,
+		(const T *)mab, nores, n, r0, e, r, s0, sd, slope));
 	KC_LAUNCHED("res_backward");
 	return 0;
 }

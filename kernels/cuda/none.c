@@ -169,7 +169,7 @@ NOCUDA(kcuda_router_weight_backward, int dt, void *drlogits, int ldr, void *du, 
 NOCUDA(kcuda_res_forward, int dt, void *cat, int ld, void *z, void *zl, float *s, const void *ur,
        int ldu, const void *mab, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_res_backward, int dt, void *dcat, int ld, void *dz, const float *s, const void *z,
-       const void *zl, int n, int r0, int e, int r, float s0, float sd, float slope)
+       const void *zl, const void *mab, int nores, int n, int r0, int e, int r, float s0, float sd, float slope)
 NOCUDA(kcuda_lora_group_forward, int dt, void *y, void *u, void *uw, float *s, const void *x,
        const void *a, const void *b, const void *rlogits, int n, int c, int oc, int e, int r,
        float scale)

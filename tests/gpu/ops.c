@@ -884,8 +884,10 @@ static int case_router_head(void)
 /* MoDULA-Res's fused row kernels against the CPU table's (kernels/device.c),
  * with cat and dcat rows r0 + e*r apart, or (wide) columns 3.. of rows ld
  * = r0 + e*r + 7 apart (a folded group's X and dx; and ur's rows padded
- * to 16): the columns around them must come out as they went in. */
-static int s_res(int wide)
+ * to 16): the columns around them must come out as they went in. fused:
+ * the backward's dcat[:, :r0] = s0 (dcat[:, :r0] + dz M) in the kernel
+ * (nores: without dcat[:, :r0]). */
+static int s_res(int wide, int fused, int nores)
 {
 	const struct kdevice_ops *C = kdevice_ops(KDEV_CPU, KCUDA_F32);
 	int n = 70, r0 = 8, e = 4, r = 6, er = e * r, w = r0 + er, ld = wide ? w + 7 : 0;
@@ -919,21 +921,23 @@ static int s_res(int wide)
 	void *dz2, *dzl2, *ds2;
 	S_PTR((dz2 = S_DEV(z, (size_t)n * er)) && (dzl2 = S_DEV(zl, (size_t)n * er)) &&
 	      (ds2 = S_DEV32(sp, (size_t)n * e)));
-	S_TRY(C->res_backward(dcat + o, ld, dz, sp, z, zl, n, r0, e, r, 0.5f, 2.0f, 0.1f));
-	S_TRY(kcuda_res_backward(s_dt, (char *)ddcat + o * sz, ld, ddz, ds2, dz2, dzl2, n, r0, e, r,
-				 0.5f, 2.0f, 0.1f));
+	S_TRY(C->res_backward(dcat + o, ld, dz, sp, z, zl, fused ? mab : NULL, nores, n, r0, e, r,
+			      0.5f, 2.0f, 0.1f));
+	S_TRY(kcuda_res_backward(s_dt, (char *)ddcat + o * sz, ld, ddz, ds2, dz2, dzl2,
+				 fused ? dmab : NULL, nores, n, r0, e, r, 0.5f, 2.0f, 0.1f));
 	S_TRY(S_CMP("dcat", ddcat, dcat, nc));
 	return S_CMP("dz", ddz, dz, (size_t)n * er);
 }
 
 static int case_res(void)
 {
-	return s_res(0);
+	return s_res(0, 0, 0);
 }
 
 static int case_res_wide(void)
 {
-	return s_res(1);
+	S_TRY(s_res(1, 1, 0));
+	return s_res(1, 1, 1);
 }
 
 /* Weight gradients over the same K rows, four in one kcuda_gemm_wgrad call
@@ -1275,7 +1279,7 @@ static const struct {
 	{ "router softmax + expert weighting", case_router, 2 },
 	{ "router with a head expert (flan)", case_router_head, 2 },
 	{ "modula-res fused rows", case_res, 2 },
-	{ "modula-res fused rows, columns of wider rows", case_res_wide, 2 },
+	{ "modula-res fused rows, columns of wider rows, dz M fused", case_res_wide, 2 },
 	{ "weight gradients, four in one call (wgrad kernel)", case_wgrad, 4 },
 	{ "lora group, 4 routed experts", case_lora_group, 4 },
 	{ "lora group, plain", case_lora_plain, 4 },
