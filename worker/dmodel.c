@@ -1693,9 +1693,9 @@ static int s_mol_forward(dmodel_t *m, dad_t *ad, void *y, const void *x, int n)
  * s_mol_ld apart) from the router op; d[A; W_R] += [du | drl]^T x, dx +=
  * [du | drl] [A; W_R] (no router terms with fixed routing). x's and dx's
  * rows are ldx apart, dy's ldy; the forward's cat (uw) is at cat, rows
- * ldc apart. duw_in (a folded group's, with dx): dy
- * B is already in those columns of dx's rows (read there when m->direct,
- * else copied out first). */
+ * ldc apart. duw_in (a folded group's, with dx): dy B is already in those
+ * columns of dx's rows (read there when m->direct, else copied out
+ * first). */
 static int s_mol_backward(dmodel_t *m, dad_t *ad, void *dx, int ldx, const void *dy, int ldy,
 			  const void *x, int n, const void *cat, int ldc, const void *duw_in)
 {
