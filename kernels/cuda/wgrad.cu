@@ -204,6 +204,7 @@ __global__ void __launch_bounds__(WG_THREADS) k_wgrad(wg_args g)
 
 static float *s_ws;
 static unsigned *s_cnt;
+static int s_nsm;
 
 /* Product p on cuBLAS. */
 static int s_cublas(int dt, const struct kcuda_wgrad *p, int k)
@@ -261,7 +262,9 @@ extern "C" int kcuda_gemm_wgrad(int dt, const struct kcuda_wgrad *p, int count, 
 		return 0;
 	if (tiles > WG_MAX_TILES)
 		return err_set("gemm_wgrad: %d column tiles (at most %d)", tiles, WG_MAX_TILES);
-	KC_CK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
+	if (!s_nsm) /* once: the call is on the backward's path */
+		KC_CK(cudaDeviceGetAttribute(&s_nsm, cudaDevAttrMultiProcessorCount, 0));
+	nsm = s_nsm;
 	/* about four blocks an SM; each at least 4 stages of tokens; the last
 	 * block of a tile to sum at most 512 rows of partials (splits x M);
 	 * the partials within the workspace */

@@ -87,19 +87,18 @@ fi
 if [ -n "$sanitizer" ]; then
 	# the flash and wgrad kernels share tiles between warps: races and
 	# barrier misuse
-	for tool in racecheck synccheck; do
-		GPU_OPS_ONLY="flash kernels bf16" timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
-			"$bundle/bin/gpu-ops" >"$out/$tool.txt" 2>&1
-		st=$?
-		tail -3 "$out/$tool.txt"
-		row 1 "flash attention (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool.txt"
-		[ $st -eq 0 ] || failed=1
-		GPU_OPS_ONLY="wgrad kernel) bf16" timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
-			"$bundle/bin/gpu-ops" >"$out/$tool-wgrad.txt" 2>&1
-		st=$?
-		tail -3 "$out/$tool-wgrad.txt"
-		row 1 "weight-gradient kernel (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool-wgrad.txt"
-		[ $st -eq 0 ] || failed=1
+	# (case filter|file suffix|row name)
+	for what in "flash kernels bf16||flash attention" "wgrad kernel) bf16|-wgrad|weight-gradient kernel"; do
+		only=${what%%|*} rest=${what#*|}
+		sfx=${rest%%|*} name=${rest#*|}
+		for tool in racecheck synccheck; do
+			GPU_OPS_ONLY=$only timeout 40 "$sanitizer" --tool $tool --error-exitcode 9 \
+				"$bundle/bin/gpu-ops" >"$out/$tool$sfx.txt" 2>&1
+			st=$?
+			tail -3 "$out/$tool$sfx.txt"
+			row 1 "$name (bf16) under compute-sanitizer $tool" "$([ $st -eq 0 ] && echo clean || echo "exit $st")" "$out/$tool$sfx.txt"
+			[ $st -eq 0 ] || failed=1
+		done
 	done
 fi
 

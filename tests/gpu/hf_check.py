@@ -460,20 +460,22 @@ def item3(args, res, work):
             f"{f['tokens_per_s'] / tps:.2f}x PyTorch+PEFT; MFU {100 * fmfu:.1f}%; peak "
             f"{peak_gib(f['memory']):.2f} GiB; {f['graph_replays']} graph replays; loss "
             f"{f['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if fclose else 'DIFFERENT'}")
+    def switch_row(key, what, **switch):
+        """variant() with its row: the step time beside the default's."""
+        got, _, close = variant(key, **switch)
+        res.add("3", f"engine step with {what}", f"{got['step_ms']:.1f} ms",
+                f"default {e['step_ms']:.1f} ms: {got['step_ms'] / e['step_ms']:.2f}x its time; loss "
+                f"{got['loss_last']:.4f} vs {e['loss_last']:.4f}: {'close' if close else 'DIFFERENT'}")
+        return close
+
     # folded, the adapters' columns copied through buffers of their own
     # (MODULA_FOLD_DIRECT=0) instead of read and written in place (the default)
-    c, cenv, cclose = variant("bf16-copy", MODULA_FOLD_DIRECT="0")
-    res.add("3", "engine step with the folded columns copied (MODULA_FOLD_DIRECT=0)",
-            f"{c['step_ms']:.1f} ms", f"in place (default) {e['step_ms']:.1f} ms, "
-            f"{c['step_ms'] / e['step_ms']:.2f}x faster; loss {c['loss_last']:.4f} vs "
-            f"{e['loss_last']:.4f}: {'close' if cclose else 'DIFFERENT'}")
+    cclose = switch_row("bf16-copy", "the folded columns copied (MODULA_FOLD_DIRECT=0)",
+                        MODULA_FOLD_DIRECT="0")
     # the adapters' weight gradients on wgrad.cu's kernel (MODULA_CUDA_WGRAD=1)
     # instead of cuBLAS's split-K products (the default until this says)
-    w, wenv, wclose = variant("bf16-wgrad", MODULA_CUDA_WGRAD="1")
-    res.add("3", "engine step with the weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1)",
-            f"{w['step_ms']:.1f} ms", f"on cuBLAS (default) {e['step_ms']:.1f} ms, "
-            f"{e['step_ms'] / w['step_ms']:.2f}x faster with the kernel; loss {w['loss_last']:.4f} vs "
-            f"{e['loss_last']:.4f}: {'close' if wclose else 'DIFFERENT'}")
+    wclose = switch_row("bf16-wgrad", "the weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1)",
+                        MODULA_CUDA_WGRAD="1")
     ok = ok and uclose and gclose and fclose and cclose and wclose
     # where the step's time goes, by kind of op (CUDA events, no graphs), both ways
     for what, env in (("default", None), ("cuBLAS-path attention", fenv), ("not folded", uenv),
@@ -510,29 +512,22 @@ def item4(args, res, work):
             f"{mres['step_ms']:.1f} ms", f"trainable {mres['trainable_params'] / 1e6:.1f}M")
     res.add("4", "modula-res / LoRA step time", f"{mres['step_ms'] / lora['step_ms']:.2f}x",
             "target <= 1.15x")
-    uenv = dict(os.environ, MODULA_FOLD="0")
-    ul = engine_bench(args.engine, path, "lora", env=uenv)
-    ur = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=uenv)
-    res.add("4", "not folded (MODULA_FOLD=0): modula-res / LoRA",
-            f"{ur['step_ms'] / ul['step_ms']:.2f}x", f"{ur['step_ms']:.1f} / {ul['step_ms']:.1f} ms; "
-            f"folded (default): {mres.get('folded_groups', 0)} Res groups")
-    cenv = dict(os.environ, MODULA_FOLD_DIRECT="0")
-    cr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=cenv)
-    res.add("4", "folded columns copied (MODULA_FOLD_DIRECT=0): modula-res step",
-            f"{cr['step_ms']:.1f} ms", f"in place (default) {mres['step_ms']:.1f} ms: "
-            f"{cr['step_ms'] / mres['step_ms']:.2f}x faster; / LoRA in place "
-            f"{cr['step_ms'] / lora['step_ms']:.2f}x")
-    wenv = dict(os.environ, MODULA_CUDA_WGRAD="1")
-    wl = engine_bench(args.engine, path, "lora", env=wenv)
-    wr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=wenv)
-    res.add("4", "weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1): modula-res / LoRA",
-            f"{wr['step_ms'] / wl['step_ms']:.2f}x", f"{wr['step_ms']:.1f} / {wl['step_ms']:.1f} ms "
-            f"(on cuBLAS, the default: {mres['step_ms']:.1f} / {lora['step_ms']:.1f})")
-    fenv = dict(os.environ, MODULA_CUDA_FLASH="0")
-    fl = engine_bench(args.engine, path, "lora", env=fenv)
-    fr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"], env=fenv)
-    res.add("4", "attention on the cuBLAS path (MODULA_CUDA_FLASH=0): modula-res / LoRA",
-            f"{fr['step_ms'] / fl['step_ms']:.2f}x", f"{fr['step_ms']:.1f} / {fl['step_ms']:.1f} ms")
+
+    def both_ways(what, note="", **switch):
+        """modula-res and LoRA with a switch of the backend the other way: the ratio."""
+        env = dict(os.environ, **switch)
+        sl = engine_bench(args.engine, path, "lora", env=env)
+        sr = engine_bench(args.engine, path, "modula-res", ["--experts", "4", "--expert-rank", "8"],
+                          env=env)
+        res.add("4", f"{what}: modula-res / LoRA", f"{sr['step_ms'] / sl['step_ms']:.2f}x",
+                f"{sr['step_ms']:.1f} / {sl['step_ms']:.1f} ms (default {mres['step_ms']:.1f} / "
+                f"{lora['step_ms']:.1f}){note}")
+
+    both_ways("not folded (MODULA_FOLD=0)", f"; folded (default): {mres.get('folded_groups', 0)} "
+              "Res groups", MODULA_FOLD="0")
+    both_ways("folded columns copied (MODULA_FOLD_DIRECT=0)", MODULA_FOLD_DIRECT="0")
+    both_ways("weight gradients on wgrad.cu (MODULA_CUDA_WGRAD=1)", MODULA_CUDA_WGRAD="1")
+    both_ways("attention on the cuBLAS path (MODULA_CUDA_FLASH=0)", MODULA_CUDA_FLASH="0")
     flan = engine_bench(args.engine, path, "modula-flan", ["--experts", "4", "--expert-rank", "8"])
     res.add("4", "modula-flan step (universal 16 + 4 experts of rank 8 under one router)",
             f"{flan['step_ms']:.1f} ms", f"{flan['step_ms'] / lora['step_ms']:.2f}x LoRA's; "

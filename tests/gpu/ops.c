@@ -1324,38 +1324,50 @@ static void s_print_maps(void)
  * backward 4 products of half the T x T scores). Not a test: it prints
  * figures and checks nothing (tests/gpu/check.sh runs it, and compute-
  * sanitizer-free profilers can wrap it). */
-static int s_time_attention(int argc, char **argv)
+/* The timing commands' arguments: up to nx positive integers up to max
+ * into x (the defaults left where fewer are given), the last (REPS) capped
+ * at 64 (the timer marks they keep), and a GPU. 0, or 2 after saying why
+ * on stderr. */
+static int s_time_args(const char *cmd, const char *usage, int argc, char **argv, int *x, int nx,
+		       long max)
 {
-	int x[6] = { 8, 512, 14, 2, 64, 20 }, flash0 = kcuda_flash();
-	size_t nq, nk;
-	void *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv;
 	char why[512], skip[600];
 
-	if (argc > 6) {
-		fprintf(stderr, "gpu-ops time-attention: %d arguments, at most 6 (B T NH NKV HS [REPS])\n",
-			argc);
+	if (argc > nx) {
+		fprintf(stderr, "gpu-ops %s: %d arguments, at most %d (%s)\n", cmd, argc, nx, usage);
 		return 2;
 	}
 	for (int i = 0; i < argc; i++) {
 		char *end;
 		long val = strtol(argv[i], &end, 10);
-		if (end == argv[i] || *end || val <= 0 || val > (1L << 24)) {
-			fprintf(stderr, "gpu-ops time-attention: '%s' is not a positive integer up to 2^24 "
-				"(B T NH NKV HS [REPS])\n", argv[i]);
+		if (end == argv[i] || *end || val <= 0 || val > max) {
+			fprintf(stderr, "gpu-ops %s: '%s' is not a positive integer up to %ld (%s)\n", cmd,
+				argv[i], max, usage);
 			return 2;
 		}
 		x[i] = (int)val;
 	}
+	if (x[nx - 1] > 64)
+		x[nx - 1] = 64;
+	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
+		fprintf(stderr, "gpu-ops %s: %s\n", cmd, skip);
+		return 2;
+	}
+	return 0;
+}
+
+static int s_time_attention(int argc, char **argv)
+{
+	int x[6] = { 8, 512, 14, 2, 64, 20 }, flash0 = kcuda_flash();
+	size_t nq, nk;
+	void *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv;
+
+	if (s_time_args("time-attention", "B T NH NKV HS [REPS]", argc, argv, x, 6, 1L << 24))
+		return 2;
 	if ((x[4] != 64 && x[4] != 128) || x[2] % x[3] || (long)x[0] * x[2] > 65535) {
 		fprintf(stderr, "gpu-ops time-attention: the flash kernels take HS 64 or 128, NKV "
 			"dividing NH and B x NH up to 65535, not B %d NH %d NKV %d HS %d\n", x[0], x[2],
 			x[3], x[4]);
-		return 2;
-	}
-	if (x[5] > 64)
-		x[5] = 64; /* the timer marks kept below */
-	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
-		fprintf(stderr, "gpu-ops time-attention: %s\n", skip);
 		return 2;
 	}
 	int b = x[0], t = x[1], nh = x[2], nkv = x[3], hs = x[4], reps = x[5];
@@ -1422,28 +1434,9 @@ static int s_time_wgrad(int argc, char **argv)
 		{ "down (dB; dA)", 2, { { 16, 896, 16, 920 }, { 16, 4864, 920, 4864 } } },
 	};
 	int x[2] = { 4096, 20 }, wg0 = kcuda_wgrad();
-	char why[512], skip[600];
 
-	if (argc > 2) {
-		fprintf(stderr, "gpu-ops time-wgrad: %d arguments, at most 2 (K [REPS])\n", argc);
+	if (s_time_args("time-wgrad", "K [REPS]", argc, argv, x, 2, 1L << 20))
 		return 2;
-	}
-	for (int i = 0; i < argc; i++) {
-		char *end;
-		long val = strtol(argv[i], &end, 10);
-		if (end == argv[i] || *end || val <= 0 || val > (1L << 20)) {
-			fprintf(stderr, "gpu-ops time-wgrad: '%s' is not a positive integer up to 2^20 "
-				"(K [REPS])\n", argv[i]);
-			return 2;
-		}
-		x[i] = (int)val;
-	}
-	if (x[1] > 64)
-		x[1] = 64; /* the timer marks kept below */
-	if (!gpu_probe(why, sizeof why, skip, sizeof skip)) {
-		fprintf(stderr, "gpu-ops time-wgrad: %s\n", skip);
-		return 2;
-	}
 	int k = x[0], reps = x[1];
 	s_dt = KCUDA_BF16;
 	printf("weight gradients bf16, K %d, %d calls after 1 (ms per call; GB/s of the bytes "
